@@ -115,11 +115,19 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
         "META_ARCH_REGISTRY BACKBONE_REGISTRY PROPOSAL_GENERATOR_REGISTRY RPN_HEAD_REGISTRY "
         "ANCHOR_GENERATOR_REGISTRY ROI_HEADS_REGISTRY ROI_BOX_HEAD_REGISTRY ROI_MASK_HEAD_REGISTRY "
         "build_model build_backbone build_proposal_generator build_anchor_generator "
-        "build_roi_heads build_box_head build_mask_head "
-        "GeneralizedRCNN ProposalNetwork Backbone ResNet BottleneckBlock BasicBlock BasicStem "
-        "build_resnet_backbone FPN DefaultAnchorGenerator Box2BoxTransform Matcher RPN "
-        "StandardRPNHead ROIPooler ROIHeads StandardROIHeads Res5ROIHeads CascadeROIHeads "
-        "FastRCNNConvFCHead FastRCNNOutputLayers MaskRCNNConvUpsampleHead detector_postprocess",
+        "build_roi_heads build_box_head build_mask_head GeneralizedRCNN ProposalNetwork "
+        "Backbone ResNet FPN build_resnet_backbone detector_postprocess "
+        "FastRCNNOutputLayers ROIHeads StandardROIHeads",
+    ),
+    ("modeling.backbone.resnet", "BottleneckBlock BasicBlock BasicStem"),
+    ("modeling.anchor_generator", "DefaultAnchorGenerator"),
+    ("modeling.box_regression", "Box2BoxTransform"),
+    ("modeling.matcher", "Matcher"),
+    ("modeling.poolers", "ROIPooler"),
+    ("modeling.proposal_generator", "RPN StandardRPNHead"),
+    (
+        "modeling.roi_heads",
+        "Res5ROIHeads CascadeROIHeads FastRCNNConvFCHead MaskRCNNConvUpsampleHead",
     ),
     ("modeling.backbone.fpn", "LastLevelMaxPool LastLevelP6P7 build_resnet_fpn_backbone"),
     ("modeling.sampling", "subsample_labels"),

@@ -1,0 +1,13 @@
+"""Data structures of the portable core (detectron2.structures): boxes, instances, image lists
+and masks."""
+from sephnet.d2.structures.boxes import (
+    Boxes,
+    BoxMode,
+    pairwise_ioa,
+    pairwise_iou,
+    pairwise_point_box_distance,
+)
+from sephnet.d2.structures.image_list import ImageList
+from sephnet.d2.structures.instances import Instances
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -9,5 +9,6 @@ from sephnet.d2.structures.boxes import (
 )
 from sephnet.d2.structures.image_list import ImageList
 from sephnet.d2.structures.instances import Instances
+from sephnet.d2.structures.masks import BitMasks, PolygonMasks, ROIMasks, polygons_to_bitmask
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -11,4 +11,16 @@ from sephnet.d2.structures.image_list import ImageList
 from sephnet.d2.structures.instances import Instances
 from sephnet.d2.structures.masks import BitMasks, PolygonMasks, ROIMasks, polygons_to_bitmask
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = [
+    "Boxes",
+    "BoxMode",
+    "pairwise_iou",
+    "pairwise_ioa",
+    "pairwise_point_box_distance",
+    "ImageList",
+    "Instances",
+    "BitMasks",
+    "PolygonMasks",
+    "ROIMasks",
+    "polygons_to_bitmask",
+]

@@ -1,0 +1,1 @@
+"""Utilities shared by the core: registries, events, distributed helpers, logging, files."""

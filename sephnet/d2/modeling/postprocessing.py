@@ -7,8 +7,7 @@ from typing import Tuple, Union
 import torch
 from torch.nn import functional as F
 
-from sephnet.d2.layers import paste_masks_in_image
-from sephnet.d2.structures import Instances
+from sephnet.d2.structures import Instances, ROIMasks
 
 
 def detector_postprocess(
@@ -22,7 +21,7 @@ def detector_postprocess(
     ``results.image_size`` is the resolution the network saw. Boxes (``pred_boxes``, or
     ``proposal_boxes`` for proposal-only models) are scaled by output/input size per axis, clipped
     to the output image, and instances whose box became empty (zero width or height) are dropped.
-    ``pred_masks`` of shape (R, 1, M, M) (float probabilities) are pasted into the output image
+    ``pred_masks`` of shape (R, 1, M, M) (float probabilities, or a ``ROIMasks``) are pasted into the output image
     at the scaled boxes and binarised at ``mask_threshold``, giving a bool (R, H, W) tensor.
     ``pred_keypoints`` (R, K, 3), if present, have their x/y scaled in place.
 
@@ -61,12 +60,12 @@ def detector_postprocess(
     results = results[boxes.nonempty()]
 
     if results.has("pred_masks"):
-        results.pred_masks = paste_masks_in_image(
-            results.pred_masks[:, 0, :, :],
-            results.pred_boxes,
-            (output_height, output_width),
-            threshold=mask_threshold,
-        ).to(torch.bool)
+        masks = results.pred_masks
+        if not isinstance(masks, ROIMasks):
+            masks = ROIMasks(masks[:, 0, :, :])
+        results.pred_masks = masks.to_bitmasks(
+            results.pred_boxes, output_height, output_width, mask_threshold
+        ).tensor
 
     if results.has("pred_keypoints"):
         results.pred_keypoints[:, :, 0] *= scale_x

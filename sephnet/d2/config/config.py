@@ -11,7 +11,7 @@ config (through its ``from_config`` classmethod), and does the same for plain fu
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
@@ -77,9 +77,34 @@ class CfgNode(_FvcoreCfgNode):
             )
         self.merge_from_other_cfg(loaded)
 
+    def merge_from_list(self, cfg_list: List[str]) -> None:
+        """Merge ``[key1, value1, key2, value2, ...]`` (e.g. command-line ``opts``).
+
+        Keys are dotted paths (``"SOLVER.BASE_LR"``); values are parsed as Python
+        literals when possible, else kept as strings.
+
+        Raises:
+            KeyError: a key does not exist in this config (also an ``AssertionError``,
+                which yacs raises here).
+            ValueError: a value's type does not match the existing value's.
+        """
+        for full_key in cfg_list[0::2]:
+            node: Any = self
+            for part in str(full_key).split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise _UnknownConfigKey(
+                        f"Non-existent config key: {full_key} (no '{part}' there)."
+                    )
+                node = node[part]
+        return super().merge_from_list(cfg_list)
+
     def dump(self, *args: Any, **kwargs: Any) -> str:
         """Return the config as a yaml string (arguments go to ``yaml.safe_dump``)."""
         return super().dump(*args, **kwargs)
+
+
+class _UnknownConfigKey(KeyError, AssertionError):
+    """A config key given on the command line does not exist."""
 
 
 global_cfg = CfgNode()

@@ -282,7 +282,8 @@ def test_mask_rcnn_training_step_gives_finite_losses_and_grads_everywhere(depth)
     assert no_grad == []
     # FREEZE_AT = 2 freezes the stem and res2: they must not be trainable.
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert all(n.startswith(("backbone.bottom_up.stem.", "backbone.bottom_up.res2.")) for n in frozen)
+    frozen_prefixes = ("backbone.bottom_up.stem.", "backbone.bottom_up.res2.")
+    assert frozen and all(n.startswith(frozen_prefixes) for n in frozen)
 
 
 def test_training_with_an_image_without_ground_truth():

@@ -26,9 +26,8 @@ def _detections() -> Instances:
 def test_boxes_are_scaled_clipped_and_empty_ones_dropped():
     result = detector_postprocess(_detections(), 50, 400)
     assert result.image_size == (50, 400)
-    assert torch.equal(
-        result.pred_boxes.tensor, torch.tensor([[20.0, 10.0, 100.0, 30.0], [300.0, 40.0, 400.0, 50.0]])
-    )
+    expected = torch.tensor([[20.0, 10.0, 100.0, 30.0], [300.0, 40.0, 400.0, 50.0]])
+    assert torch.equal(result.pred_boxes.tensor, expected)
     assert torch.equal(result.scores, torch.tensor([0.9, 0.8]))
     assert torch.equal(result.pred_classes, torch.tensor([0, 1]))
 

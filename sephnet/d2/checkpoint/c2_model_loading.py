@@ -323,13 +323,15 @@ def align_and_update_state_dicts(
 
 
 def _common_name_prefix(names: Sequence[str]) -> str:
-    """Longest shared prefix of whole ``.``-components, with a trailing ``.`` ("" if none).
+    """Longest shared prefix of whole ``.``-components, with a trailing ``.`` ("" if none),
+    never swallowing the last component of a name (so one name gives its module prefix).
 
-    ``["abc.zfg", "abc.zef"]`` -> ``"abc."``.
+    ``["abc.zfg", "abc.zef"]`` -> ``"abc."``; ``["a.b.weight"]`` -> ``"a.b."``.
     """
     split = [n.split(".") for n in names]
+    shortest = min(len(parts) for parts in split)
     shared: List[str] = []
-    for parts in zip(*split):
+    for parts in zip(*(p[: shortest - 1] for p in split)):
         if any(p != parts[0] for p in parts):
             break
         shared.append(parts[0])

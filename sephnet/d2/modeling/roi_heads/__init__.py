@@ -4,6 +4,8 @@ Importing this package registers the built-in heads: ``StandardROIHeads``,
 ``Res5ROIHeads`` and ``CascadeROIHeads`` in ``ROI_HEADS_REGISTRY``,
 ``FastRCNNConvFCHead`` in ``ROI_BOX_HEAD_REGISTRY`` and ``MaskRCNNConvUpsampleHead`` in
 ``ROI_MASK_HEAD_REGISTRY``. Keypoint and rotated-box heads are not part of the core.
+The exported names are detectron2's; functions such as ``fast_rcnn_inference`` or
+``mask_rcnn_loss`` are imported from their submodules, as with detectron2.
 """
 from .box_head import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead, build_box_head
 from .mask_head import (
@@ -11,8 +13,6 @@ from .mask_head import (
     BaseMaskRCNNHead,
     MaskRCNNConvUpsampleHead,
     build_mask_head,
-    mask_rcnn_inference,
-    mask_rcnn_loss,
 )
 from .roi_heads import (
     ROI_HEADS_REGISTRY,
@@ -23,7 +23,7 @@ from .roi_heads import (
     select_foreground_proposals,
 )
 from .cascade_rcnn import CascadeROIHeads
-from .fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
+from .fast_rcnn import FastRCNNOutputLayers
 
 __all__ = [
     "ROI_BOX_HEAD_REGISTRY",
@@ -33,8 +33,6 @@ __all__ = [
     "BaseMaskRCNNHead",
     "MaskRCNNConvUpsampleHead",
     "build_mask_head",
-    "mask_rcnn_inference",
-    "mask_rcnn_loss",
     "ROI_HEADS_REGISTRY",
     "ROIHeads",
     "Res5ROIHeads",
@@ -43,5 +41,4 @@ __all__ = [
     "select_foreground_proposals",
     "CascadeROIHeads",
     "FastRCNNOutputLayers",
-    "fast_rcnn_inference",
 ]

@@ -62,7 +62,9 @@ class FastRCNNConvFCHead(nn.Sequential):
             )
 
         channels, height, width = input_shape.channels, input_shape.height, input_shape.width
-        convs: List[nn.Module] = []
+        # Plain lists (not registered twice): handles on the conv and fc layers, as in detectron2.
+        self.conv_norm_relus: List[nn.Module] = []
+        self.fcs: List[nn.Module] = []
         for idx, out_channels in enumerate(conv_dims, start=1):
             conv = Conv2d(
                 channels,
@@ -74,10 +76,9 @@ class FastRCNNConvFCHead(nn.Sequential):
                 activation=nn.ReLU(),
             )
             self.add_module(f"conv{idx}", conv)
-            convs.append(conv)
+            self.conv_norm_relus.append(conv)
             channels = out_channels
 
-        fcs: List[nn.Module] = []
         flat_size = None
         for idx, out_features in enumerate(fc_dims, start=1):
             if idx == 1:
@@ -88,12 +89,12 @@ class FastRCNNConvFCHead(nn.Sequential):
             fc = nn.Linear(in_features, out_features)
             self.add_module(f"fc{idx}", fc)
             self.add_module(f"fc_relu{idx}", nn.ReLU())
-            fcs.append(fc)
+            self.fcs.append(fc)
             flat_size = out_features
 
-        for conv in convs:
+        for conv in self.conv_norm_relus:
             weight_init.c2_msra_fill(conv)
-        for fc in fcs:
+        for fc in self.fcs:
             weight_init.c2_xavier_fill(fc)
 
         if flat_size is None:

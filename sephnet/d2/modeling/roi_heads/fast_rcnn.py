@@ -6,7 +6,6 @@ K foreground classes (column K of the class logits is background), B box dimensi
 Label convention: ``gt_classes`` in ``[0, K)`` are foreground classes, ``K`` is background and
 ``-1`` marks ignored regions.
 """
-import logging
 import numbers
 from typing import Dict, List, Tuple, Union
 
@@ -21,8 +20,6 @@ from sephnet.d2.structures import Boxes, Instances
 from sephnet.d2.utils.events import get_event_storage
 
 __all__ = ["fast_rcnn_inference", "FastRCNNOutputLayers"]
-
-logger = logging.getLogger(__name__)
 
 
 def fast_rcnn_inference(

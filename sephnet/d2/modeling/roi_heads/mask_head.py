@@ -206,7 +206,8 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead, nn.Sequential):
             raise ValueError("MaskRCNNConvUpsampleHead needs a non-empty conv_dims")
 
         channels = input_shape.channels
-        to_init: List[nn.Module] = []
+        # plain list of the 3x3 convs (a handle, not a second registration), as in detectron2
+        self.conv_norm_relus: List[nn.Module] = []
         for idx, out_channels in enumerate(conv_dims[:-1], start=1):
             conv = Conv2d(
                 channels,
@@ -219,16 +220,15 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead, nn.Sequential):
                 activation=nn.ReLU(),
             )
             self.add_module(f"mask_fcn{idx}", conv)
-            to_init.append(conv)
+            self.conv_norm_relus.append(conv)
             channels = out_channels
 
         self.deconv = ConvTranspose2d(channels, conv_dims[-1], kernel_size=2, stride=2, padding=0)
         self.deconv_relu = nn.ReLU()
-        to_init.append(self.deconv)
         channels = conv_dims[-1]
         self.predictor = Conv2d(channels, num_classes, kernel_size=1, stride=1, padding=0)
 
-        for layer in to_init:
+        for layer in self.conv_norm_relus + [self.deconv]:
             weight_init.c2_msra_fill(layer)
         # A tiny predictor init starts every mask near probability 0.5.
         nn.init.normal_(self.predictor.weight, std=0.001)

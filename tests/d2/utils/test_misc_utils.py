@@ -47,7 +47,8 @@ def test_seed_all_rng_is_reproducible():
 class _FakeCudaTensor:
     """Looks like a CUDA tensor to retry_if_cuda_oom; ``to("cpu")`` gives a real one."""
 
-    device = torch.device("cuda") if False else type("D", (), {"type": "cuda"})()
+    class device:
+        type = "cuda"
 
     def to(self, device):
         return torch.ones(2)

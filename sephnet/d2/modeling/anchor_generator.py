@@ -4,9 +4,10 @@ Anchor layout of one level (stride s, offset o, feature map H x W, A cell anchor
 index ``(y * W + x) * A + a`` holds cell anchor ``a`` shifted to
 ``(o*s + x*s, o*s + y*s)``. Cell anchors are ordered size-major, aspect-ratio-minor.
 """
+
 import collections.abc
 import math
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -53,11 +54,15 @@ class BufferList(nn.Module):
 
 def _create_grid_offsets(
     size: Sequence[int], stride: int, offset: float, device: torch.device
-) -> "tuple[torch.Tensor, torch.Tensor]":
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Anchor centres of an (H, W) grid, flattened row-major: returns (shift_x, shift_y), each (H*W,)."""
     grid_h, grid_w = int(size[0]), int(size[1])
-    xs = torch.arange(offset * stride, grid_w * stride, step=stride, dtype=torch.float32, device=device)
-    ys = torch.arange(offset * stride, grid_h * stride, step=stride, dtype=torch.float32, device=device)
+    xs = torch.arange(
+        offset * stride, grid_w * stride, step=stride, dtype=torch.float32, device=device
+    )
+    ys = torch.arange(
+        offset * stride, grid_h * stride, step=stride, dtype=torch.float32, device=device
+    )
     shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")
     return shift_x.reshape(-1), shift_y.reshape(-1)
 

@@ -8,6 +8,7 @@
 ``Box2BoxTransformLinear`` is the FCOS distance-to-edges parameterisation.
 All boxes are XYXY tensors of shape (R, 4).
 """
+
 import math
 from typing import List, Tuple
 
@@ -26,7 +27,9 @@ __all__ = ["Box2BoxTransform", "Box2BoxTransformLinear"]
 _DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
-def _centre_size(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _centre_size(
+    boxes: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(R, 4) XYXY -> widths, heights, centre x, centre y, each (R,)."""
     widths = boxes[:, 2] - boxes[:, 0]
     heights = boxes[:, 3] - boxes[:, 1]
@@ -82,7 +85,9 @@ class Box2BoxTransform:
             dim=1,
         )
         if not bool((src_w > 0).all()):
-            raise ValueError("Input boxes to Box2BoxTransform are not valid: a source width is <= 0")
+            raise ValueError(
+                "Input boxes to Box2BoxTransform are not valid: a source width is <= 0"
+            )
         return deltas
 
     def apply_deltas(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

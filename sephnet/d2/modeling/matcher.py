@@ -1,4 +1,5 @@
 """Threshold-based assignment of predictions (anchors, proposals) to ground-truth elements."""
+
 from typing import List, Tuple
 
 import torch
@@ -35,9 +36,13 @@ class Matcher:
     ):
         thresholds = list(thresholds)
         if len(thresholds) == 0 or not thresholds[0] > 0:
-            raise ValueError(f"Matcher thresholds must be a non-empty list starting above 0, got {thresholds}")
+            raise ValueError(
+                f"Matcher thresholds must be a non-empty list starting above 0, got {thresholds}"
+            )
         if any(lo > hi for lo, hi in zip(thresholds[:-1], thresholds[1:])):
-            raise ValueError(f"Matcher thresholds must be sorted in increasing order, got {thresholds}")
+            raise ValueError(
+                f"Matcher thresholds must be sorted in increasing order, got {thresholds}"
+            )
         if any(label not in (-1, 0, 1) for label in labels):
             raise ValueError(f"Matcher labels must each be -1, 0 or 1, got {list(labels)}")
         if len(labels) != len(thresholds) + 1:

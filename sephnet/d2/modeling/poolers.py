@@ -4,6 +4,7 @@ Each box is pooled from one pyramid level chosen by its size (FPN paper, eqn. 1)
 ``level = floor(canonical_level + log2(sqrt(area) / canonical_box_size + 1e-8))``,
 clamped to the available levels. Output rows follow the input box order.
 """
+
 import math
 from typing import List, Sequence, Tuple, Union
 
@@ -97,9 +98,13 @@ def _roi_pool(
     pw = torch.arange(pw_n, dtype=torch.float32, device=rois.device)
     ph = torch.arange(ph_n, dtype=torch.float32, device=rois.device)
     w0 = torch.clamp(torch.floor(pw[None] * bin_w[:, None]) + start_w[:, None], 0, width).long()
-    w1 = torch.clamp(torch.ceil((pw[None] + 1) * bin_w[:, None]) + start_w[:, None], 0, width).long()
+    w1 = torch.clamp(
+        torch.ceil((pw[None] + 1) * bin_w[:, None]) + start_w[:, None], 0, width
+    ).long()
     h0 = torch.clamp(torch.floor(ph[None] * bin_h[:, None]) + start_h[:, None], 0, height).long()
-    h1 = torch.clamp(torch.ceil((ph[None] + 1) * bin_h[:, None]) + start_h[:, None], 0, height).long()
+    h1 = torch.clamp(
+        torch.ceil((ph[None] + 1) * bin_h[:, None]) + start_h[:, None], 0, height
+    ).long()
 
     neg_inf = torch.finfo(input.dtype).min
     batch_idx = rois[:, 0].long()
@@ -118,9 +123,9 @@ def _roi_pool(
         # Max is separable over a rectangle: first over columns within each column bin ...
         per_col_bin = torch.where(col_mask[None, None], feat[:, :, None, :], neg_inf).amax(dim=3)
         # ... then over rows within each row bin: (C, PH, PW).
-        pooled = torch.where(
-            row_mask[None, :, :, None], per_col_bin[:, None, :, :], neg_inf
-        ).amax(dim=2)
+        pooled = torch.where(row_mask[None, :, :, None], per_col_bin[:, None, :, :], neg_inf).amax(
+            dim=2
+        )
         out[r] = torch.where(empty[None], torch.zeros((), dtype=input.dtype), pooled)
     return out
 
@@ -176,17 +181,23 @@ class ROIPooler(nn.Module):
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         if len(output_size) != 2 or not all(isinstance(s, int) for s in output_size):
-            raise ValueError(f"ROIPooler output_size must be an int or two ints, got {output_size!r}")
+            raise ValueError(
+                f"ROIPooler output_size must be an int or two ints, got {output_size!r}"
+            )
         self.output_size = tuple(output_size)
 
         if pooler_type == "ROIAlign":
             poolers = [
-                ROIAlign(self.output_size, spatial_scale=s, sampling_ratio=sampling_ratio, aligned=False)
+                ROIAlign(
+                    self.output_size, spatial_scale=s, sampling_ratio=sampling_ratio, aligned=False
+                )
                 for s in scales
             ]
         elif pooler_type == "ROIAlignV2":
             poolers = [
-                ROIAlign(self.output_size, spatial_scale=s, sampling_ratio=sampling_ratio, aligned=True)
+                ROIAlign(
+                    self.output_size, spatial_scale=s, sampling_ratio=sampling_ratio, aligned=True
+                )
                 for s in scales
             ]
         elif pooler_type == "ROIPool":
@@ -201,8 +212,12 @@ class ROIPooler(nn.Module):
             raise ValueError("ROIPooler needs at least one scale")
         min_level = -math.log2(scales[0])
         max_level = -math.log2(scales[-1])
-        if not (math.isclose(min_level, round(min_level)) and math.isclose(max_level, round(max_level))):
-            raise ValueError(f"ROIPooler: featuremap stride is not power of 2! scales={list(scales)}")
+        if not (
+            math.isclose(min_level, round(min_level)) and math.isclose(max_level, round(max_level))
+        ):
+            raise ValueError(
+                f"ROIPooler: featuremap stride is not power of 2! scales={list(scales)}"
+            )
         self.min_level = int(round(min_level))
         self.max_level = int(round(max_level))
         if len(scales) != self.max_level - self.min_level + 1:

@@ -1,4 +1,5 @@
 """Random fixed-size, fixed-fraction subsampling of foreground/background labels."""
+
 from typing import Tuple
 
 import torch

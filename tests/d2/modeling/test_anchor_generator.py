@@ -57,7 +57,9 @@ def test_two_level_anchor_coordinates(offset):
     )
     assert torch.allclose(level0.tensor[:4], expected0, atol=1e-5)
     # The last anchor: location (y=1, x=2), ratio 2.
-    assert torch.allclose(level0.tensor[-1], torch.tensor(_shift(cell8[2], o4 + 8, o4 + 4)), atol=1e-5)
+    assert torch.allclose(
+        level0.tensor[-1], torch.tensor(_shift(cell8[2], o4 + 8, o4 + 4)), atol=1e-5
+    )
     # Row 1 starts at index 3 locations * 3 anchors = 9.
     assert torch.allclose(level0.tensor[9], torch.tensor(_shift(cell8[0], o4, o4 + 4)), atol=1e-5)
 

@@ -76,7 +76,9 @@ def test_huge_dw_dh_are_clamped():
 
 def test_custom_scale_clamp():
     t = Box2BoxTransform((1.0, 1.0, 1.0, 1.0), scale_clamp=math.log(2.0))
-    out = t.apply_deltas(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+    out = t.apply_deltas(
+        torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    )
     assert torch.allclose(out, torch.tensor([[-5.0, -5.0, 15.0, 15.0]]), atol=1e-5)
 
 
@@ -103,10 +105,14 @@ def test_linear_transform_hand_case_and_round_trip():
 
 
 def _dense_inputs():
-    anchors = [Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [10.0, 10.0, 30.0, 30.0]])),
-               Boxes(torch.tensor([[0.0, 0.0, 40.0, 20.0]]))]
-    gt = [torch.tensor([[1.0, 1.0, 11.0, 12.0], [8.0, 8.0, 30.0, 33.0], [0.0, 0.0, 40.0, 20.0]]),
-          torch.tensor([[0.0, 0.0, 10.0, 10.0], [12.0, 10.0, 28.0, 30.0], [5.0, 0.0, 40.0, 25.0]])]
+    anchors = [
+        Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [10.0, 10.0, 30.0, 30.0]])),
+        Boxes(torch.tensor([[0.0, 0.0, 40.0, 20.0]])),
+    ]
+    gt = [
+        torch.tensor([[1.0, 1.0, 11.0, 12.0], [8.0, 8.0, 30.0, 33.0], [0.0, 0.0, 40.0, 20.0]]),
+        torch.tensor([[0.0, 0.0, 10.0, 10.0], [12.0, 10.0, 28.0, 30.0], [5.0, 0.0, 40.0, 25.0]]),
+    ]
     fg_mask = torch.tensor([[True, True, False], [False, True, True]])
     return anchors, gt, fg_mask
 
@@ -133,10 +139,14 @@ def test_dense_smooth_l1_sums_over_foreground_only():
     offset[1, 1, 3] = -2.0  # foreground: contributes |-2|
     offset[0, 2, 1] = 7.0  # background: ignored
     pred = deltas + offset
-    loss = _dense_box_regression_loss(anchors, t, [pred[:, :2], pred[:, 2:]], gt, fg_mask, "smooth_l1", 0.0)
+    loss = _dense_box_regression_loss(
+        anchors, t, [pred[:, :2], pred[:, 2:]], gt, fg_mask, "smooth_l1", 0.0
+    )
     assert float(loss) == pytest.approx(2.5, abs=1e-5)
     # beta=1: 0.5 -> 0.5 * 0.5**2 / 1 = 0.125; 2 -> 2 - 0.5 = 1.5
-    loss = _dense_box_regression_loss(anchors, t, [pred[:, :2], pred[:, 2:]], gt, fg_mask, "smooth_l1", 1.0)
+    loss = _dense_box_regression_loss(
+        anchors, t, [pred[:, :2], pred[:, 2:]], gt, fg_mask, "smooth_l1", 1.0
+    )
     assert float(loss) == pytest.approx(1.625, abs=1e-5)
 
 
@@ -144,4 +154,6 @@ def test_dense_loss_rejects_unknown_type():
     t = Box2BoxTransform((1.0, 1.0, 1.0, 1.0))
     anchors, gt, fg_mask = _dense_inputs()
     with pytest.raises(ValueError, match="l2"):
-        _dense_box_regression_loss(anchors, t, [torch.zeros(2, 2, 4), torch.zeros(2, 1, 4)], gt, fg_mask, "l2")
+        _dense_box_regression_loss(
+            anchors, t, [torch.zeros(2, 2, 4), torch.zeros(2, 1, 4)], gt, fg_mask, "l2"
+        )

@@ -57,7 +57,9 @@ def test_convert_boxes_to_pooler_format():
 
 def _pyramid(num_images: int = 2, channels: int = 3, image_size: int = 128):
     scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
-    feats = [torch.randn(num_images, channels, int(image_size * s), int(image_size * s)) for s in scales]
+    feats = [
+        torch.randn(num_images, channels, int(image_size * s), int(image_size * s)) for s in scales
+    ]
     return scales, feats
 
 
@@ -65,7 +67,11 @@ def _pyramid(num_images: int = 2, channels: int = 3, image_size: int = 128):
 def test_output_follows_input_order_across_levels(pooler_type):
     scales, feats = _pyramid()
     pooler = ROIPooler(5, scales, sampling_ratio=0, pooler_type=pooler_type, canonical_box_size=32)
-    img0 = Boxes(torch.tensor([_square(3, 5, 100), _square(1, 1, 20), _square(0, 0, 127), _square(30, 40, 50)]))
+    img0 = Boxes(
+        torch.tensor(
+            [_square(3, 5, 100), _square(1, 1, 20), _square(0, 0, 127), _square(30, 40, 50)]
+        )
+    )
     img1 = Boxes(torch.tensor([_square(60, 2, 8), _square(4, 4, 120), _square(10, 20, 64)]))
     out = pooler(feats, [img0, img1])
     assert out.shape == (7, 3, 5, 5)

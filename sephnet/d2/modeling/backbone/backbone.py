@@ -1,4 +1,5 @@
 """The abstract ``Backbone``: a module mapping an image batch to named multi-scale features."""
+
 from abc import ABCMeta, abstractmethod
 from typing import Dict
 

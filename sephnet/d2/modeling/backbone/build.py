@@ -1,4 +1,5 @@
 """The backbone registry and ``build_backbone``."""
+
 from typing import Optional
 
 from sephnet.d2.layers import ShapeSpec

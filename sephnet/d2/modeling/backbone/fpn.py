@@ -12,6 +12,7 @@ Topology for in_features res2..res5 with a ``LastLevelMaxPool`` top block::
 
 Output ``p<k>`` has stride 2**k; all outputs have ``out_channels`` channels.
 """
+
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -43,7 +44,9 @@ def _assert_strides_are_log2_contiguous(strides: Sequence[int]) -> None:
     """
     for prev, cur in zip(strides[:-1], strides[1:]):
         if cur != 2 * prev:
-            raise ValueError(f"Strides {cur} {prev} are not log2 contiguous (got strides {list(strides)})")
+            raise ValueError(
+                f"Strides {cur} {prev} are not log2 contiguous (got strides {list(strides)})"
+            )
 
 
 class FPN(Backbone):

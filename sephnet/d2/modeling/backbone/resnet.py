@@ -10,6 +10,7 @@ Module tree (names are the ``state_dict`` contract)::
 
 Every conv is a ``sephnet.d2.layers.Conv2d`` carrying its norm as ``.norm``.
 """
+
 from typing import Dict, List, Optional, Sequence, Type
 
 import fvcore.nn.weight_init as weight_init
@@ -44,7 +45,9 @@ _BLOCKS_PER_STAGE = {
 }
 
 
-def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm) -> Optional[Conv2d]:
+def _projection_shortcut(
+    in_channels: int, out_channels: int, stride: int, norm
+) -> Optional[Conv2d]:
     """1x1 projection used when a block changes the channel count, else None (identity)."""
     if in_channels == out_channels:
         return None
@@ -58,7 +61,9 @@ def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm)
     )
 
 
-def _residual_output(out: torch.Tensor, x: torch.Tensor, shortcut: Optional[nn.Module]) -> torch.Tensor:
+def _residual_output(
+    out: torch.Tensor, x: torch.Tensor, shortcut: Optional[nn.Module]
+) -> torch.Tensor:
     """relu(out + shortcut(x)), with an identity shortcut when ``shortcut`` is None."""
     out += x if shortcut is None else shortcut(x)
     return F.relu_(out)
@@ -246,7 +251,9 @@ class ResNet(Backbone):
                 raise ValueError(f"ResNet stage {i} has no blocks")
             for block in blocks:
                 if not isinstance(block, CNNBlockBase):
-                    raise TypeError(f"ResNet blocks must be CNNBlockBase, got {type(block).__name__}")
+                    raise TypeError(
+                        f"ResNet blocks must be CNNBlockBase, got {type(block).__name__}"
+                    )
             name = f"res{i + 2}"
             stage = nn.Sequential(*blocks)
             self.add_module(name, stage)
@@ -285,7 +292,9 @@ class ResNet(Backbone):
             ValueError: if ``x`` is not 4-D.
         """
         if x.dim() != 4:
-            raise ValueError(f"ResNet takes an input of shape (N, C, H, W). Got {tuple(x.shape)} instead!")
+            raise ValueError(
+                f"ResNet takes an input of shape (N, C, H, W). Got {tuple(x.shape)} instead!"
+            )
         outputs = {}
         x = self.stem(x)
         if "stem" in self._out_features:
@@ -325,7 +334,12 @@ class ResNet(Backbone):
 
     @staticmethod
     def make_stage(
-        block_class: Type[CNNBlockBase], num_blocks: int, *, in_channels: int, out_channels: int, **kwargs
+        block_class: Type[CNNBlockBase],
+        num_blocks: int,
+        *,
+        in_channels: int,
+        out_channels: int,
+        **kwargs,
     ) -> List[CNNBlockBase]:
         """Build ``num_blocks`` blocks of ``block_class`` forming one stage.
 
@@ -357,7 +371,9 @@ class ResNet(Backbone):
         for i in range(num_blocks):
             block_kwargs = dict(shared)
             block_kwargs.update({k: v[i] for k, v in per_block.items()})
-            blocks.append(block_class(in_channels=in_channels, out_channels=out_channels, **block_kwargs))
+            blocks.append(
+                block_class(in_channels=in_channels, out_channels=out_channels, **block_kwargs)
+            )
             in_channels = out_channels
         return blocks
 
@@ -375,7 +391,9 @@ class ResNet(Backbone):
             ValueError: for an unsupported depth.
         """
         if depth not in _BLOCKS_PER_STAGE:
-            raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+            raise ValueError(
+                f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}"
+            )
         if block_class is None:
             block_class = BasicBlock if depth < 50 else BottleneckBlock
         if depth < 50:
@@ -442,7 +460,9 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         if any(deform_on_per_stage):
             raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE unsupported for R18/R34")
         if res5_dilation != 1:
-            raise ValueError(f"Must set MODEL.RESNETS.RES5_DILATION = 1 for R18/R34, got {res5_dilation}")
+            raise ValueError(
+                f"Must set MODEL.RESNETS.RES5_DILATION = 1 for R18/R34, got {res5_dilation}"
+            )
         if num_groups != 1:
             raise ValueError(f"Must set MODEL.RESNETS.NUM_GROUPS = 1 for R18/R34, got {num_groups}")
     if any(deform_on_per_stage):
@@ -479,4 +499,6 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=res.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(
+        stem, stages, out_features=res.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
+    )

@@ -61,7 +61,11 @@ def test_r50_fpn_state_dict_keys_match_detectron2_layout():
     assert not any("lateral_convs" in k or "output_convs" in k or "cell_anchors" in k for k in sd)
     # FREEZE_AT=2 (the default): the stem and res2 do not train.
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n in dict(model.named_parameters()) if n.startswith(("bottom_up.stem.", "bottom_up.res2."))}
+    assert frozen == {
+        n
+        for n in dict(model.named_parameters())
+        if n.startswith(("bottom_up.stem.", "bottom_up.res2."))
+    }
 
 
 def test_r50_fpn_output_shapes_at_64x96():
@@ -99,10 +103,14 @@ class _FixedBackbone(Backbone):
 
 
 def _identity_fpn(feats, fuse_type="sum", top_block=None):
-    fpn = FPN(_FixedBackbone(feats), ["res2", "res3", "res4"], 2, top_block=top_block, fuse_type=fuse_type)
+    fpn = FPN(
+        _FixedBackbone(feats), ["res2", "res3", "res4"], 2, top_block=top_block, fuse_type=fuse_type
+    )
     with torch.no_grad():
         for stage in (2, 3, 4):
-            lateral, output = getattr(fpn, f"fpn_lateral{stage}"), getattr(fpn, f"fpn_output{stage}")
+            lateral, output = getattr(fpn, f"fpn_lateral{stage}"), getattr(
+                fpn, f"fpn_output{stage}"
+            )
             lateral.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
             output.weight.zero_()
             output.weight[:, :, 1, 1] = torch.eye(2)
@@ -153,7 +161,11 @@ def test_top_block_reads_fpn_output_or_bottom_up_feature():
 
 
 def test_fpn_attribute_order_and_norm():
-    feats = {"res2": torch.zeros(1, 4, 8, 8), "res3": torch.zeros(1, 4, 4, 4), "res4": torch.zeros(1, 4, 2, 2)}
+    feats = {
+        "res2": torch.zeros(1, 4, 8, 8),
+        "res3": torch.zeros(1, 4, 4, 4),
+        "res4": torch.zeros(1, 4, 2, 2),
+    }
     fpn = FPN(_FixedBackbone(feats), ["res2", "res3", "res4"], 32, norm="GN")
     assert fpn.lateral_convs == [fpn.fpn_lateral4, fpn.fpn_lateral3, fpn.fpn_lateral2]
     assert fpn.output_convs == [fpn.fpn_output4, fpn.fpn_output3, fpn.fpn_output2]
@@ -165,7 +177,11 @@ def test_fpn_attribute_order_and_norm():
 
 
 def test_invalid_fpn_arguments():
-    feats = {"res2": torch.zeros(1, 4, 8, 8), "res3": torch.zeros(1, 4, 4, 4), "res4": torch.zeros(1, 4, 2, 2)}
+    feats = {
+        "res2": torch.zeros(1, 4, 8, 8),
+        "res3": torch.zeros(1, 4, 4, 4),
+        "res4": torch.zeros(1, 4, 2, 2),
+    }
     with pytest.raises(ValueError):
         FPN(_FixedBackbone(feats), ["res2", "res4"], 8)  # strides 4, 16
     with pytest.raises(ValueError):
@@ -202,10 +218,17 @@ def test_retinanet_fpn_builder():
     cfg.MODEL.FPN.OUT_CHANNELS = 16
     model = build_backbone(cfg)
     assert [(k, s.stride) for k, s in model.output_shape().items()] == [
-        ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64), ("p7", 128)
+        ("p3", 8),
+        ("p4", 16),
+        ("p5", 32),
+        ("p6", 64),
+        ("p7", 128),
     ]
     assert model.state_dict()["top_block.p6.weight"].shape == (16, 512, 3, 3)
     out = model(torch.zeros(1, 3, 128, 128))
     assert out["p7"].shape == (1, 16, 1, 1)
-    assert BACKBONE_REGISTRY.get("build_retinanet_resnet_fpn_backbone") is build_retinanet_resnet_fpn_backbone
+    assert (
+        BACKBONE_REGISTRY.get("build_retinanet_resnet_fpn_backbone")
+        is build_retinanet_resnet_fpn_backbone
+    )
     assert BACKBONE_REGISTRY.get("build_resnet_fpn_backbone") is build_resnet_fpn_backbone

@@ -112,7 +112,9 @@ def test_r18_rejects_wide_res2_and_deform_is_not_implemented():
     with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
         build_resnet_backbone(cfg, ShapeSpec(channels=3))
     with pytest.raises(NotImplementedError, match="DEFORM_ON_PER_STAGE"):
-        build_resnet_backbone(_cfg(50, DEFORM_ON_PER_STAGE=[False, True, True, True]), ShapeSpec(channels=3))
+        build_resnet_backbone(
+            _cfg(50, DEFORM_ON_PER_STAGE=[False, True, True, True]), ShapeSpec(channels=3)
+        )
     with pytest.raises(ValueError, match="DEPTH"):
         build_resnet_backbone(_cfg(42), ShapeSpec(channels=3))
 
@@ -159,8 +161,14 @@ def test_c2_msra_init():
 
 def test_make_stage_per_block_arguments():
     blocks = make_stage(
-        BottleneckBlock, 3, in_channels=16, out_channels=32, bottleneck_channels=8,
-        stride_per_block=[2, 1, 1], dilation_per_block=[1, 1, 2], norm="",
+        BottleneckBlock,
+        3,
+        in_channels=16,
+        out_channels=32,
+        bottleneck_channels=8,
+        stride_per_block=[2, 1, 1],
+        dilation_per_block=[1, 1, 2],
+        norm="",
     )
     assert [b.stride for b in blocks] == [2, 1, 1]
     assert [b.in_channels for b in blocks] == [16, 32, 32]
@@ -168,7 +176,9 @@ def test_make_stage_per_block_arguments():
     with pytest.raises(ValueError):
         ResNet.make_stage(BasicBlock, 2, in_channels=4, out_channels=4, stride_per_block=[1])
     with pytest.raises(ValueError):
-        ResNet.make_stage(BasicBlock, 1, in_channels=4, out_channels=4, stride=1, stride_per_block=[1])
+        ResNet.make_stage(
+            BasicBlock, 1, in_channels=4, out_channels=4, stride=1, stride_per_block=[1]
+        )
 
 
 def test_make_default_stages_and_classifier():

@@ -88,15 +88,16 @@ def _roi_pool(
     out = input.new_zeros((num_rois, channels, ph_n, pw_n))
     if num_rois == 0:
         return out
-    # Bin edges, computed in float32 like the reference kernel.
-    corners = _round_half_away(rois[:, 1:].float() * spatial_scale)
+    # Bin edges are computed in the kernel's scalar type: float64 for double input, else float32.
+    edge_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    corners = _round_half_away(rois[:, 1:].to(edge_dtype) * spatial_scale)
     start_w, start_h, end_w, end_h = corners.unbind(dim=1)
     roi_w = torch.clamp(end_w - start_w + 1, min=1)
     roi_h = torch.clamp(end_h - start_h + 1, min=1)
     bin_w = roi_w / pw_n
     bin_h = roi_h / ph_n
-    pw = torch.arange(pw_n, dtype=torch.float32, device=rois.device)
-    ph = torch.arange(ph_n, dtype=torch.float32, device=rois.device)
+    pw = torch.arange(pw_n, dtype=edge_dtype, device=rois.device)
+    ph = torch.arange(ph_n, dtype=edge_dtype, device=rois.device)
     w0 = torch.clamp(torch.floor(pw[None] * bin_w[:, None]) + start_w[:, None], 0, width).long()
     w1 = torch.clamp(
         torch.ceil((pw[None] + 1) * bin_w[:, None]) + start_w[:, None], 0, width

@@ -182,3 +182,5 @@ def test_roi_pool_matches_loop_reference():
     for i in range(len(rois)):
         assert torch.allclose(out[i], _roi_pool_reference(feat, rois[i], 3, 4, 0.25)), f"roi {i}"
     assert torch.count_nonzero(out[3]) == 0
+    out64 = _roi_pool(feat.double(), rois.double(), (3, 4), 0.25)
+    assert out64.dtype == torch.float64 and torch.equal(out64, out.double())

@@ -25,7 +25,8 @@ def registered():
     names = []
 
     def register(name, fn):
-        BACKBONE_REGISTRY.register(name, fn)
+        fn.__name__ = name
+        BACKBONE_REGISTRY.register(fn)
         names.append(name)
 
     yield register

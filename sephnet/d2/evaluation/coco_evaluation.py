@@ -344,19 +344,27 @@ class COCOEvaluator(DatasetEvaluator):
             ap = np.mean(valid) if valid.size else float("nan")
             per_category.append((str(name), float(ap * 100)))
 
-        num_cols = min(6, len(per_category) * 2)
-        flat = list(itertools.chain(*per_category))
-        rows = itertools.zip_longest(*[flat[i::num_cols] for i in range(num_cols)])
-        table = tabulate(
-            rows,
-            tablefmt="pipe",
-            floatfmt=".3f",
-            headers=["category", "AP"] * (num_cols // 2),
-            numalign="left",
-        )
+        table = _per_category_table(per_category)
         self._logger.info("Per-category {} AP: \n".format(iou_type) + table)
         results.update({"AP-" + name: ap for name, ap in per_category})
         return results
+
+
+def _per_category_table(per_category: List[Tuple[str, float]]) -> str:
+    """Lay ``(name, AP)`` pairs out as a markdown table with up to three pairs per row."""
+    pairs_per_row = min(3, len(per_category))
+    rows = []
+    for start in range(0, len(per_category), pairs_per_row):
+        chunk = per_category[start : start + pairs_per_row]
+        row: List[Any] = [item for pair in chunk for item in pair]
+        rows.append(row + [None] * (2 * pairs_per_row - len(row)))
+    return tabulate(
+        rows,
+        tablefmt="pipe",
+        floatfmt=".3f",
+        headers=["category", "AP"] * pairs_per_row,
+        numalign="left",
+    )
 
 
 def instances_to_coco_json(instances: Instances, img_id: int) -> List[Dict[str, Any]]:
@@ -419,6 +427,30 @@ _AREA_RANGES = {
 }
 
 
+def _greedy_gt_coverage(overlaps: torch.Tensor) -> torch.Tensor:
+    """Greedy one-to-one matching of proposals to gt boxes by IoU.
+
+    Args:
+        overlaps: IoU matrix [P, G] (proposals x gt boxes).
+
+    Returns:
+        [G] float tensor: the IoU recorded at each of the ``min(P, G)`` greedy steps (0 for
+        the remaining slots). Each step takes the largest remaining IoU in the matrix (ties:
+        lowest gt index, then lowest proposal index) and retires its proposal and gt box.
+    """
+    overlaps = overlaps.clone()
+    num_props, num_gt = overlaps.shape
+    recorded = torch.zeros(num_gt)
+    for step in range(min(num_props, num_gt)):
+        # scanning gt-major makes argmax's first hit the lowest gt, then the lowest proposal
+        flat_idx = int(overlaps.t().reshape(-1).argmax())
+        gt_idx, prop_idx = divmod(flat_idx, num_props)
+        recorded[step] = overlaps[prop_idx, gt_idx]
+        overlaps[prop_idx, :] = -1
+        overlaps[:, gt_idx] = -1
+    return recorded
+
+
 def _evaluate_box_proposals(
     dataset_predictions: List[Dict[str, Any]],
     coco_api: COCO,
@@ -428,9 +460,8 @@ def _evaluate_box_proposals(
 ) -> Dict[str, Any]:
     """Proposal recall (Detectron's fast approximation of COCO AR).
 
-    For each image the top-``limit`` proposals (by objectness) are greedily matched to the
-    non-crowd gt boxes of the area range: repeatedly take the gt box best covered by any
-    unused proposal and record that IoU. Recall at each IoU threshold (default
+    For each image the top-``limit`` proposals (by objectness) are greedily matched one to
+    one to the non-crowd gt boxes of the area range (:func:`_greedy_gt_coverage`). Recall at each IoU threshold (default
     0.50:0.05:0.95) is the fraction of gt boxes with a recorded IoU >= threshold; AR is
     the mean over thresholds.
     """
@@ -461,16 +492,7 @@ def _evaluate_box_proposals(
         if limit is not None and len(proposals) > limit:
             proposals = proposals[:limit]
 
-        overlaps = pairwise_iou(proposals.proposal_boxes, Boxes(gt))
-        best = torch.zeros(len(gt))
-        for j in range(min(len(proposals), len(gt))):
-            per_gt_max, per_gt_argmax = overlaps.max(dim=0)
-            gt_iou, gt_idx = per_gt_max.max(dim=0)
-            box_idx = per_gt_argmax[gt_idx]
-            best[j] = overlaps[box_idx, gt_idx]
-            overlaps[box_idx, :] = -1
-            overlaps[:, gt_idx] = -1
-        covered.append(best)
+        covered.append(_greedy_gt_coverage(pairwise_iou(proposals.proposal_boxes, Boxes(gt))))
 
     gt_overlaps = torch.cat(covered, dim=0) if covered else torch.zeros(0, dtype=torch.float32)
     gt_overlaps, _ = torch.sort(gt_overlaps)

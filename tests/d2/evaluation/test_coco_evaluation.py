@@ -246,3 +246,55 @@ def test_unknown_task_is_rejected(tmp_path):
     name, _ = _write_dataset(tmp_path)
     with pytest.raises(ValueError, match="bboxes"):
         COCOEvaluator(name, tasks=("bboxes",))
+
+
+def _greedy_reference(overlaps):
+    """Slow reference: per step, the best-covered gt (column maxima), then its best proposal."""
+    overlaps = overlaps.clone()
+    out = torch.zeros(overlaps.shape[1])
+    for step in range(min(overlaps.shape)):
+        best_gt, best_val, best_prop = None, None, None
+        for g in range(overlaps.shape[1]):
+            for p in range(overlaps.shape[0]):
+                v = overlaps[p, g].item()
+                if best_val is None or v > best_val:
+                    best_gt, best_val, best_prop = g, v, p
+        out[step] = best_val
+        overlaps[best_prop, :] = -1
+        overlaps[:, best_gt] = -1
+    return out
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4), (6, 6)])
+def test_greedy_gt_coverage_matches_a_reference(shape):
+    from sephnet.d2.evaluation.coco_evaluation import _greedy_gt_coverage
+
+    for trial in range(5):
+        overlaps = torch.rand(shape)
+        if trial == 0:
+            overlaps = (overlaps * 4).round() / 4  # many ties
+        assert torch.equal(_greedy_gt_coverage(overlaps), _greedy_reference(overlaps))
+
+
+def test_proposal_average_recall_by_hand(tmp_path):
+    """Image 3's dog [0, 0, 30, 30] gets one proposal shifted 6 px (IoU 2/3, which clears 4
+    of the 10 thresholds); every other gt gets an exact proposal. 4 gt boxes in all:
+    recall is 1 at the first 4 thresholds and 3/4 at the other 6, so
+    AR = (4 + 6 * 0.75) / 10 = 0.85. All gt are medium or small except image 1's cat
+    (100 x 100 = 10000 > 96^2: large), which is exact: ARl = 100."""
+    name, _ = _write_dataset(tmp_path)
+    evaluator = COCOEvaluator(name, distributed=False)
+    evaluator.reset()
+    for image_id, objs in GT.items():
+        boxes = [list(b) for _, b in objs]
+        if image_id == 3:
+            boxes[0][0] += 6.0
+        props = Instances((H, W))
+        props.proposal_boxes = Boxes(
+            BoxMode.convert(torch.tensor(boxes), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        )
+        props.objectness_logits = torch.ones(len(boxes))
+        evaluator.process([{"image_id": image_id}], [{"proposals": props}])
+    res = evaluator.evaluate()["box_proposals"]
+    assert res["AR@100"] == pytest.approx(85.0, abs=1e-4)
+    assert res["ARl@100"] == pytest.approx(100.0)

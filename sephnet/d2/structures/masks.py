@@ -12,8 +12,11 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from sephnet.d2.layers.mask_ops import paste_masks_in_image
+from sephnet.d2.layers.roi_align import ROIAlign
 from sephnet.d2.structures.boxes import Boxes
 from sephnet.d2.structures.errors import StructureError
+from sephnet.d2.utils.memory import retry_if_cuda_oom
 
 
 def polygon_area(x: np.ndarray, y: np.ndarray) -> float:
@@ -176,9 +179,6 @@ class BitMasks:
         Raises:
             StructureError: if the number of boxes differs from the number of masks.
         """
-        # imported here, not at module top: layers builds on structures, not the other way round
-        from sephnet.d2.layers.roi_align import ROIAlign
-
         if len(boxes) != len(self):
             raise StructureError(
                 f"crop_and_resize: got {len(boxes)} boxes for {len(self)} masks; they must be equal"
@@ -471,7 +471,5 @@ class ROIMasks:
         Returns:
             ``BitMasks`` (N, height, width).
         """
-        # imported on use: layers builds on structures, not the other way round
-        from sephnet.d2.layers.mask_ops import paste_masks_in_image
-
-        return BitMasks(paste_masks_in_image(self.tensor, boxes, (height, width), threshold=threshold))
+        paste = retry_if_cuda_oom(paste_masks_in_image)
+        return BitMasks(paste(self.tensor, boxes, (height, width), threshold=threshold))

@@ -245,13 +245,20 @@ class SimpleTrainer(TrainerBase):
     The model is put into training mode here; everything else (LR schedule,
     checkpointing, logging, evaluation) belongs to hooks.
 
-    Exact resume: every :meth:`run_step` starts from the RNG states in which the previous
-    step ended, so RNG use between steps (hooks, evaluation, logging) never changes the
-    training trajectory; the state dict carries those states (``"rng_states"``) and the
-    number of batches drawn from the loader (``"data_position"``). Loading a state dict
-    on a fresh trainer advances the (not yet used) loader iterator by that many batches,
-    reproducing the exact batch stream, worker seeds included, for any NUM_WORKERS, at
-    the price of re-reading the skipped batches once.
+    Exact resume: data loading and the model's step each run on their own RNG stream
+    (global RNG states swapped in and out), each continuing where it stopped in the
+    previous step, so RNG use between steps (hooks, evaluation, logging) or by a loader
+    starting its workers never changes the training trajectory; the state dict carries
+    both streams (``"rng_states"``, ``"data_rng_states"``) and the number of batches
+    drawn from the loader (``"data_position"``). The data stream is
+    restored on a fresh trainer (whose loader iterator has not yet produced a batch):
+
+    * when the loader is resumable (has ``state_dict``/``load_state_dict``, like the
+      core's ``build_detection_train_loader``), from its own state (``"data_loader"``),
+      without reading the consumed batches again;
+    * otherwise by drawing and discarding ``data_position`` batches from the iterator
+      made at construction, which reproduces the stream (worker seeds included) when the
+      loader is deterministic given the global seeds.
     """
 
     def __init__(self, model: torch.nn.Module, data_loader, optimizer: torch.optim.Optimizer):
@@ -269,6 +276,8 @@ class SimpleTrainer(TrainerBase):
         self._data_loader_iter = iter(data_loader)
         self._data_position = 0
         self._rng_states: Optional[Dict[str, Any]] = None
+        self._data_rng_states: Optional[Dict[str, Any]] = None
+        self._data_rng_seed: Optional[int] = None
         self.optimizer = optimizer
 
     def _next_batch(self) -> Any:
@@ -279,9 +288,8 @@ class SimpleTrainer(TrainerBase):
     def run_step(self) -> None:
         """One iteration of SGD on the next batch (see the class docstring)."""
         self._check_training_mode()
-        self._begin_step_rng()
         start = time.perf_counter()
-        data = self._next_batch()
+        data = self._fetch_step_data()
         data_time = time.perf_counter() - start
 
         loss_dict = self.model(data)
@@ -301,9 +309,31 @@ class SimpleTrainer(TrainerBase):
                 "run_step needs model.train()."
             )
 
-    def _begin_step_rng(self) -> None:
-        if self._rng_states is not None:
-            set_rng_states(self._rng_states)
+    def _fetch_step_data(self) -> Any:
+        """The step's batch, drawn on the data RNG stream; leaves the step stream active.
+
+        Data loading and the model use two RNG streams, each continuing where it stopped
+        in the previous step, so that a loader that draws random numbers in this process
+        at unpredictable times (e.g. when it starts its worker processes) cannot shift
+        the model's random numbers. The data stream branches off at the first step,
+        seeded from the global torch RNG.
+        """
+        if self._data_rng_states is None:
+            self._start_data_stream(int(torch.randint(0, 2**31 - 1, ()).item()))
+        step_states = self._rng_states if self._rng_states is not None else get_rng_states()
+        set_rng_states(self._data_rng_states)
+        data = self._next_batch()
+        self._data_rng_states = get_rng_states()
+        set_rng_states(step_states)
+        return data
+
+    def _start_data_stream(self, seed: int) -> None:
+        """Make the data RNG stream the one seeded with ``seed``; global states unchanged."""
+        current = get_rng_states()
+        _seed_all(seed)
+        self._data_rng_seed = seed
+        self._data_rng_states = get_rng_states()
+        set_rng_states(current)
 
     def _end_step_rng(self) -> None:
         self._rng_states = get_rng_states()
@@ -350,21 +380,46 @@ class SimpleTrainer(TrainerBase):
             storage.put_scalars(**reduced)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Base state plus ``"optimizer"``, ``"data_position"`` and ``"rng_states"``."""
+        """Base state plus ``"optimizer"``, ``"data_position"``, ``"rng_states"``,
+        ``"data_rng_states"``/``"data_rng_seed"`` (after the first step) and, for a
+        resumable loader, ``"data_loader"``."""
         ret = super().state_dict()
         ret["optimizer"] = self.optimizer.state_dict()
         ret["data_position"] = self._data_position
+        if _is_resumable(self.data_loader):
+            ret["data_loader"] = self.data_loader.state_dict()
         ret["rng_states"] = self._rng_states if self._rng_states is not None else get_rng_states()
+        if self._data_rng_states is not None:
+            ret["data_rng_states"] = self._data_rng_states
+            ret["data_rng_seed"] = self._data_rng_seed
         return ret
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore iteration, hooks, optimizer and (when saved) RNG states and loader position."""
         super().load_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict["optimizer"])
+        position = state_dict.get("data_position")
+        if "data_loader" in state_dict and _is_resumable(self.data_loader) and self._data_position == 0:
+            # The construction-time iterator has not started: it honours the new state.
+            self.data_loader.load_state_dict(state_dict["data_loader"])
+            self._data_position = int(position or 0)
+        elif position is not None:
+            seed = state_dict.get("data_rng_seed")
+            if seed is not None:
+                # Replay the skipped batches on the data stream they were first drawn on,
+                # so that items the loader buffered meanwhile are mapped identically.
+                self._start_data_stream(int(seed))
+                step_states = get_rng_states()
+                set_rng_states(self._data_rng_states)
+                self._seek_data(int(position))
+                set_rng_states(step_states)
+            else:
+                self._seek_data(int(position))
         if "rng_states" in state_dict:
             self._rng_states = state_dict["rng_states"]
-        if "data_position" in state_dict:
-            self._seek_data(int(state_dict["data_position"]))
+        if "data_rng_states" in state_dict:
+            self._data_rng_states = state_dict["data_rng_states"]
+            self._data_rng_seed = state_dict.get("data_rng_seed")
 
     def _seek_data(self, position: int) -> None:
         """Make the next batch the ``position``-th (0-based) of the loader's stream."""
@@ -382,6 +437,20 @@ class SimpleTrainer(TrainerBase):
             logger.info("Skipping %d already-trained batches of the training data ...", skip)
         for _ in range(skip):
             self._next_batch()
+
+
+def _seed_all(seed: int) -> None:
+    """Seed python ``random``, numpy and torch with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _is_resumable(data_loader: Any) -> bool:
+    """Whether the loader can save and restore its own stream position."""
+    return callable(getattr(data_loader, "state_dict", None)) and callable(
+        getattr(data_loader, "load_state_dict", None)
+    )
 
 
 def _total_loss(loss_dict: Any) -> "tuple[torch.Tensor, Mapping[str, torch.Tensor]]":
@@ -434,9 +503,8 @@ class AMPTrainer(SimpleTrainer):
     def run_step(self) -> None:
         """One mixed-precision iteration (forward under autocast, scaled backward)."""
         self._check_training_mode()
-        self._begin_step_rng()
         start = time.perf_counter()
-        data = self._next_batch()
+        data = self._fetch_step_data()
         data_time = time.perf_counter() - start
 
         dtype = torch.float16 if self._device_type == "cuda" else torch.bfloat16

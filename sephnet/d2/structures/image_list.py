@@ -1,5 +1,5 @@
 """``ImageList``: a batch of differently sized images padded into one tensor."""
-from typing import Any, List, Sequence, Tuple, Union
+from typing import Any, List, Tuple, Union
 
 import torch
 

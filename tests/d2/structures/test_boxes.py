@@ -36,6 +36,7 @@ def test_boxes_constructor_rejects_non_nx4(bad):
         Boxes(bad)
     with pytest.raises(AssertionError):  # detectron2 users catching its assert still work
         Boxes(bad)
+    assert issubclass(StructureError, ValueError) and issubclass(StructureError, AssertionError)
 
 
 def test_area_clip_nonempty_centers_scale():

@@ -17,7 +17,8 @@ tight box of its mask in pixel-edge coordinates (XYWH), ``area`` its pixel count
 Files: ``<root>/{train,val}/NNNNNN.png``, ``<root>/annotations/instances_{train,val}.json``
 and ``<root>/generator.json`` (generator version + parameters). The data are generated
 on first use (``DatasetCatalog.get("shapes_train")``) into a temporary folder that is
-renamed into place, so an interrupted generation never leaves a partial dataset; a
+renamed into place (under a file lock), so an interrupted generation never leaves a
+partial dataset; a
 stored generator version or parameter set that differs from the current one triggers
 regeneration. The same parameters (seed included) give byte-identical files.
 
@@ -35,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
+from iopath.common.file_io import file_lock
 
 from sephnet.backend import DatasetCatalog, MetadataCatalog, load_coco_json
 
@@ -124,33 +126,30 @@ def _is_current(root: str, params: ShapesParams) -> bool:
 def ensure_shapes(root: Optional[str] = None, params: ShapesParams = ShapesParams()) -> str:
     """Make sure ``root`` holds the dataset for ``params``, generating it if needed.
 
-    Generation writes into ``<root>.tmp-<random>`` and renames it to ``root``; a stale
-    ``root`` is moved aside first and deleted afterwards. If another process finishes
-    first, its (identical) result is used.
+    Generation runs under the file lock ``<root>.lock`` (so concurrent processes, e.g.
+    distributed ranks, generate once), writes into ``<root>.tmp-<random>`` and renames
+    it to ``root``; a stale ``root`` is moved aside first and deleted afterwards.
 
     Returns:
-        The dataset root.
+        The dataset root (absolute).
     """
     root = os.path.abspath(root or default_shapes_root())
     if _is_current(root, params):
         return root
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-    logger.info("Generating the synthetic shapes dataset into %s ...", root)
-    try:
-        generate_shapes(tmp, params)
-        if os.path.exists(root):
-            stale = f"{root}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(root, stale)
-            shutil.rmtree(stale, ignore_errors=True)
+    with file_lock(root):
+        if _is_current(root, params):  # another process generated it meanwhile
+            return root
+        tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
+        logger.info("Generating the synthetic shapes dataset into %s ...", root)
         try:
+            generate_shapes(tmp, params)
+            if os.path.exists(root):
+                stale = f"{root}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(root, stale)
+                shutil.rmtree(stale, ignore_errors=True)
             os.rename(tmp, root)
-        except OSError:
-            if not _is_current(root, params):  # someone else renamed something else in
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -83,7 +83,7 @@ def test_ensure_generates_once_and_regenerates_on_version_change(tmp_path, monke
         json.dump({"version": -1, "params": SMALL.as_json()}, f)
     ensure_shapes(root, SMALL)
     assert _hashes(root) == before
-    assert os.listdir(str(tmp_path)) == ["shapes"]  # no temp or stale folders left
+    assert sorted(os.listdir(str(tmp_path))) == ["shapes", "shapes.lock"]  # no temp/stale folders
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(shapes, "generate_shapes", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_shapes(str(tmp_path / "shapes"), SMALL)
-    assert os.listdir(str(tmp_path)) == []
+    assert os.listdir(str(tmp_path)) == ["shapes.lock"]  # no partial dataset
 
 
 def test_default_root_follows_environment(monkeypatch):

@@ -28,6 +28,7 @@ from .catalog import MetadataCatalog
 
 __all__ = [
     "SizeMismatchError",
+    "UnreadableImageError",
     "convert_image_to_rgb",
     "check_image_size",
     "transform_proposals",
@@ -46,6 +47,14 @@ logger = logging.getLogger(__name__)
 
 class SizeMismatchError(ValueError):
     """The image read from disk does not have the width/height its dataset dict says."""
+
+
+class UnreadableImageError(OSError, ValueError):
+    """An image file exists but cannot be decoded.
+
+    An ``OSError`` like PIL's own error (what detectron2 raises here) and a
+    ``ValueError`` (the house convention for bad user data).
+    """
 
 
 # BT.601 colour matrices (rows: output channel; columns: input channel).
@@ -121,7 +130,7 @@ def read_image(file_name: str, format: Optional[str] = None) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist (the message names it).
-        ValueError: the file is not a readable image (the message names it).
+        UnreadableImageError: the file is not a readable image (the message names it).
     """
     try:
         with PathManager.open(file_name, "rb") as f:
@@ -131,7 +140,7 @@ def read_image(file_name: str, format: Optional[str] = None) -> np.ndarray:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"Image file '{file_name}' does not exist.") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"Cannot read image file '{file_name}': {e}") from e
+        raise UnreadableImageError(f"Cannot read image file '{file_name}': {e}") from e
 
 
 def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:

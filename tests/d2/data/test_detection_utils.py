@@ -56,8 +56,9 @@ def test_read_image_missing_and_unreadable_files_name_the_file(tmp_path):
     broken = os.path.join(str(tmp_path), "broken.jpg")
     with open(broken, "w") as f:
         f.write("not an image")
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError, match="broken.jpg") as info:
         utils.read_image(broken)
+    assert isinstance(info.value, OSError)  # what PIL (and so detectron2) raises
 
 
 def test_check_image_size():

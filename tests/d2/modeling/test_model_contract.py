@@ -312,6 +312,7 @@ def test_training_when_rpn_proposes_nothing_uses_gt_as_proposals():
 def _inference_model(min_proposal_size: float = 0.0):
     cfg = mask_rcnn_fpn_cfg(18)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # random weights: keep low-score detections
+    cfg.TEST.DETECTIONS_PER_IMAGE = 10  # fewer mask-head ROIs keeps the test fast
     cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = min_proposal_size
     return build_model(cfg).eval()
 

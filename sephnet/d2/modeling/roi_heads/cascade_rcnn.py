@@ -201,7 +201,8 @@ class CascadeROIHeads(StandardROIHeads):
         """
         level_features = [features[f] for f in self.box_in_features]
         image_sizes = [p.image_size for p in proposals]
-        stage_outputs: List[Tuple[nn.Module, Tuple[torch.Tensor, torch.Tensor], List[Instances]]] = []
+        # (predictor, its (logits, deltas), the proposals it ran on) per stage
+        stage_outputs: List[Tuple[nn.Module, Tuple[torch.Tensor, ...], List[Instances]]] = []
         prev_boxes = None
         for stage in range(self.num_cascade_stages):
             if stage > 0:

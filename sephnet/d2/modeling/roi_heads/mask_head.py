@@ -96,7 +96,9 @@ def mask_rcnn_loss(
     storage.put_scalar(
         "mask_rcnn/false_positive", int((wrong & ~target_fg).sum()) / max(num_pixels - num_pos, 1.0)
     )
-    storage.put_scalar("mask_rcnn/false_negative", int((wrong & target_fg).sum()) / max(num_pos, 1.0))
+    storage.put_scalar(
+        "mask_rcnn/false_negative", int((wrong & target_fg).sum()) / max(num_pos, 1.0)
+    )
     if vis_period > 0 and storage.iter % vis_period == 0:
         side_by_side = torch.cat([logits.sigmoid(), target], dim=2)
         title = "Left: mask prediction;   Right: mask GT"
@@ -162,7 +164,8 @@ class BaseMaskRCNNHead(nn.Module):
         """
         logits = self.layers(x)
         if self.training:
-            return {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
+            loss = mask_rcnn_loss(logits, instances, self.vis_period)
+            return {"loss_mask": loss * self.loss_weight}
         mask_rcnn_inference(logits, instances)
         return instances
 

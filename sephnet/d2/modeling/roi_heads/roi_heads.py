@@ -340,7 +340,9 @@ class Res5ROIHeads(ROIHeads):
         )
         return nn.Sequential(*blocks), out_channels
 
-    def _shared_roi_transform(self, features: List[torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+    def _shared_roi_transform(
+        self, features: List[torch.Tensor], boxes: List[Boxes]
+    ) -> torch.Tensor:
         """Pool regions from ``features`` and run res5: float ``[R, C5, S/2, S/2]``."""
         return self.res5(self.pooler(features, boxes))
 
@@ -460,7 +462,7 @@ class StandardROIHeads(ROIHeads):
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
 
-        if keypoint_in_features is not None or keypoint_head is not None or keypoint_pooler is not None:
+        if any(k is not None for k in (keypoint_in_features, keypoint_pooler, keypoint_head)):
             raise NotImplementedError(_KEYPOINTS_UNSUPPORTED)
         self.keypoint_on = False
         self.train_on_pred_boxes = train_on_pred_boxes
@@ -494,9 +496,9 @@ class StandardROIHeads(ROIHeads):
             sampling_ratio=box.POOLER_SAMPLING_RATIO,
             pooler_type=box.POOLER_TYPE,
         )
+        resolution = box.POOLER_RESOLUTION
         box_head = build_box_head(
-            cfg,
-            ShapeSpec(channels=in_channels, height=box.POOLER_RESOLUTION, width=box.POOLER_RESOLUTION),
+            cfg, ShapeSpec(channels=in_channels, height=resolution, width=resolution)
         )
         return {
             "box_in_features": in_features,
@@ -628,7 +630,8 @@ class StandardROIHeads(ROIHeads):
         if self.mask_pooler is None:
             mask_input = {f: features[f] for f in self.mask_in_features}
         else:
-            boxes = [inst.proposal_boxes if self.training else inst.pred_boxes for inst in instances]
+            # training: the sampled foreground proposals; inference: the detections
+            boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
             mask_input = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
         return self.mask_head(mask_input, instances)
 

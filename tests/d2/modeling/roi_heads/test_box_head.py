@@ -13,7 +13,10 @@ from sephnet.d2.modeling.roi_heads.box_head import (
 
 def test_conv_fc_head_state_dict_names_and_shapes():
     head = FastRCNNConvFCHead(
-        ShapeSpec(channels=8, height=7, width=7), conv_dims=[32, 32], fc_dims=[16, 12], conv_norm="GN"
+        ShapeSpec(channels=8, height=7, width=7),
+        conv_dims=[32, 32],
+        fc_dims=[16, 12],
+        conv_norm="GN",
     )
     shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
     # detectron2 v0.6: Conv2d with norm has no bias and a ``norm`` child; fcs are plain Linear

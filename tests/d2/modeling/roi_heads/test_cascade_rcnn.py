@@ -150,7 +150,8 @@ def test_cascade_inference_averages_stage_probabilities(
             x = heads.box_pooler(levels, [Boxes(b) for b in boxes])
             logits, deltas = heads.box_predictor[s](heads.box_head[s](x))
             stage_probs.append(F.softmax(logits, dim=1))
-            decoded = heads.box_predictor[s].box2box_transform.apply_deltas(deltas, torch.cat(boxes))
+            transform = heads.box_predictor[s].box2box_transform
+            decoded = transform.apply_deltas(deltas, torch.cat(boxes))
             boxes = list(decoded.split(sizes))
         mean_probs = sum(stage_probs) / 3
         assert (mean_probs - stage_probs[-1]).abs().max() > 1e-2

@@ -60,13 +60,17 @@ def test_label_and_sample_counts_with_appended_gt(storage, make_targets, make_pr
     assert latest["roi_head/num_bg_samples"][0] == pytest.approx((3 + 3) / 2)
 
 
-def test_label_and_sample_without_appended_gt_and_small_batch(storage, make_targets, make_proposals):
+def test_label_and_sample_without_appended_gt_and_small_batch(
+    storage, make_targets, make_proposals
+):
     targets = make_targets([GT])
-    sampled = _sampler(append_gt=False).label_and_sample_proposals(make_proposals([PROPOSALS]), targets)
+    heads = _sampler(append_gt=False)
+    sampled = heads.label_and_sample_proposals(make_proposals([PROPOSALS]), targets)
     assert sorted(sampled[0].gt_classes.tolist()) == [0, 1, 3, 3, 3]
 
     # 4 per image, at most 25% fg -> 1 fg and 3 bg
-    sampled = _sampler(batch_size=4).label_and_sample_proposals(make_proposals([PROPOSALS]), targets)
+    heads = _sampler(batch_size=4)
+    sampled = heads.label_and_sample_proposals(make_proposals([PROPOSALS]), targets)
     labels = sampled[0].gt_classes.tolist()
     assert len(labels) == 4 and labels[0] in (0, 1) and labels[1:] == [3, 3, 3]
 
@@ -195,7 +199,9 @@ def test_train_on_pred_boxes_replaces_proposal_boxes(
         w, h = b0[:, 2] - b0[:, 0], b0[:, 3] - b0[:, 1]
         new = s.proposal_boxes.tensor
         assert torch.allclose(new[:, 2] - new[:, 0], w * math.exp(0.1), rtol=1e-5)
-        assert torch.allclose((new[:, 0] + new[:, 2]) / 2, (b0[:, 0] + b0[:, 2]) / 2 + 0.05 * w, rtol=1e-5)
+        assert torch.allclose(new[:, 3] - new[:, 1], h * math.exp(0.1), rtol=1e-5)
+        centre_x = (b0[:, 0] + b0[:, 2]) / 2 + 0.05 * w
+        assert torch.allclose((new[:, 0] + new[:, 2]) / 2, centre_x, rtol=1e-5)
 
 
 def test_keypoints_are_rejected(tiny_cfg, fpn_shapes):

@@ -1,4 +1,5 @@
 """Instances: fields, indexing, concatenation and the errors detectron2 raises."""
+import copy
 import pickle
 
 import pytest
@@ -115,6 +116,8 @@ def test_to_and_str_and_pickle():
     assert text.startswith("Instances(num_instances=2, image_height=20, image_width=30, fields=[gt_boxes: Boxes(")
     restored = pickle.loads(pickle.dumps(inst))
     assert restored.gt_classes.tolist() == [0, 1] and restored.image_size == (20, 30)
+    copied = copy.deepcopy(inst)
+    assert copied.names == inst.names and copied.gt_classes is not inst.gt_classes
 
 
 def test_private_attributes_are_not_fields():

@@ -68,6 +68,8 @@ def test_polygon_indexing():
         pm[torch.tensor([0.0])]
     with pytest.raises(AssertionError):
         pm[torch.ones(1, 3, dtype=torch.bool)]
+    with pytest.raises(TypeError, match="cannot be indexed by tuple"):
+        pm[(0, 1)]
     assert len(PolygonMasks.cat([pm, pm[0]])) == 4
     assert [len(p) for p in iter(pm)] == [1, 1, 2]
 

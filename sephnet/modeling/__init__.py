@@ -1,0 +1,1 @@
+"""sephnet's model components; importing this package registers all of them."""

@@ -2,17 +2,22 @@
 
 ``nms`` keeps, greedily in order of decreasing score, every box whose IoU with all boxes
 kept before it is not greater than ``iou_threshold``. Equal scores keep their input order
-(a stable sort), IoU is computed in the boxes' dtype as ``inter / (area_i + area_j - inter)``
-exactly as torchvision's kernels do, so both paths agree bit for bit on the kept set.
+(a stable sort). IoU is computed in the boxes' dtype with torchvision's operation order,
+``inter / (area_i + area_j - inter)``, and compared as torchvision does (against the
+threshold as a double), so both paths keep the same boxes.
 
-When torchvision's compiled ops are usable (see :mod:`.torchvision_ops`) they are called;
-otherwise a vectorised PyTorch implementation runs: the score-sorted boxes are processed
-in blocks; a block is first filtered against the boxes kept so far, then the greedy
-decision inside the block is the unique fixed point of
-``keep[i] = candidate[i] and not any(keep[j] and iou[j, i] > t for j < i)``, reached by
-iterating that equation (each pass fixes at least one more leading entry).
+When torchvision's compiled ops are usable (see :mod:`.torchvision_ops`) they are called.
+Otherwise a vectorised PyTorch implementation runs in two steps:
+
+1. find every pair of boxes whose IoU exceeds the threshold (an edge list), testing
+   only pairs close enough in x1 and y1 to reach the threshold;
+2. resolve the greedy order on the score-sorted ranks block by block: a block's
+   candidates are the ranks not suppressed by an already kept earlier rank, and inside
+   the block the decision is the unique fixed point of
+   ``keep[i] = candidate[i] and not any(keep[j] for edges j -> i)``, reached by iterating
+   the equation (each pass settles at least one more rank).
 """
-from typing import List
+from typing import Iterator, List, Tuple
 
 import torch
 
@@ -20,62 +25,165 @@ from .torchvision_ops import torchvision_ops
 
 __all__ = ["nms", "batched_nms"]
 
-_BLOCK = 512  # boxes per block of the pure-PyTorch nms; 512x512 IoU tiles stay in cache
+_BLOCK = 2048  # score ranks resolved together in the greedy pass
+_PAIRS_PER_CHUNK = 1 << 21  # candidate pairs whose IoU is evaluated at once
 
 
-def _pairwise_iou_like_torchvision(a: torch.Tensor, area_a: torch.Tensor, b: torch.Tensor, area_b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix Tensor[len(a), len(b)] computed with torchvision's operation order."""
-    xx1 = torch.maximum(a[:, None, 0], b[None, :, 0])
-    yy1 = torch.maximum(a[:, None, 1], b[None, :, 1])
-    xx2 = torch.minimum(a[:, None, 2], b[None, :, 2])
-    yy2 = torch.minimum(a[:, None, 3], b[None, :, 3])
-    inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+def _threshold_in(dtype: torch.dtype, iou_threshold: float, device: torch.device) -> torch.Tensor:
+    """A 0-d threshold t of ``dtype`` such that ``iou > t`` (compared in ``dtype``) equals
+    torchvision's ``iou > iou_threshold`` (compared in double): the threshold rounded down."""
+    t = torch.tensor(iou_threshold, dtype=dtype, device=device)
+    if float(t) > iou_threshold:
+        t = torch.nextafter(t, torch.tensor(float("-inf"), dtype=dtype, device=device))
+    return t
+
+
+def _window_pairs(
+    starts: torch.Tensor, ends: torch.Tensor
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Enumerate pairs (p, q) with ``starts[p] <= q < ends[p]``, in chunks of at most
+    about ``_PAIRS_PER_CHUNK`` pairs. Yields (p, q) int64 tensors."""
+    num = len(starts)
+    counts = (ends - starts).clamp(min=0)
+    totals = torch.cumsum(counts, 0)
+    positions = torch.arange(num, device=starts.device)
+    lo = 0
+    while lo < num:
+        done = int(totals[lo - 1]) if lo > 0 else 0
+        hi = int(torch.searchsorted(totals, done + _PAIRS_PER_CHUNK, right=True))
+        hi = min(max(hi, lo + 1), num)
+        chunk_counts = counts[lo:hi]
+        owner = torch.repeat_interleave(positions[lo:hi], chunk_counts)
+        within = torch.arange(len(owner), device=starts.device) - (torch.cumsum(chunk_counts, 0) - chunk_counts)[owner - lo]
+        yield owner, starts[owner] + within
+        lo = hi
+
+
+def _suppression_edges(boxes: torch.Tensor, iou_threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All pairs (i, j), i < j, of rows of ``boxes`` whose IoU exceeds the threshold.
+
+    Only pairs that can reach the threshold are tested. For t >= 0, IoU > t implies an
+    overlap width above t * max(w_i, w_j) (and the same for heights), hence
+    ``|x1_i - x1_j| < (1 - t) * w`` of the box further left and
+    ``|y1_i - y1_j| < (1 - t) * h`` of the box further up. So the boxes are cut into
+    horizontal bands of height ``(1 - t) * max(h)`` by y1 and sorted by (band, x1); a
+    box is compared with the boxes after it in its own band whose x1 is below
+    ``x1 + (1 - t) * w`` and with the boxes of the next band whose x1 is within
+    ``(-(1 - t) * max(w), (1 - t) * w)`` of its own. The bounds use 0.1% slack; the exact
+    IoU test follows. A negative threshold suppresses even disjoint boxes, so then every
+    pair is a candidate.
+
+    Args:
+        boxes: Tensor[N, 4] float32/float64 (x1, y1, x2, y2).
+        iou_threshold: the nms threshold.
+
+    Returns:
+        (first, second): int64 Tensor[E] each, indices into ``boxes``, first < second.
+    """
+    device = boxes.device
+    num = len(boxes)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    threshold = _threshold_in(boxes.dtype, iou_threshold, device)
+    x1, y1, x2, y2 = boxes.double().unbind(1)
+    positions = torch.arange(num, device=device)
+    if iou_threshold < 0:
+        order = positions
+        windows = [(positions + 1, torch.full_like(positions, num))]
+    else:
+        shrink = 1.0 - iou_threshold * (0.999 if iou_threshold >= 0.01 else 0.0)
+        widths, heights = (x2 - x1).clamp(min=0), (y2 - y1).clamp(min=0)
+        max_w = float(widths.max())
+        band_height = shrink * float(heights.max()) * (1 + 1e-9) + 1e-9
+        band = torch.floor((y1 - y1.min()) / band_height)
+        # One key axis for (band, x1): bands are spaced further apart than any window.
+        band_span = float(x2.max() - x1.min()) + 2 * max_w + 2
+        key = band * band_span + (x1 - x1.min() + max_w + 1)
+        order = torch.argsort(key, stable=True)
+        key = key[order].contiguous()
+        reach = shrink * widths[order]
+        windows = [
+            (positions + 1, torch.searchsorted(key, key + reach)),
+            (
+                torch.searchsorted(key, key + band_span - shrink * max_w, right=True),
+                torch.searchsorted(key, key + band_span + reach),
+            ),
+        ]
+
+    # Columns in (band, x1) order, contiguous so that gathers are plain index_select.
+    bx1, by1, bx2, by2 = (c.contiguous() for c in boxes[order].unbind(1))
+    sorted_areas = areas[order].contiguous()
+    firsts: List[torch.Tensor] = []
+    seconds: List[torch.Tensor] = []
+    for starts, ends in windows:
+        for p, q in _window_pairs(starts, ends):
+            iw = torch.minimum(bx2.index_select(0, p), bx2.index_select(0, q))
+            iw -= torch.maximum(bx1.index_select(0, p), bx1.index_select(0, q))
+            ih = torch.minimum(by2.index_select(0, p), by2.index_select(0, q))
+            ih -= torch.maximum(by1.index_select(0, p), by1.index_select(0, q))
+            inter = iw.clamp_(min=0) * ih.clamp_(min=0)
+            over = inter / (sorted_areas.index_select(0, p) + sorted_areas.index_select(0, q) - inter) > threshold
+            a, b = order[p[over]], order[q[over]]
+            firsts.append(torch.minimum(a, b))
+            seconds.append(torch.maximum(a, b))
+    if not firsts:
+        empty = torch.empty(0, dtype=torch.int64, device=device)
+        return empty, empty
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+def _greedy_keep(num: int, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Greedy selection over ranks 0..num-1 given suppression edges src -> dst (src < dst):
+    rank i is kept iff no kept rank has an edge to it.
+
+    Returns:
+        bool Tensor[num].
+    """
+    device = src.device
+    keep = torch.ones(num, dtype=torch.bool, device=device)
+    by_dst = torch.argsort(dst)
+    src, dst = src[by_dst], dst[by_dst]
+    for start in range(0, num, _BLOCK):
+        stop = min(start + _BLOCK, num)
+        lo, hi = torch.searchsorted(dst, torch.tensor([start, stop], device=device)).tolist()
+        if lo == hi:
+            continue
+        block_src, block_dst = src[lo:hi], dst[lo:hi] - start
+        from_earlier = block_src < start
+        candidate = torch.ones(stop - start, dtype=torch.bool, device=device)
+        candidate[block_dst[from_earlier][keep[block_src[from_earlier]]]] = False
+        inner_src, inner_dst = block_src[~from_earlier] - start, block_dst[~from_earlier]
+        local = candidate
+        while True:
+            hit = torch.zeros_like(candidate)
+            hit[inner_dst[local[inner_src]]] = True
+            updated = candidate & ~hit
+            if torch.equal(updated, local):
+                break
+            local = updated
+        keep[start:stop] = local
+    return keep
 
 
 def _nms_pytorch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Pure-PyTorch greedy NMS; same contract as :func:`nms`."""
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if boxes.dtype not in (torch.float32, torch.float64):
+        boxes = boxes.float()
     order = torch.sort(scores, dim=0, descending=True, stable=True)[1]
-    sorted_boxes = boxes[order]
-    areas = (sorted_boxes[:, 2] - sorted_boxes[:, 0]) * (sorted_boxes[:, 3] - sorted_boxes[:, 1])
-    kept_boxes = sorted_boxes[:0]
-    kept_areas = areas[:0]
-    kept_chunks: List[torch.Tensor] = []
-    for start in range(0, len(order), _BLOCK):
-        block = sorted_boxes[start : start + _BLOCK]
-        block_areas = areas[start : start + _BLOCK]
-        candidate = torch.ones(len(block), dtype=torch.bool, device=boxes.device)
-        if len(kept_boxes):
-            candidate = ~(_pairwise_iou_like_torchvision(kept_boxes, kept_areas, block, block_areas) > iou_threshold).any(0)
-        if not bool(candidate.any()):
-            continue
-        # suppress[j, i]: box j (earlier in the block) would suppress box i if j is kept.
-        suppress = _pairwise_iou_like_torchvision(block, block_areas, block, block_areas) > iou_threshold
-        suppress = torch.triu(suppress, diagonal=1) & candidate[:, None] & candidate[None, :]
-        suppress_f = suppress.to(torch.float32)
-        keep = candidate
-        while True:
-            hit = (keep.to(torch.float32)[None, :] @ suppress_f)[0] > 0
-            new_keep = candidate & ~hit
-            if torch.equal(new_keep, keep):
-                break
-            keep = new_keep
-        idx = keep.nonzero()[:, 0]
-        kept_boxes = torch.cat([kept_boxes, block[idx]])
-        kept_areas = torch.cat([kept_areas, block_areas[idx]])
-        kept_chunks.append(idx + start)
-    if not kept_chunks:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    return order[torch.cat(kept_chunks)]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    first, second = _suppression_edges(boxes, iou_threshold)
+    rank_first, rank_second = rank[first], rank[second]
+    keep = _greedy_keep(len(order), torch.minimum(rank_first, rank_second), torch.maximum(rank_first, rank_second))
+    return order[keep]
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression (``torchvision.ops.nms``).
 
     Args:
-        boxes: Tensor[N, 4] in (x1, y1, x2, y2) format with ``0 <= x1 < x2``, ``0 <= y1 < y2``.
+        boxes: Tensor[N, 4] in (x1, y1, x2, y2) format with ``x1 <= x2``, ``y1 <= y2``.
         scores: Tensor[N].
         iou_threshold: boxes with IoU strictly greater than this with a higher-scoring
             kept box are discarded.
@@ -133,8 +241,8 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     """Non-maximum suppression applied independently within each group (e.g. class).
 
     Boxes are converted to float32 first (fp16 lacks the range for the coordinate
-    offsets). Below 40000 boxes this is ``torchvision.ops.batched_nms``; above, one
-    :func:`nms` per group.
+    offsets). Below 40000 boxes this is ``torchvision.ops.batched_nms``; from 40000 on,
+    one :func:`nms` per group.
 
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2).

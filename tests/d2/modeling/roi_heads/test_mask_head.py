@@ -72,6 +72,22 @@ def test_mask_loss_class_agnostic_and_empty(storage):
     assert no_masks.grad is not None
 
 
+def test_mask_loss_visualisation_every_vis_period(storage):
+    logits = torch.tensor([[[[2.0, -1.0], [0.0, 3.0]]]])
+    inst = [_left_half_instances(BitMasks(LEFT_HALF_BITMASK))]
+    storage.iter = 3
+    mask_rcnn_loss(logits, inst, vis_period=2)  # 3 % 2 != 0: nothing stored
+    assert storage._vis_data == []
+    storage.iter = 4
+    mask_rcnn_loss(logits, inst, vis_period=2)
+    ((name, image, it),) = storage._vis_data
+    assert it == 4 and "(0)" in name
+    # RGB image: prediction on the left, gt on the right, side by side along the width
+    assert image.shape == (3, 2, 4)
+    assert torch.allclose(image[0, :, :2], torch.sigmoid(logits[0, 0]))
+    assert image[0, :, 2:].tolist() == [[1.0, 0.0], [1.0, 0.0]]
+
+
 def test_mask_loss_rejects_non_square(storage):
     with pytest.raises(ValueError, match="square"):
         mask_rcnn_loss(torch.zeros(1, 1, 2, 3), [])

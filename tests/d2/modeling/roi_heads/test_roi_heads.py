@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from sephnet.d2.layers import ShapeSpec
+from sephnet.d2.modeling.box_regression import Box2BoxTransform
 from sephnet.d2.modeling.matcher import Matcher
+from sephnet.d2.modeling.poolers import ROIPooler
+from sephnet.d2.modeling.roi_heads.box_head import FastRCNNConvFCHead
+from sephnet.d2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from sephnet.d2.modeling.roi_heads.roi_heads import (
     ROI_HEADS_REGISTRY,
     Res5ROIHeads,
@@ -202,6 +206,42 @@ def test_train_on_pred_boxes_replaces_proposal_boxes(
         assert torch.allclose(new[:, 3] - new[:, 1], h * math.exp(0.1), rtol=1e-5)
         centre_x = (b0[:, 0] + b0[:, 2]) / 2 + 0.05 * w
         assert torch.allclose((new[:, 0] + new[:, 2]) / 2, centre_x, rtol=1e-5)
+
+
+def test_standard_roi_heads_built_without_config(fpn_features, train_inputs, storage):
+    head = FastRCNNConvFCHead(ShapeSpec(channels=8, height=7, width=7), conv_dims=[], fc_dims=[16])
+    heads = StandardROIHeads(
+        num_classes=3,
+        batch_size_per_image=8,
+        positive_fraction=0.5,
+        proposal_matcher=Matcher([0.5], [0, 1]),
+        box_in_features=["p3"],
+        box_pooler=ROIPooler(7, (1.0 / 8,), 0, "ROIAlignV2"),
+        box_head=head,
+        box_predictor=FastRCNNOutputLayers(
+            head.output_shape, box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+            num_classes=3,
+        ),
+    )
+    assert not heads.mask_on and set(heads.state_dict()) == {
+        "box_head.fc1.weight", "box_head.fc1.bias",
+        "box_predictor.cls_score.weight", "box_predictor.cls_score.bias",
+        "box_predictor.bbox_pred.weight", "box_predictor.bbox_pred.bias",
+    }
+    proposals, targets = train_inputs
+    sampled, losses = heads(None, fpn_features, proposals, targets)
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    assert all(len(s) <= 8 for s in sampled)
+    heads.eval()
+    results, _ = heads(None, fpn_features, proposals)
+    assert not results[0].has("pred_masks") and len(results[0]) > 0
+    with pytest.raises(NotImplementedError, match="keypoint"):
+        StandardROIHeads(
+            num_classes=3, batch_size_per_image=8, positive_fraction=0.5,
+            proposal_matcher=Matcher([0.5], [0, 1]), box_in_features=["p3"],
+            box_pooler=heads.box_pooler, box_head=head, box_predictor=heads.box_predictor,
+            keypoint_in_features=["p3"],
+        )
 
 
 def test_keypoints_are_rejected(tiny_cfg, fpn_shapes):

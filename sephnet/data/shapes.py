@@ -18,9 +18,8 @@ Files: ``<root>/{train,val}/NNNNNN.png``, ``<root>/annotations/instances_{train,
 and ``<root>/generator.json`` (generator version + parameters). The data are generated
 on first use (``DatasetCatalog.get("shapes_train")``) into a temporary folder that is
 renamed into place (under a file lock), so an interrupted generation never leaves a
-partial dataset; a
-stored generator version or parameter set that differs from the current one triggers
-regeneration. The same parameters (seed included) give byte-identical files.
+partial dataset; a stored generator version or parameter set that differs from the
+current one triggers regeneration. The same parameters (seed included) give byte-identical files.
 
 Root folder: ``$SEPHNET_SHAPES_DIR`` if set, else ``$DETECTRON2_DATASETS/shapes``, else
 ``./datasets/shapes``.

@@ -8,6 +8,7 @@ does not convert version-1 configs; it raises ``ValueError`` instead of guessing
 ``@configurable`` lets a class be built either from explicit keyword arguments or from a
 config (through its ``from_config`` classmethod), and does the same for plain functions.
 """
+
 import functools
 import inspect
 import logging

@@ -11,6 +11,7 @@ Conventions worth knowing when reading values:
 * ``*_TRAIN``/``*_TEST`` keys apply only in training / inference.
 * An empty string for a ``NAME`` or ``NORM`` key means "none".
 """
+
 from sephnet.d2.config.config import CfgNode as CN
 
 __all__ = ["_C"]

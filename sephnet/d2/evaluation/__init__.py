@@ -2,6 +2,7 @@
 
 Mirrors the parts of ``detectron2.evaluation`` that sephnet uses.
 """
+
 from sephnet.d2.evaluation.coco_evaluation import COCOEvaluator
 from sephnet.d2.evaluation.evaluator import (
     DatasetEvaluator,

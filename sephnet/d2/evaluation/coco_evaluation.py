@@ -11,6 +11,7 @@ faster-coco-eval's C++ ``COCOeval_faster`` (used when ``use_fast_impl`` and it i
 The summary numbers are computed here from the accumulated precision/recall arrays, so
 both back-ends, and a custom ``max_dets_per_image``, go through the same code.
 """
+
 import contextlib
 import copy
 import io
@@ -103,7 +104,11 @@ class COCOEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._use_fast_impl = use_fast_impl
         # COCOeval wants three maxDets; the third is the per-image limit used for AP.
-        self._max_dets_per_image = [1, 10, 100 if max_dets_per_image is None else max_dets_per_image]
+        self._max_dets_per_image = [
+            1,
+            10,
+            100 if max_dets_per_image is None else max_dets_per_image,
+        ]
 
         if isinstance(tasks, CfgNode):
             if not kpt_oks_sigmas:
@@ -192,7 +197,9 @@ class COCOEvaluator(DatasetEvaluator):
 
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
-            with PathManager.open(os.path.join(self._output_dir, "instances_predictions.pth"), "wb") as f:
+            with PathManager.open(
+                os.path.join(self._output_dir, "instances_predictions.pth"), "wb"
+            ) as f:
                 torch.save(predictions, f)
 
         self._results: Dict[str, Dict[str, float]] = OrderedDict()
@@ -251,7 +258,9 @@ class COCOEvaluator(DatasetEvaluator):
 
         fast = self._use_fast_impl and _fast_coco_api() is not None
         self._logger.info(
-            "Evaluating predictions with {} COCO API...".format("unofficial" if fast else "official")
+            "Evaluating predictions with {} COCO API...".format(
+                "unofficial" if fast else "official"
+            )
         )
         for task in sorted(tasks):
             if task not in _TASKS:
@@ -278,7 +287,9 @@ class COCOEvaluator(DatasetEvaluator):
         if self._output_dir:
             proposal_data = {
                 "boxes": [p["proposals"].proposal_boxes.tensor.numpy() for p in predictions],
-                "objectness_logits": [p["proposals"].objectness_logits.numpy() for p in predictions],
+                "objectness_logits": [
+                    p["proposals"].objectness_logits.numpy() for p in predictions
+                ],
                 "ids": [p["image_id"] for p in predictions],
                 "bbox_mode": BoxMode.XYXY_ABS.value,
             }
@@ -394,19 +405,32 @@ def instances_to_coco_json(instances: Instances, img_id: int) -> List[Dict[str, 
         # RLE keeps the memory of a whole dataset's masks small.
         rles = []
         for mask in instances.pred_masks:
-            mask_np = np.asarray(mask, dtype=np.uint8) if not torch.is_tensor(mask) else mask.numpy().astype(np.uint8)
+            mask_np = (
+                np.asarray(mask, dtype=np.uint8)
+                if not torch.is_tensor(mask)
+                else mask.numpy().astype(np.uint8)
+            )
             rle = mask_util.encode(np.asfortranarray(mask_np[:, :, None]))[0]
             rle["counts"] = rle["counts"].decode("utf-8")  # json cannot hold bytes
             rles.append(rle)
     keypoints = None
     if instances.has("pred_keypoints"):
-        keypoints = instances.pred_keypoints.clone() if torch.is_tensor(instances.pred_keypoints) else copy.deepcopy(instances.pred_keypoints)
+        keypoints = (
+            instances.pred_keypoints.clone()
+            if torch.is_tensor(instances.pred_keypoints)
+            else copy.deepcopy(instances.pred_keypoints)
+        )
         # Predictions are continuous coordinates; COCO keypoints are pixel indices.
         keypoints[..., :2] -= 0.5
 
     results = []
     for k in range(len(instances)):
-        result = {"image_id": img_id, "category_id": classes[k], "bbox": boxes[k], "score": scores[k]}
+        result = {
+            "image_id": img_id,
+            "category_id": classes[k],
+            "bbox": boxes[k],
+            "score": scores[k],
+        }
         if rles is not None:
             result["segmentation"] = rles[k]
         if keypoints is not None:
@@ -461,9 +485,9 @@ def _evaluate_box_proposals(
     """Proposal recall (Detectron's fast approximation of COCO AR).
 
     For each image the top-``limit`` proposals (by objectness) are greedily matched one to
-    one to the non-crowd gt boxes of the area range (:func:`_greedy_gt_coverage`). Recall at each IoU threshold (default
-    0.50:0.05:0.95) is the fraction of gt boxes with a recorded IoU >= threshold; AR is
-    the mean over thresholds.
+    one to the non-crowd gt boxes of the area range (:func:`_greedy_gt_coverage`). Recall
+    at each IoU threshold (default 0.50:0.05:0.95) is the fraction of gt boxes with a
+    recorded IoU >= threshold; AR is the mean over thresholds.
     """
     if area not in _AREA_RANGES:
         raise ValueError(f"Unknown area range: {area}; expected one of {list(_AREA_RANGES)}.")
@@ -476,7 +500,8 @@ def _evaluate_box_proposals(
         proposals = proposals[order]
 
         anns = [
-            a for a in coco_api.loadAnns(coco_api.getAnnIds(imgIds=prediction["image_id"]))
+            a
+            for a in coco_api.loadAnns(coco_api.getAnnIds(imgIds=prediction["image_id"]))
             if a["iscrowd"] == 0
         ]
         gt = torch.as_tensor(
@@ -538,25 +563,43 @@ def _summarize(coco_eval: Any, iou_type: str) -> np.ndarray:
     """
     md = coco_eval.params.maxDets
 
-    def s(ap: bool, iou_thr: Optional[float] = None, area: str = "all", max_dets: int = 100) -> float:
+    def s(
+        ap: bool, iou_thr: Optional[float] = None, area: str = "all", max_dets: int = 100
+    ) -> float:
         return _summary_value(coco_eval, ap, iou_thr, area, max_dets)
 
     if iou_type == "keypoints":
         last = md[-1]
         return np.array(
-            [s(True, max_dets=last), s(True, 0.5, max_dets=last), s(True, 0.75, max_dets=last),
-             s(True, area="medium", max_dets=last), s(True, area="large", max_dets=last),
-             s(False, max_dets=last), s(False, 0.5, max_dets=last), s(False, 0.75, max_dets=last),
-             s(False, area="medium", max_dets=last), s(False, area="large", max_dets=last)]
+            [
+                s(True, max_dets=last),
+                s(True, 0.5, max_dets=last),
+                s(True, 0.75, max_dets=last),
+                s(True, area="medium", max_dets=last),
+                s(True, area="large", max_dets=last),
+                s(False, max_dets=last),
+                s(False, 0.5, max_dets=last),
+                s(False, 0.75, max_dets=last),
+                s(False, area="medium", max_dets=last),
+                s(False, area="large", max_dets=last),
+            ]
         )
     last = md[2]
     return np.array(
-        [s(True, max_dets=last), s(True, 0.5, max_dets=last), s(True, 0.75, max_dets=last),
-         s(True, area="small", max_dets=last), s(True, area="medium", max_dets=last),
-         s(True, area="large", max_dets=last),
-         s(False, max_dets=md[0]), s(False, max_dets=md[1]), s(False, max_dets=last),
-         s(False, area="small", max_dets=last), s(False, area="medium", max_dets=last),
-         s(False, area="large", max_dets=last)]
+        [
+            s(True, max_dets=last),
+            s(True, 0.5, max_dets=last),
+            s(True, 0.75, max_dets=last),
+            s(True, area="small", max_dets=last),
+            s(True, area="medium", max_dets=last),
+            s(True, area="large", max_dets=last),
+            s(False, max_dets=md[0]),
+            s(False, max_dets=md[1]),
+            s(False, max_dets=last),
+            s(False, area="small", max_dets=last),
+            s(False, area="medium", max_dets=last),
+            s(False, area="large", max_dets=last),
+        ]
     )
 
 
@@ -607,7 +650,9 @@ def _evaluate_predictions_on_coco(
         if fast_api is not None:
             fast_coco, fast_eval = fast_api
             gt = fast_coco(copy.deepcopy(coco_gt.dataset))
-            coco_eval = fast_eval(gt, gt.loadRes(coco_results), iou_type, print_function=lambda *a: None)
+            coco_eval = fast_eval(
+                gt, gt.loadRes(coco_results), iou_type, print_function=lambda *a: None
+            )
         else:
             coco_eval = COCOeval(coco_gt, coco_gt.loadRes(coco_results), iou_type)
     if iou_type != "keypoints":
@@ -645,22 +690,42 @@ def _log_summary(stats: np.ndarray, coco_eval: Any, iou_type: str) -> None:
     md = params.maxDets
     if iou_type == "keypoints":
         last = md[-1]
-        rows = [(1, iou_all, "all", last), (1, "0.50", "all", last), (1, "0.75", "all", last),
-                (1, iou_all, "medium", last), (1, iou_all, "large", last),
-                (0, iou_all, "all", last), (0, "0.50", "all", last), (0, "0.75", "all", last),
-                (0, iou_all, "medium", last), (0, iou_all, "large", last)]
+        rows = [
+            (1, iou_all, "all", last),
+            (1, "0.50", "all", last),
+            (1, "0.75", "all", last),
+            (1, iou_all, "medium", last),
+            (1, iou_all, "large", last),
+            (0, iou_all, "all", last),
+            (0, "0.50", "all", last),
+            (0, "0.75", "all", last),
+            (0, iou_all, "medium", last),
+            (0, iou_all, "large", last),
+        ]
     else:
         last = md[2]
-        rows = [(1, iou_all, "all", last), (1, "0.50", "all", last), (1, "0.75", "all", last),
-                (1, iou_all, "small", last), (1, iou_all, "medium", last),
-                (1, iou_all, "large", last), (0, iou_all, "all", md[0]),
-                (0, iou_all, "all", md[1]), (0, iou_all, "all", last),
-                (0, iou_all, "small", last), (0, iou_all, "medium", last),
-                (0, iou_all, "large", last)]
+        rows = [
+            (1, iou_all, "all", last),
+            (1, "0.50", "all", last),
+            (1, "0.75", "all", last),
+            (1, iou_all, "small", last),
+            (1, iou_all, "medium", last),
+            (1, iou_all, "large", last),
+            (0, iou_all, "all", md[0]),
+            (0, iou_all, "all", md[1]),
+            (0, iou_all, "all", last),
+            (0, iou_all, "small", last),
+            (0, iou_all, "medium", last),
+            (0, iou_all, "large", last),
+        ]
     lines = [
         " {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} ] = {:0.3f}".format(
-            "Average Precision" if ap else "Average Recall", "(AP)" if ap else "(AR)",
-            iou, area, max_dets, value,
+            "Average Precision" if ap else "Average Recall",
+            "(AP)" if ap else "(AR)",
+            iou,
+            area,
+            max_dets,
+            value,
         )
         for (ap, iou, area, max_dets), value in zip(rows, stats)
     ]

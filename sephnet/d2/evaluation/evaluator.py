@@ -5,6 +5,7 @@ eval mode, hands every ``(inputs, outputs)`` batch to a :class:`DatasetEvaluator
 data loading / inference / evaluation separately (ignoring up to 5 warm-up batches) and
 returns ``evaluator.evaluate()``.
 """
+
 import datetime
 import logging
 import time

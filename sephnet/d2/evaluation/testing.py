@@ -3,6 +3,7 @@
 
 Results are ``{task: {metric: value}}`` dicts as returned by the evaluators.
 """
+
 import logging
 import pprint
 import sys

@@ -1,4 +1,5 @@
 """``collect_env_info()``: a table of the software environment, for logs and bug reports."""
+
 import importlib
 import importlib.metadata
 import os
@@ -61,7 +62,10 @@ def collect_env_info(backend: Optional[str] = None) -> str:
     if backend is not None:
         rows.append(("backend", backend))
     rows += [
-        ("sephnet core (sephnet.d2)", f"{sephnet.d2.__version__} @{os.path.dirname(sephnet.d2.__file__)}"),
+        (
+            "sephnet core (sephnet.d2)",
+            f"{sephnet.d2.__version__} @{os.path.dirname(sephnet.d2.__file__)}",
+        ),
         ("PyTorch", f"{torch.__version__} @{os.path.dirname(torch.__file__)}"),
         ("PyTorch debug build", str(torch.version.debug)),
     ]

@@ -4,10 +4,11 @@ Without an initialised ``torch.distributed`` process group they behave as a worl
 rank 0, size 1, gathers return ``[data]``, barriers return at once. Object gathers travel
 as pickled byte tensors over a gloo group (CPU), so they work with any picklable data.
 """
+
 import functools
 import logging
 import pickle
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -95,7 +96,9 @@ def create_local_process_group(num_workers_per_machine: int) -> None:
         )
     my_machine = get_rank() // num_workers_per_machine
     for machine in range(world_size // num_workers_per_machine):
-        ranks = list(range(machine * num_workers_per_machine, (machine + 1) * num_workers_per_machine))
+        ranks = list(
+            range(machine * num_workers_per_machine, (machine + 1) * num_workers_per_machine)
+        )
         group = dist.new_group(ranks)
         if machine == my_machine:
             _LOCAL_PROCESS_GROUP = group
@@ -204,7 +207,9 @@ def shared_random_seed() -> int:
     return all_gather(np.random.randint(2**31))[0]
 
 
-def reduce_dict(input_dict: Dict[str, torch.Tensor], average: bool = True) -> Dict[str, torch.Tensor]:
+def reduce_dict(
+    input_dict: Dict[str, torch.Tensor], average: bool = True
+) -> Dict[str, torch.Tensor]:
     """Sum (or average) scalar tensors across ranks onto rank 0.
 
     Args:

@@ -1,4 +1,5 @@
 """Environment helpers: RNG seeding and the torch version."""
+
 import logging
 import os
 import random

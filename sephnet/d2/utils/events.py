@@ -6,6 +6,7 @@ a line of ``metrics.json`` (:class:`JSONWriter`) and tensorboard events
 (:class:`TensorboardXWriter`). Storages form a stack: ``with EventStorage(...)`` makes one
 current for its block.
 """
+
 import datetime
 import json
 import logging
@@ -144,9 +145,11 @@ class TensorboardXWriter(EventWriter):
 
 
 class CommonMetricPrinter(EventWriter):
-    """Logs one progress line per call, in detectron2's exact format::
+    """Logs one progress line per call, in detectron2's exact format (one line, shown
+    wrapped here; note the leading space and the two-space separators)::
 
-        " eta: 0:10:02  iter: 19  total_loss: 1.9  loss_cls: 0.53  time: 0.2540  data_time: 0.0084  lr: 0.0071  max_mem: 2563M"
+        " eta: 0:10:02  iter: 19  total_loss: 1.9  loss_cls: 0.53  time: 0.2540  "
+        "data_time: 0.0084  lr: 0.0071  max_mem: 2563M"
 
     Losses (every scalar whose name contains "loss") are medians over ``window_size``;
     ``time`` is the global mean of the "time" scalar, ``data_time`` the mean of its last 20

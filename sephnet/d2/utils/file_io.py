@@ -4,6 +4,7 @@
 weights and configs). A download that fails raises :class:`DownloadError`, an ``OSError``
 naming the URL and saying that this machine may have no network.
 """
+
 import logging
 from typing import Any, List
 

@@ -5,6 +5,7 @@ under ``"sephnet.d2"``. So that ``setup_logger()`` captures the same lines as wi
 detectron2, setting up the ``"detectron2"`` logger also sets up ``"sephnet.d2"`` with the
 same handlers, and both abbreviate to ``d2`` in the terminal (``[d2.utils.events]``).
 """
+
 import atexit
 import functools
 import logging

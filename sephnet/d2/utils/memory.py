@@ -1,4 +1,5 @@
 """``retry_if_cuda_oom``: rerun a function after a CUDA out-of-memory error."""
+
 import logging
 from functools import wraps
 from typing import Any, Callable

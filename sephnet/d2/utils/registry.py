@@ -7,6 +7,7 @@ which re-exports fvcore's, keeps working. Two differences, both in error reporti
 * registering a name twice raises :class:`DuplicateRegistrationError`, which is both a
   ``ValueError`` and an ``AssertionError`` (fvcore raises the latter).
 """
+
 from typing import Any
 
 from fvcore.common.registry import Registry as _FvcoreRegistry

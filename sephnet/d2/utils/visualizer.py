@@ -7,6 +7,7 @@ Semantic/panoptic segmentation and rotated boxes are not supported. The drawing 
 for people, not for numbers: colours and layout need not be pixel-identical to
 detectron2's.
 """
+
 from enum import Enum
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -28,12 +29,24 @@ Color = Tuple[float, float, float]
 # A fixed palette of distinguishable colours (RGB in [0, 1]); instances cycle through it
 # unless the metadata provides per-class ``thing_colors``.
 _PALETTE: List[Color] = [
-    (0.000, 0.447, 0.741), (0.850, 0.325, 0.098), (0.929, 0.694, 0.125),
-    (0.494, 0.184, 0.556), (0.466, 0.674, 0.188), (0.301, 0.745, 0.933),
-    (0.635, 0.078, 0.184), (0.300, 0.300, 0.300), (1.000, 0.498, 0.000),
-    (0.749, 0.749, 0.000), (0.000, 0.000, 1.000), (0.667, 0.000, 1.000),
-    (0.333, 0.667, 0.000), (0.000, 0.667, 0.500), (1.000, 0.000, 0.498),
-    (0.667, 0.333, 0.333), (0.333, 1.000, 0.667), (0.000, 0.333, 0.667),
+    (0.000, 0.447, 0.741),
+    (0.850, 0.325, 0.098),
+    (0.929, 0.694, 0.125),
+    (0.494, 0.184, 0.556),
+    (0.466, 0.674, 0.188),
+    (0.301, 0.745, 0.933),
+    (0.635, 0.078, 0.184),
+    (0.300, 0.300, 0.300),
+    (1.000, 0.498, 0.000),
+    (0.749, 0.749, 0.000),
+    (0.000, 0.000, 1.000),
+    (0.667, 0.000, 1.000),
+    (0.333, 0.667, 0.000),
+    (0.000, 0.667, 0.500),
+    (1.000, 0.000, 0.498),
+    (0.667, 0.333, 0.333),
+    (0.333, 1.000, 0.667),
+    (0.000, 0.333, 0.667),
 ]
 
 
@@ -170,7 +183,9 @@ class Visualizer:
         self.output = VisImage(self.img, scale=scale)
         self._instance_mode = instance_mode
         # text scales with the image so labels stay legible on large pictures
-        self._default_font_size = max(np.sqrt(self.output.height * self.output.width) // 90, 10 // scale)
+        self._default_font_size = max(
+            np.sqrt(self.output.height * self.output.width) // 90, 10 // scale
+        )
 
     def draw_instance_predictions(self, predictions: Instances) -> VisImage:
         """Draw a model's ``Instances``: ``pred_boxes``, ``pred_classes``, ``scores`` and,
@@ -193,8 +208,12 @@ class Visualizer:
             self.output.reset_image(self._grayscale_image(keep))
             alpha = 0.3
         return self.overlay_instances(
-            boxes=boxes, labels=labels, masks=masks, keypoints=keypoints,
-            assigned_colors=colors, alpha=alpha,
+            boxes=boxes,
+            labels=labels,
+            masks=masks,
+            keypoints=keypoints,
+            assigned_colors=colors,
+            alpha=alpha,
         )
 
     def draw_dataset_dict(self, dic: Dict[str, Any]) -> VisImage:
@@ -215,7 +234,9 @@ class Visualizer:
         )
         category_ids = [a["category_id"] for a in annos]
         labels = _create_text_labels(
-            category_ids, None, self.metadata.get("thing_classes", None),
+            category_ids,
+            None,
+            self.metadata.get("thing_classes", None),
             is_crowd=[a.get("iscrowd", 0) for a in annos],
         )
         colors = None
@@ -254,8 +275,13 @@ class Visualizer:
         keypoints_np = self._convert_keypoints(keypoints) if keypoints is not None else None
         counts = {
             name: len(v)
-            for name, v in (("boxes", boxes_np), ("masks", masks_list), ("labels", labels),
-                            ("keypoints", keypoints_np), ("assigned_colors", assigned_colors))
+            for name, v in (
+                ("boxes", boxes_np),
+                ("masks", masks_list),
+                ("labels", labels),
+                ("keypoints", keypoints_np),
+                ("assigned_colors", assigned_colors),
+            )
             if v is not None
         }
         if len(set(counts.values())) > 1:
@@ -263,9 +289,11 @@ class Visualizer:
         num = next(iter(counts.values()), 0)
         if num == 0:
             return self.output
-        colors = list(assigned_colors) if assigned_colors is not None else [
-            _PALETTE[i % len(_PALETTE)] for i in range(num)
-        ]
+        colors = (
+            list(assigned_colors)
+            if assigned_colors is not None
+            else [_PALETTE[i % len(_PALETTE)] for i in range(num)]
+        )
 
         # Draw large instances first so that small ones stay visible on top.
         if boxes_np is not None:
@@ -288,8 +316,9 @@ class Visualizer:
                     x0, y0 = float(xs.mean()), float(ys.mean())
                 else:
                     continue
-                self.draw_text(labels[i], (x0, y0), color=self._lighter(color),
-                               horizontal_alignment="left")
+                self.draw_text(
+                    labels[i], (x0, y0), color=self._lighter(color), horizontal_alignment="left"
+                )
         if keypoints_np is not None:
             for instance_kpts in keypoints_np:
                 for x, y, score in instance_kpts:
@@ -298,41 +327,73 @@ class Visualizer:
         return self.output
 
     def draw_box(
-        self, box_coord: Sequence[float], alpha: float = 0.5, edge_color: Any = "g",
+        self,
+        box_coord: Sequence[float],
+        alpha: float = 0.5,
+        edge_color: Any = "g",
         line_style: str = "-",
     ) -> VisImage:
         """Outline the box (x0, y0, x1, y1)."""
         x0, y0, x1, y1 = (float(v) for v in box_coord)
         width = max(self._default_font_size / 4, 1)
         self.output.ax.add_patch(
-            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=edge_color,
-                      linewidth=width * self.output.scale, alpha=alpha, linestyle=line_style)
+            Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=edge_color,
+                linewidth=width * self.output.scale,
+                alpha=alpha,
+                linestyle=line_style,
+            )
         )
         return self.output
 
     def draw_text(
-        self, text: str, position: Tuple[float, float], *, font_size: Optional[float] = None,
-        color: Any = "g", horizontal_alignment: str = "center", rotation: float = 0,
+        self,
+        text: str,
+        position: Tuple[float, float],
+        *,
+        font_size: Optional[float] = None,
+        color: Any = "g",
+        horizontal_alignment: str = "center",
+        rotation: float = 0,
     ) -> VisImage:
         """Write ``text`` at ``position`` (x, y) on a dark translucent background."""
         font_size = font_size or self._default_font_size
         x, y = position
         self.output.ax.text(
-            x, y, text, size=font_size * self.output.scale, family="sans-serif",
+            x,
+            y,
+            text,
+            size=font_size * self.output.scale,
+            family="sans-serif",
             bbox={"facecolor": "black", "alpha": 0.8, "pad": 0.7, "edgecolor": "none"},
-            verticalalignment="top", horizontalalignment=horizontal_alignment,
-            color=color, zorder=10, rotation=rotation,
+            verticalalignment="top",
+            horizontalalignment=horizontal_alignment,
+            color=color,
+            zorder=10,
+            rotation=rotation,
         )
         return self.output
 
-    def draw_circle(self, circle_coord: Tuple[float, float], color: Any, radius: float = 3) -> VisImage:
+    def draw_circle(
+        self, circle_coord: Tuple[float, float], color: Any, radius: float = 3
+    ) -> VisImage:
         """A filled dot of ``radius`` pixels at (x, y)."""
         self.output.ax.add_patch(Circle(circle_coord, radius=radius, fill=True, color=color))
         return self.output
 
     def draw_binary_mask(
-        self, binary_mask: np.ndarray, color: Any = None, *, edge_color: Any = None,
-        text: Optional[str] = None, alpha: float = 0.5, area_threshold: float = 10,
+        self,
+        binary_mask: np.ndarray,
+        color: Any = None,
+        *,
+        edge_color: Any = None,
+        text: Optional[str] = None,
+        alpha: float = 0.5,
+        area_threshold: float = 10,
     ) -> VisImage:
         """Fill the mask's regions (holes left open) and outline them.
 
@@ -366,9 +427,13 @@ class Visualizer:
         """Draw a polygon given as [K, 2] points, filled with ``alpha`` and outlined."""
         edge = edge_color if edge_color is not None else self._darker(color)
         self.output.ax.add_patch(
-            Polygon(np.asarray(segment).reshape(-1, 2), fill=True,
-                    facecolor=mplc.to_rgb(color) + (alpha,), edgecolor=mplc.to_rgb(edge) + (1.0,),
-                    linewidth=max(self._default_font_size // 15 * self.output.scale, 1))
+            Polygon(
+                np.asarray(segment).reshape(-1, 2),
+                fill=True,
+                facecolor=mplc.to_rgb(color) + (alpha,),
+                edgecolor=mplc.to_rgb(edge) + (1.0,),
+                linewidth=max(self._default_font_size // 15 * self.output.scale, 1),
+            )
         )
         return self.output
 

@@ -1,4 +1,5 @@
 """CfgNode file merging (_BASE_ chains, versions, errors) and the @configurable decorator."""
+
 import os
 import textwrap
 

@@ -1,4 +1,5 @@
 """get_cfg() defaults equal detectron2 v0.6's (values restated here from its defaults.py)."""
+
 import pytest
 
 from sephnet.d2.config import CfgNode, get_cfg

@@ -1,4 +1,5 @@
 """COCOEvaluator on small hand-made COCO datasets with AP values worked out by hand."""
+
 import json
 import os
 import uuid
@@ -63,7 +64,9 @@ def _write_dataset(tmp_path, with_segm=False):
 def _instances(boxes_xywh, classes, scores, masks=None):
     inst = Instances((H, W))
     xyxy = BoxMode.convert(
-        torch.tensor(boxes_xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
+        torch.tensor(boxes_xywh, dtype=torch.float32).reshape(-1, 4),
+        BoxMode.XYWH_ABS,
+        BoxMode.XYXY_ABS,
     )
     inst.pred_boxes = Boxes(xyxy)
     inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
@@ -160,8 +163,10 @@ def test_segm_with_rle_masks(tmp_path):
         anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
         masks = torch.from_numpy(np.stack([coco.annToMask(a) for a in anns]).astype(bool))
         outputs[image_id] = _instances(
-            [a["bbox"] for a in anns], [TO_CONTIGUOUS[a["category_id"]] for a in anns],
-            [0.9] * len(anns), masks=masks,
+            [a["bbox"] for a in anns],
+            [TO_CONTIGUOUS[a["category_id"]] for a in anns],
+            [0.9] * len(anns),
+            masks=masks,
         )
     # image 3: the dog mask loses every column from x=20 on (its score drops to 0.8)
     gt_mask = outputs[3].pred_masks[0].clone()
@@ -188,7 +193,9 @@ def test_instances_to_coco_json_fields():
     assert result["bbox"] == pytest.approx([3.0, 2.0, 4.0, 3.0])
     assert result["score"] == pytest.approx(0.5)
     assert isinstance(result["segmentation"]["counts"], str)
-    decoded = mask_util.decode({**result["segmentation"], "counts": result["segmentation"]["counts"].encode()})
+    decoded = mask_util.decode(
+        {**result["segmentation"], "counts": result["segmentation"]["counts"].encode()}
+    )
     assert np.array_equal(decoded.astype(bool), masks[0].numpy())
     assert instances_to_coco_json(_instances([], [], []), 1) == []
 
@@ -197,9 +204,17 @@ def test_dataset_without_json_is_converted(tmp_path):
     name = f"eval_dicts_{uuid.uuid4().hex}"
     records = [
         {
-            "file_name": f"{i}.jpg", "image_id": i, "height": H, "width": W,
+            "file_name": f"{i}.jpg",
+            "image_id": i,
+            "height": H,
+            "width": W,
             "annotations": [
-                {"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": TO_CONTIGUOUS[c], "iscrowd": 0}
+                {
+                    "bbox": box,
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": TO_CONTIGUOUS[c],
+                    "iscrowd": 0,
+                }
                 for c, box in objs
             ],
         }
@@ -233,7 +248,9 @@ def test_proposals_are_scored_by_average_recall(tmp_path):
     evaluator.reset()
     for image_id, objs in GT.items():
         props = Instances((H, W))
-        xyxy = BoxMode.convert(torch.tensor([b for _, b in objs]), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        xyxy = BoxMode.convert(
+            torch.tensor([b for _, b in objs]), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
+        )
         props.proposal_boxes = Boxes(xyxy)
         props.objectness_logits = torch.ones(len(objs))
         evaluator.process([{"image_id": image_id}], [{"proposals": props}])

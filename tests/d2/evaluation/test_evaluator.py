@@ -1,4 +1,5 @@
 """inference_on_dataset with a dummy model and evaluator; DatasetEvaluators merging."""
+
 import logging
 import re
 

@@ -1,4 +1,5 @@
 """print_csv_format output, verify_results pass/fail, flatten_results_dict."""
+
 import logging
 from collections import OrderedDict
 

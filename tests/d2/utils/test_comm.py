@@ -1,4 +1,5 @@
 """comm helpers in a single process, and across two gloo processes."""
+
 import os
 import socket
 
@@ -33,14 +34,18 @@ def _free_port():
 
 
 def _worker(rank, world, port, out_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     comm.create_local_process_group(world)
     result = {
         "all_gather": comm.all_gather({"rank": rank, "pad": "x" * (rank * 100)}),
         "gather": comm.gather(rank * 10),
         "local_rank": comm.get_local_rank(),
         "local_size": comm.get_local_size(),
-        "reduced": {k: float(v) for k, v in comm.reduce_dict({"x": torch.tensor(float(rank + 1))}).items()},
+        "reduced": {
+            k: float(v) for k, v in comm.reduce_dict({"x": torch.tensor(float(rank + 1))}).items()
+        },
         "seed": comm.shared_random_seed(),
     }
     comm.synchronize()
@@ -50,7 +55,9 @@ def _worker(rank, world, port, out_dir):
 
 @pytest.mark.slow
 def test_two_gloo_processes(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     expected = [{"rank": 0, "pad": ""}, {"rank": 1, "pad": "x" * 100}]
     assert r0["all_gather"] == r1["all_gather"] == expected

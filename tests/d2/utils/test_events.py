@@ -1,4 +1,5 @@
 """EventStorage bookkeeping and the three writers (JSON lines, log line, tensorboard)."""
+
 import json
 import logging
 import os

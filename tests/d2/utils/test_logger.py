@@ -1,7 +1,10 @@
 """setup_logger files and names, rate-limited logging, create_small_table."""
+
 import logging
 import os
 import uuid
+
+import pytest
 
 from sephnet.d2.utils.logger import (
     create_small_table,
@@ -40,7 +43,24 @@ def test_setup_logger_rank_suffix_and_explicit_file(tmp_path):
     assert handler.stream.name.endswith("run.log.rank2")
 
 
-def test_detectron2_logger_also_captures_the_core_modules(tmp_path, capsys):
+@pytest.fixture
+def restore_core_loggers():
+    """setup_logger changes process-wide loggers; put them back so that later tests'
+    log capture (which listens on the root logger) still sees the core's records."""
+    saved = {}
+    for name in ("detectron2", "sephnet.d2"):
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    setup_logger.cache_clear()
+
+
+def test_detectron2_logger_also_captures_the_core_modules(tmp_path, capsys, restore_core_loggers):
     setup_logger(str(tmp_path), name="detectron2")
     logging.getLogger("sephnet.d2.utils.events").info("core line")
     logging.getLogger("detectron2.x").info("d2 line")

@@ -1,4 +1,5 @@
 """file_io's no-network error, seed_all_rng, retry_if_cuda_oom, collect_env_info."""
+
 import random
 import urllib.error
 
@@ -78,8 +79,19 @@ def test_retry_if_cuda_oom_reraises_other_errors():
 
 def test_collect_env_info_reports_the_stack():
     text = collect_env_info(backend="core (sephnet.d2)")
-    for row in ("Python", "PyTorch", "numpy", "sephnet core", "CUDA available", "torchvision",
-                "fvcore", "iopath", "pycocotools", "cv2", "backend"):
+    for row in (
+        "Python",
+        "PyTorch",
+        "numpy",
+        "sephnet core",
+        "CUDA available",
+        "torchvision",
+        "fvcore",
+        "iopath",
+        "pycocotools",
+        "cv2",
+        "backend",
+    ):
         assert row in text, row
     assert torch.__version__ in text
     assert "core (sephnet.d2)" in text

@@ -1,4 +1,5 @@
 """Registry: registration, duplicate names, helpful unknown-name errors, fvcore compatibility."""
+
 import pytest
 from fvcore.common.registry import Registry as FvcoreRegistry
 

@@ -1,4 +1,5 @@
 """Visualizer: output size, where boxes and masks are painted, argument checks."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +16,13 @@ def _blank():
 
 
 def test_box_outline_is_drawn_on_the_edges_only():
-    out = Visualizer(_blank()).overlay_instances(
-        boxes=np.array([[10.0, 10.0, 50.0, 40.0]]), assigned_colors=[(1.0, 0.0, 0.0)]
-    ).get_image()
+    out = (
+        Visualizer(_blank())
+        .overlay_instances(
+            boxes=np.array([[10.0, 10.0, 50.0, 40.0]]), assigned_colors=[(1.0, 0.0, 0.0)]
+        )
+        .get_image()
+    )
     assert out.shape == (H, W, 3) and out.dtype == np.uint8
     changed = np.any(out != 128, axis=2)
     assert changed[10, 20:40].any() and changed[40, 20:40].any()  # top and bottom edges
@@ -35,7 +40,9 @@ def test_instance_predictions_tint_the_mask_and_scale_the_output():
     masks[0, 25:35, 25:35] = True
     inst.pred_masks = masks
     meta = Metadata(name="vis").set(thing_classes=["a", "b"], thing_colors=[(0, 0, 0), (0, 255, 0)])
-    out = Visualizer(_blank(), meta, instance_mode=ColorMode.SEGMENTATION).draw_instance_predictions(inst)
+    out = Visualizer(
+        _blank(), meta, instance_mode=ColorMode.SEGMENTATION
+    ).draw_instance_predictions(inst)
     img = out.get_image()
     assert img.shape == (H, W, 3)
     inside, outside = img[29, 30].astype(int), img[5, 70].astype(int)
@@ -48,8 +55,12 @@ def test_instance_predictions_tint_the_mask_and_scale_the_output():
 def test_dataset_dict_with_polygons_and_mask_types():
     dic = {
         "annotations": [
-            {"bbox": [5, 5, 20, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
-             "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]]},
+            {
+                "bbox": [5, 5, 20, 10],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0,
+                "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]],
+            },
         ]
     }
     img = Visualizer(_blank()).draw_dataset_dict(dic).get_image()
@@ -62,8 +73,6 @@ def test_dataset_dict_with_polygons_and_mask_types():
 
 def test_mismatched_instance_counts_raise():
     with pytest.raises(ValueError, match="different numbers"):
-        Visualizer(_blank()).overlay_instances(
-            boxes=np.zeros((2, 4)), labels=["only one"]
-        )
+        Visualizer(_blank()).overlay_instances(boxes=np.zeros((2, 4)), labels=["only one"])
     with pytest.raises(ValueError, match=r"\[N, 4\]"):
         Visualizer(_blank()).overlay_instances(boxes=np.zeros((2, 5)))

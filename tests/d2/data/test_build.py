@@ -197,3 +197,47 @@ def test_loaders_from_config(registered):
     cfg.DATALOADER.SAMPLER_TRAIN = "NoSuchSampler"
     with pytest.raises(ValueError, match="NoSuchSampler"):
         build_detection_train_loader(cfg, mapper=_mapper)
+
+
+def test_build_batch_data_loader_follows_the_sampler():
+    from sephnet.d2.data.build import build_batch_data_loader
+    from sephnet.d2.data.common import DatasetFromList, MapDataset
+
+    dataset = MapDataset(DatasetFromList(_dicts(12), copy=False), _mapper)
+    stream = list(itertools.islice(iter(TrainingSampler(12, seed=2)), 40))
+    plain = build_batch_data_loader(dataset, TrainingSampler(12, seed=2), 4)
+    assert [[d["image_id"] for d in b] for b in itertools.islice(iter(plain), 3)] == [
+        stream[0:4], stream[4:8], stream[8:12]
+    ]
+    grouped = build_batch_data_loader(dataset, TrainingSampler(12, seed=2), 2, aspect_ratio_grouping=True)
+    got = [[d["image_id"] for d in b] for b in itertools.islice(iter(grouped), 5)]
+    assert got == _simulate_grouping(stream, _dicts(12), 2)[:5]
+
+
+def test_load_proposals_into_dataset(tmp_path):
+    import pickle
+
+    from sephnet.d2.data.build import load_proposals_into_dataset
+
+    path = str(tmp_path / "props.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({
+            "indexes": [5, 7],
+            "boxes": [np.array([[0, 0, 1, 1], [0, 0, 2, 2]], np.float32), np.zeros((1, 4), np.float32)],
+            "scores": [np.array([0.1, 0.9], np.float32), np.array([0.5], np.float32)],
+        }, f)
+    records = load_proposals_into_dataset([{"image_id": 7}, {"image_id": 5}], path)
+    assert records[1]["proposal_objectness_logits"].tolist() == pytest.approx([0.9, 0.1])
+    assert records[1]["proposal_boxes"][0].tolist() == [0, 0, 2, 2]
+    assert records[0]["proposal_bbox_mode"] == BoxMode.XYXY_ABS
+    with pytest.raises(KeyError, match="99"):
+        load_proposals_into_dataset([{"image_id": 99}], path)
+
+
+def test_histogram_rejects_out_of_range_category():
+    from sephnet.d2.data.build import print_instances_class_histogram
+
+    dicts = _dicts(2)
+    dicts[1]["annotations"][0]["category_id"] = 2
+    with pytest.raises(ValueError, match="category_id=2"):
+        print_instances_class_histogram(dicts, ["a", "b"])

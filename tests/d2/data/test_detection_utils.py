@@ -182,3 +182,20 @@ def test_check_metadata_consistency():
     finally:
         for n in names:
             MetadataCatalog.pop(n, None)
+
+
+def test_transform_proposals_clips_filters_and_keeps_topk():
+    record = {
+        "proposal_boxes": np.array([[0, 0, 4, 4], [2, 2, 2, 9], [1, 1, 30, 3]], np.float32),
+        "proposal_objectness_logits": np.array([3.0, 2.0, 1.0]),
+        "proposal_bbox_mode": BoxMode.XYXY_ABS,
+    }
+    utils.transform_proposals(record, (10, 20), T.TransformList([T.HFlipTransform(20)]), proposal_topk=5)
+    proposals = record["proposals"]
+    assert "proposal_boxes" not in record and proposals.image_size == (10, 20)
+    # flipped: [16, 0, 20, 4], [18, 2, 18, 9] (empty: dropped), [-10, 1, 19, 3] -> clipped [0, 1, 19, 3]
+    torch.testing.assert_close(
+        proposals.proposal_boxes.tensor, torch.tensor([[16.0, 0, 20, 4], [0, 1, 19, 3]])
+    )
+    assert proposals.objectness_logits.dtype == torch.float32
+    assert proposals.objectness_logits.tolist() == [3.0, 1.0]

@@ -145,14 +145,26 @@ def test_common_metric_printer_without_timing_or_max_iter(caplog):
         assert messages[0] == expected
 
 
-def test_tensorboard_writer_writes_an_events_file(tmp_path):
-    writer = TensorboardXWriter(str(tmp_path))
+def test_tensorboard_writer_writes_smoothed_scalars_and_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = TensorboardXWriter(str(tmp_path), window_size=2)
     with EventStorage() as storage:
         storage.put_scalar("loss", 1.0)
+        storage.put_scalar("lr", 0.5, smoothing_hint=False)
         storage.put_image("img", torch.rand(3, 4, 4))
         writer.write()
         assert storage._vis_data == []  # consumed by the writer
+        storage.step()
+        storage.put_scalar("loss", 3.0)
+        writer.write()
+        writer.write()  # nothing new
     writer.close()
     files = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
     assert len(files) == 1
-    assert os.path.getsize(tmp_path / files[0]) > 0
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    loss = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert loss == [(0, 1.0), (1, 2.0)]  # second value: median of the last 2 = (1 + 3) / 2
+    assert [(e.step, e.value) for e in events.Scalars("lr")] == [(0, 0.5)]
+    assert events.Tags()["images"] == ["img"]

@@ -241,3 +241,21 @@ def test_histogram_rejects_out_of_range_category():
     dicts[1]["annotations"][0]["category_id"] = 2
     with pytest.raises(ValueError, match="category_id=2"):
         print_instances_class_histogram(dicts, ["a", "b"])
+
+
+def test_set_position_without_sizes_maps_its_way_there():
+    from sephnet.d2.data.common import DatasetFromList
+
+    def make():
+        dataset = DatasetFromList(_dicts(12), copy=False)  # a torch Dataset: sizes unknown upfront
+        loader = build_detection_train_loader(
+            dataset, mapper=_mapper, sampler=TrainingSampler(12, seed=7), total_batch_size=3
+        )
+        loader.load_state_dict(dict(loader.state_dict(), augmentation_seed=123))
+        return loader
+
+    full = _take(make(), 6)
+    assert full == _take(_loader(batch=3), 6)
+    loader = make()
+    loader.set_position(4)
+    assert loader.batches_consumed == 4 and _take(loader, 2) == full[4:6]

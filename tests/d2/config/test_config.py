@@ -243,3 +243,12 @@ def test_configurable_misuse_on_a_plain_function():
         @configurable
         def not_init(x):
             return x
+
+
+def test_allow_unsafe_controls_python_yaml_tags(tmp_path):
+    path = _write(str(tmp_path / "tagged.yaml"), "SOLVER:\n  STEPS: !!python/tuple [5, 7]\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(path)  # unsafe loading is the default, as in detectron2
+    assert cfg.SOLVER.STEPS == (5, 7)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        get_cfg().merge_from_file(path, allow_unsafe=False)

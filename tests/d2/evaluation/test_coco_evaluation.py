@@ -315,3 +315,11 @@ def test_proposal_average_recall_by_hand(tmp_path):
     res = evaluator.evaluate()["box_proposals"]
     assert res["AR@100"] == pytest.approx(85.0, abs=1e-4)
     assert res["ARl@100"] == pytest.approx(100.0)
+
+
+def test_instances_to_coco_json_shifts_keypoints_without_touching_the_input():
+    inst = _instances([[0.0, 0.0, 10.0, 10.0]], [0], [0.7])
+    inst.pred_keypoints = torch.tensor([[[2.5, 3.5, 0.9], [4.0, 1.0, 0.1]]])
+    (result,) = instances_to_coco_json(inst, 5)
+    assert result["keypoints"] == pytest.approx([2.0, 3.0, 0.9, 3.5, 0.5, 0.1])
+    assert inst.pred_keypoints[0, 0, 0].item() == 2.5

@@ -32,6 +32,8 @@ from tabulate import tabulate
 
 import sephnet.d2.utils.comm as comm
 from sephnet.d2.config import CfgNode
+from sephnet.d2.data.catalog import MetadataCatalog
+from sephnet.d2.data.datasets.coco import convert_to_coco_json
 from sephnet.d2.evaluation.evaluator import DatasetEvaluator
 from sephnet.d2.structures import Boxes, BoxMode, Instances, pairwise_iou
 from sephnet.d2.utils.file_io import PathManager
@@ -127,8 +129,6 @@ class COCOEvaluator(DatasetEvaluator):
         self._kpt_oks_sigmas = kpt_oks_sigmas
         self._cpu_device = torch.device("cpu")
 
-        from sephnet.d2.data.catalog import MetadataCatalog
-
         self._metadata = MetadataCatalog.get(dataset_name)
         if not hasattr(self._metadata, "json_file"):
             if output_dir is None:
@@ -136,8 +136,6 @@ class COCOEvaluator(DatasetEvaluator):
                     "output_dir must be provided to COCOEvaluator "
                     f"for datasets not in COCO format (dataset '{dataset_name}' has no json_file)."
                 )
-            from sephnet.d2.data.datasets.coco import convert_to_coco_json
-
             self._logger.info(f"Trying to convert '{dataset_name}' to COCO format ...")
             cache_path = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
             self._metadata.json_file = cache_path
@@ -222,7 +220,9 @@ class COCOEvaluator(DatasetEvaluator):
         self, predictions: List[Dict[str, Any]], img_ids: Optional[Sequence[int]] = None
     ) -> None:
         self._logger.info("Preparing results for COCO format ...")
-        coco_results = list(itertools.chain(*[p["instances"] for p in predictions]))
+        # copies, so that mapping category ids below leaves the stored predictions as they
+        # were (evaluate() may be called more than once)
+        coco_results = [dict(r) for p in predictions for r in p["instances"]]
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
 
         # The model predicts contiguous ids 0..K-1; the json uses the dataset's own ids.

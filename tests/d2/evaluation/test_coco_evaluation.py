@@ -323,3 +323,10 @@ def test_instances_to_coco_json_shifts_keypoints_without_touching_the_input():
     (result,) = instances_to_coco_json(inst, 5)
     assert result["keypoints"] == pytest.approx([2.0, 3.0, 0.9, 3.5, 0.5, 0.1])
     assert inst.pred_keypoints[0, 0, 0].item() == 2.5
+
+
+def test_evaluate_twice_gives_the_same_results(tmp_path):
+    name, _ = _write_dataset(tmp_path)
+    evaluator = COCOEvaluator(name, distributed=False)
+    first = _run(evaluator, _perfect_outputs())
+    assert evaluator.evaluate() == first

@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
     parser.add_argument("--original-size", type=int, nargs=2, default=(480, 640),
                         metavar=("H", "W"), help="image size before the default resize")
+    parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile", action="store_true", help="report hot-path times")
     args = parser.parse_args()
@@ -188,15 +189,15 @@ def main() -> None:
         with torch.no_grad():
             return len(model(inference_inputs)[0]["instances"])
 
-    model.eval()
-    seconds = timed(infer, args.warmup, args.runs)
-    print(f"inference  {test_h}x{test_w}: {statistics.median(seconds):.3f} s/image "
-          f"(median of {args.runs}: {', '.join(f'{s:.3f}' for s in seconds)}; "
-          f"{infer()} detections)")
-    if args.profile:
+    if not args.skip_inference:
         model.eval()
-        for label, value in sorted(hot_path_seconds(infer).items(), key=lambda kv: -kv[1]):
-            print(f"    inference hot path {label:<22s} {value:8.3f} s")
+        seconds = timed(infer, args.warmup, args.runs)
+        print(f"inference  {test_h}x{test_w}: {statistics.median(seconds):.3f} s/image "
+              f"(median of {args.runs}: {', '.join(f'{s:.3f}' for s in seconds)}; "
+              f"{infer()} detections)")
+        if args.profile:
+            for label, value in sorted(hot_path_seconds(infer).items(), key=lambda kv: -kv[1]):
+                print(f"    inference hot path {label:<22s} {value:8.3f} s")
 
     if args.skip_train:
         return

@@ -186,6 +186,21 @@ def test_standard_roi_heads_eval(tiny_cfg, fpn_shapes, fpn_features, train_input
     assert torch.allclose(again[0].pred_masks, results[0].pred_masks, atol=1e-6)
 
 
+def test_standard_roi_heads_image_without_proposals(
+    tiny_cfg, fpn_shapes, fpn_features, train_inputs, storage
+):
+    heads = build_roi_heads(tiny_cfg, fpn_shapes)
+    proposals, targets = train_inputs
+    proposals = [proposals[0], proposals[1][torch.zeros(0, dtype=torch.long)]]
+    sampled, losses = heads(None, fpn_features, proposals, targets)
+    assert len(sampled[1]) == 0 and all(torch.isfinite(v) for v in losses.values())
+    heads.eval()
+    with torch.no_grad():
+        results, _ = heads(None, fpn_features, proposals)
+    assert len(results[0]) > 0 and len(results[1]) == 0
+    assert results[1].pred_masks.shape == (0, 1, 14, 14)
+
+
 def test_train_on_pred_boxes_replaces_proposal_boxes(
     tiny_cfg, fpn_shapes, fpn_features, train_inputs, storage
 ):

@@ -330,3 +330,41 @@ def test_evaluate_twice_gives_the_same_results(tmp_path):
     evaluator = COCOEvaluator(name, distributed=False)
     first = _run(evaluator, _perfect_outputs())
     assert evaluator.evaluate() == first
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_exact_keypoints_give_keypoint_ap_100(tmp_path, fast):
+    data = {
+        "images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [10, 10, 60, 50],
+                "area": 3000,
+                "iscrowd": 0,
+                "num_keypoints": 3,
+                "keypoints": [20, 20, 2, 40, 40, 2, 60, 30, 2],
+            }
+        ],
+        "categories": [{"id": 1, "name": "person", "keypoints": ["a", "b", "c"]}],
+    }
+    path = tmp_path / "kp.json"
+    path.write_text(json.dumps(data))
+    name = f"eval_kp_{uuid.uuid4().hex}"
+    MetadataCatalog.get(name).set(
+        json_file=str(path), thing_classes=["person"], thing_dataset_id_to_contiguous_id={1: 0}
+    )
+    inst = _instances([[10.0, 10.0, 60.0, 50.0]], [0], [0.9])
+    # model coordinates are continuous: pixel index + 0.5
+    inst.pred_keypoints = torch.tensor([[[20.5, 20.5, 1.0], [40.5, 40.5, 1.0], [60.5, 30.5, 1.0]]])
+    evaluator = COCOEvaluator(
+        name, distributed=False, kpt_oks_sigmas=[0.1, 0.1, 0.1], use_fast_impl=fast
+    )
+    results = _run(evaluator, {1: inst})
+    assert list(results["keypoints"]) == ["AP", "AP50", "AP75", "APm", "APl"]
+    assert results["keypoints"]["AP"] == pytest.approx(100.0)
+    assert np.isnan(results["keypoints"]["APl"])  # no large person
+    with pytest.raises(ValueError, match="KEYPOINT_OKS_SIGMAS is 2"):
+        _run(COCOEvaluator(name, distributed=False, kpt_oks_sigmas=[0.1, 0.1]), {1: inst})

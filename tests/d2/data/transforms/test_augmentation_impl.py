@@ -127,3 +127,21 @@ def test_repr_lists_non_default_arguments():
     assert repr(T.ResizeShortestEdge([640, 672], 1333, "choice")) == (
         "ResizeShortestEdge(short_edge_length=[640, 672], max_size=1333, sample_style='choice')"
     )
+
+
+def test_resize_scale_fits_the_scaled_target():
+    aug = T.ResizeScale(0.5, 0.5, 100, 200)
+    tfm = aug.get_transform(np.zeros((40, 40, 3), np.uint8))
+    # target x0.5 = (50, 100); fit a 40x40 image: ratio min(50/40, 100/40) = 1.25
+    assert (tfm.new_h, tfm.new_w) == (50, 50)
+    sizes = {T.ResizeScale(0.1, 2.0, 64, 64).get_transform(np.zeros((32, 16), np.uint8)).new_h for _ in range(20)}
+    assert all(0 < s <= 128 for s in sizes) and len(sizes) > 1
+
+
+def test_random_apply():
+    image = np.zeros((4, 6), np.uint8)
+    always = T.RandomApply(T.HFlipTransform(6), prob=1.0)
+    assert isinstance(always.get_transform(image), T.HFlipTransform)
+    assert isinstance(T.RandomApply(T.RandomFlip(prob=1.0), prob=0.0).get_transform(image), T.NoOpTransform)
+    with pytest.raises(ValueError, match="prob"):
+        T.RandomApply(T.NoOpTransform(), prob=1.5)

@@ -266,10 +266,18 @@ def _training_batch():
 EXPECTED_LOSSES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"}
 
 
+def _training_model(depth: int, min_proposal_size: float = 0.0):
+    cfg = mask_rcnn_fpn_cfg(depth)
+    # 64 sampled ROIs per image (16 foreground) instead of 512: the mask head's cost scales with
+    # the foreground count and dominates a CPU step; the code path is the same.
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
+    cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = min_proposal_size
+    return build_model(cfg).train()
+
+
 @pytest.mark.parametrize("depth", [50, 18], ids=["R50-FPN", "R18-FPN"])
 def test_mask_rcnn_training_step_gives_finite_losses_and_grads_everywhere(depth):
-    model = build_model(mask_rcnn_fpn_cfg(depth))
-    model.train()
+    model = _training_model(depth)
     with EventStorage(0):
         losses = model(_training_batch())
     assert set(losses) == EXPECTED_LOSSES
@@ -287,8 +295,7 @@ def test_mask_rcnn_training_step_gives_finite_losses_and_grads_everywhere(depth)
 
 
 def test_training_with_an_image_without_ground_truth():
-    model = build_model(mask_rcnn_fpn_cfg(18))
-    model.train()
+    model = _training_model(18)
     batch = _training_batch()
     batch[1]["instances"] = _gt(72, 64, [], [])
     with EventStorage(0):
@@ -299,10 +306,7 @@ def test_training_with_an_image_without_ground_truth():
 
 
 def test_training_when_rpn_proposes_nothing_uses_gt_as_proposals():
-    cfg = mask_rcnn_fpn_cfg(18)
-    cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 1e6  # every predicted proposal is "too small"
-    model = build_model(cfg)
-    model.train()
+    model = _training_model(18, min_proposal_size=1e6)  # every proposal is "too small"
     with EventStorage(0):
         losses = model(_training_batch())
     assert set(losses) == EXPECTED_LOSSES

@@ -217,3 +217,20 @@ def test_build_model_uses_the_registry_and_device():
     cfg.MODEL.META_ARCHITECTURE = "NoSuchArch"
     with pytest.raises(KeyError, match="NoSuchArch"):
         build_model(cfg)
+
+
+def test_training_visualization_every_vis_period_iterations():
+    model = _rcnn(vis_period=2, input_format="BGR").train()
+    gt = Instances((20, 30))
+    gt.gt_boxes = Boxes(torch.tensor([[1.0, 2.0, 12.0, 14.0]]))
+    inputs = [{"image": _image(20, 30), "instances": gt}] * 2
+    with EventStorage(0) as storage:
+        model(inputs)  # iteration 0: drawn
+        storage.step()
+        model(inputs)  # iteration 1: not drawn
+        images = list(storage._vis_data)
+    assert len(images) == 1
+    name, picture, iteration = images[0]
+    assert iteration == 0 and "GT bounding boxes" in name
+    # Ground truth (left) and proposals (right) of the first image, side by side, CHW.
+    assert picture.shape == (3, 20, 60)

@@ -21,8 +21,9 @@ def detector_postprocess(
     ``results.image_size`` is the resolution the network saw. Boxes (``pred_boxes``, or
     ``proposal_boxes`` for proposal-only models) are scaled by output/input size per axis, clipped
     to the output image, and instances whose box became empty (zero width or height) are dropped.
-    ``pred_masks`` of shape (R, 1, M, M) (float probabilities, or a ``ROIMasks``) are pasted into the output image
-    at the scaled boxes and binarised at ``mask_threshold``, giving a bool (R, H, W) tensor.
+    ``pred_masks`` of shape (R, 1, M, M) (float probabilities, or a ``ROIMasks``) are pasted into
+    the output image at the scaled boxes and binarised at ``mask_threshold``, giving a bool
+    (R, H, W) tensor.
     ``pred_keypoints`` (R, K, 3), if present, have their x/y scaled in place.
 
     Args:

@@ -1,0 +1,22 @@
+"""RPN anchor matchers of the ATSS family (B §2.8); importing this package registers them.
+
+See :mod:`sephnet.modeling.matchers.base` for the contract every matcher follows.
+"""
+from sephnet.modeling.matchers.base import build_anchor_matcher
+from sephnet.modeling.matchers.atss import ATSSMatcher, ATSSMatcherPreFix
+from sephnet.modeling.matchers.iou_statistics import (
+    ATSSMatcher3,
+    ATSSMatcher4,
+    DynamicMatcher,
+    IoUStatisticsMatcher,
+)
+
+__all__ = [
+    "build_anchor_matcher",
+    "ATSSMatcher",
+    "ATSSMatcherPreFix",
+    "IoUStatisticsMatcher",
+    "ATSSMatcher3",
+    "ATSSMatcher4",
+    "DynamicMatcher",
+]

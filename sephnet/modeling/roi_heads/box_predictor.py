@@ -1,0 +1,478 @@
+"""sephnet's box predictor: linear or cosine class logits, box deltas, optional IoU branch.
+
+B §2.14-2.17, Part A items 1, 4 and 5. Registered in ``SEPH_BOX_PREDICTOR_REGISTRY`` as
+``SephOutputLayers`` (``MODEL.SEPH.PREDICTOR.NAME``).
+"""
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from sephnet.backend import (
+    Box2BoxTransform,
+    Boxes,
+    Instances,
+    ShapeSpec,
+    batched_nms,
+    cat,
+    configurable,
+    fast_rcnn_inference,
+    import_module,
+)
+from sephnet.layers.cosine_linear import CosineLinear
+from sephnet.layers.losses import iou_class_loss_weights, weighted_cross_entropy
+from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
+from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
+from sephnet.modeling.roi_heads.iou_branch import IoUBranch
+
+__all__ = ["SephPredictions", "SephOutputLayers"]
+
+_CLS_LAYERS = ("linear", "cosine")
+_CLASSES_PER_ROI = ("all", "top1")
+
+
+class SephPredictions(NamedTuple):
+    """What :meth:`SephOutputLayers.forward` returns.
+
+    Attributes:
+        class_logits: float ``[R, K+1]``, background column last.
+        proposal_deltas: float ``[R, 4K]`` (class-specific) or ``[R, 4]`` (agnostic).
+        iou_pred: float ``[R, 1]`` raw IoU-branch output, or None without the branch.
+    """
+
+    class_logits: torch.Tensor
+    proposal_deltas: torch.Tensor
+    iou_pred: Optional[torch.Tensor] = None
+
+
+def _flat_size(shape: ShapeSpec) -> int:
+    return shape.channels * (shape.height or 1) * (shape.width or 1)
+
+
+@SEPH_BOX_PREDICTOR_REGISTRY.register()
+class SephOutputLayers(nn.Module):
+    """Fast R-CNN outputs on a decoupled head: class logits, box deltas, optional IoU.
+
+    Topology (each input flattened to ``[R, D_*]``)::
+
+        cls_feat[R, D_cls] --cls_score--> class_logits[R, K+1]   Linear, or CosineLinear
+        box_feat[R, D_box] --bbox_pred--> proposal_deltas[R, 4K] (or [R, 4] agnostic)
+        iou_feat[R, D_iou] --iou_branch.iou_pred--> iou_pred[R, 1]   (optional)
+
+    ``iou_feat`` is the head's IoU tower output, or ``box_feat`` when the head has none.
+    A plain tensor input (an upstream single-output box head) feeds all three.
+
+    With the cosine classifier the background logit goes through the same cosine path as
+    the K foreground logits (one ``CosineLinear`` with K+1 rows, no bias).
+
+    The parameter names ``cls_score`` and ``bbox_pred`` are detectron2's, so the linear
+    variant's state_dict loads into ``FastRCNNOutputLayers`` and back (it also keeps
+    detectron2's initialisation: normal std 0.01 / 0.001, zero bias; the original's
+    Xavier init is not reproduced).
+
+    Labels used by :meth:`losses` (fields of the sampled proposals):
+
+    * ``gt_classes`` int64 ``[R]``: the ROI matcher's class, K = background. It must hold
+      the matched gt's class for every box-regression foreground ROI.
+    * ``gt_is_matched`` bool ``[R]`` (optional): the matcher's foreground decision. If
+      absent, foreground is ``gt_classes < K``.
+    * ``gt_ious`` float ``[R]``: IoU with the matched gt (0 without one; 1 for appended gt
+      boxes). Needed by POS_LABELS_THRESHOLD, the class-loss weighting and IoU-branch
+      versions 0/4/5.
+
+    The rule (B §2.10 item 3): box regression (and the mask head) train on the matcher's
+    foreground; classification uses ``gt_classes`` where ``gt_ious >
+    pos_labels_threshold`` and background K elsewhere (with the threshold 0 = off,
+    classification uses ``gt_classes`` unchanged).
+
+    Losses (keys ``loss_cls``, ``loss_box_reg``, ``loss_iou``; each times its entry in
+    ``loss_weight``): ``loss_cls`` = ``sum_i w_i CE_i / R`` with ``w`` from
+    :func:`~sephnet.layers.losses.iou_class_loss_weights`; ``loss_box_reg`` = detectron2's
+    regression loss of the given type summed over foreground ROIs and divided by R;
+    ``loss_iou`` = the IoU branch's loss (see ``iou_branch.py``).
+
+    Inference: detectron2's ``fast_rcnn_inference`` on the class probabilities, which are
+    first multiplied by the predicted IoU when the branch's test score is "multiply"
+    (:meth:`predict_probs`) and, with ``classes_per_roi_test="top1"``, reduced to each
+    ROI's best foreground class. Test score "rank" ranks and NMS-es candidates by the
+    predicted IoU and reports the class probability.
+    """
+
+    supports_iou_branch = True
+
+    @configurable
+    def __init__(
+        self,
+        output_shapes: Union[Dict[str, ShapeSpec], ShapeSpec],
+        *,
+        box2box_transform: Box2BoxTransform,
+        num_classes: int,
+        cls_layer: str = "linear",
+        cosine_scale: float = 20.0,
+        cosine_scale_learnable: bool = False,
+        cls_agnostic_bbox_reg: bool = False,
+        smooth_l1_beta: float = 0.0,
+        box_reg_loss_type: str = "smooth_l1",
+        cls_loss_weighting: str = "none",
+        pos_labels_threshold: float = 0.0,
+        iou_branch: Optional[IoUBranch] = None,
+        loss_weight: Union[float, Dict[str, float]] = 1.0,
+        test_score_thresh: float = 0.0,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+        classes_per_roi_test: str = "all",
+    ):
+        """
+        Args:
+            output_shapes: the box head's ``output_shapes`` (``"cls"``, ``"box"``, optional
+                ``"iou"``), or one ShapeSpec for a single-output head.
+            box2box_transform: the box coder (detectron2's, weights BBOX_REG_WEIGHTS).
+            num_classes: K, foreground classes.
+            cls_layer: ``"linear"`` or ``"cosine"``.
+            cosine_scale, cosine_scale_learnable: the cosine classifier's scale.
+            cls_agnostic_bbox_reg: one 4-vector of deltas per ROI instead of K.
+            smooth_l1_beta: beta of detectron2's smooth L1 (0 = L1).
+            box_reg_loss_type: ``"smooth_l1"``, ``"giou"``, ``"diou"`` or ``"ciou"``.
+            cls_loss_weighting: ``"none"``, ``"square"`` or ``"linear"`` (per-ROI weights).
+            pos_labels_threshold: IoU in [0, 1); 0 = off (see the class docstring).
+            iou_branch: an :class:`IoUBranch` whose input size matches the IoU features,
+                or None.
+            loss_weight: one float for every loss or a dict with keys ``loss_cls``,
+                ``loss_box_reg``, ``loss_iou`` (missing keys weigh 1).
+            test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's
+                ``fast_rcnn_inference``.
+            classes_per_roi_test: ``"all"`` (detectron2) or ``"top1"`` (the original).
+        """
+        super().__init__()
+        if isinstance(output_shapes, ShapeSpec):
+            output_shapes = {"cls": output_shapes, "box": output_shapes}
+        if cls_layer not in _CLS_LAYERS:
+            raise ValueError(f"cls_layer={cls_layer!r}; expected one of {_CLS_LAYERS}.")
+        if classes_per_roi_test not in _CLASSES_PER_ROI:
+            raise ValueError(
+                f"classes_per_roi_test={classes_per_roi_test!r}; expected one of {_CLASSES_PER_ROI}."
+            )
+        if not 0.0 <= pos_labels_threshold < 1.0:
+            raise ValueError(f"pos_labels_threshold={pos_labels_threshold!r}; expected a value in [0, 1).")
+        iou_branch_input = _flat_size(output_shapes.get("iou", output_shapes["box"]))
+        if iou_branch is not None and iou_branch.iou_pred.in_features != iou_branch_input:
+            raise ValueError(
+                f"iou_branch takes {iou_branch.iou_pred.in_features} features but the head "
+                f"gives {iou_branch_input}."
+            )
+        iou_class_loss_weights(torch.zeros(1), cls_loss_weighting)  # rejects unknown values
+
+        self.num_classes = num_classes
+        cls_in, box_in = _flat_size(output_shapes["cls"]), _flat_size(output_shapes["box"])
+        if cls_layer == "cosine":
+            self.cls_score = CosineLinear(
+                cls_in, num_classes + 1, scale=cosine_scale, learnable_scale=cosine_scale_learnable
+            )
+        else:
+            self.cls_score = nn.Linear(cls_in, num_classes + 1)
+            nn.init.normal_(self.cls_score.weight, std=0.01)
+            nn.init.constant_(self.cls_score.bias, 0.0)
+        box_dim = len(box2box_transform.weights)
+        self.bbox_pred = nn.Linear(box_in, (1 if cls_agnostic_bbox_reg else num_classes) * box_dim)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.constant_(self.bbox_pred.bias, 0.0)
+        self.iou_branch = iou_branch
+
+        self.box2box_transform = box2box_transform
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_reg_loss_type = box_reg_loss_type
+        self.cls_loss_weighting = cls_loss_weighting
+        self.pos_labels_threshold = pos_labels_threshold
+        if isinstance(loss_weight, (int, float)):
+            loss_weight = {k: float(loss_weight) for k in ("loss_cls", "loss_box_reg", "loss_iou")}
+        self.loss_weight = dict(loss_weight)
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+        self.classes_per_roi_test = classes_per_roi_test
+
+    @classmethod
+    def from_config(cls, cfg, output_shapes):
+        pred, iou = cfg.MODEL.SEPH.PREDICTOR, cfg.MODEL.SEPH.IOU_BRANCH
+        if isinstance(output_shapes, ShapeSpec):
+            output_shapes = {"cls": output_shapes, "box": output_shapes}
+        iou_branch = None
+        if iou.ENABLED:
+            iou_branch = IoUBranch(
+                _flat_size(output_shapes.get("iou", output_shapes["box"])),
+                version=iou.VERSION,
+                neg_weight=iou.NEG_WEIGHT,
+                test_score=iou.TEST_SCORE,
+            )
+        box_head = cfg.MODEL.ROI_BOX_HEAD
+        return {
+            "output_shapes": output_shapes,
+            "box2box_transform": Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS),
+            "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "cls_layer": pred.CLS_LAYER,
+            "cosine_scale": pred.COSINE_SCALE,
+            "cosine_scale_learnable": pred.COSINE_SCALE_LEARNABLE,
+            "cls_agnostic_bbox_reg": box_head.CLS_AGNOSTIC_BBOX_REG,
+            "smooth_l1_beta": box_head.SMOOTH_L1_BETA,
+            "box_reg_loss_type": box_head.BBOX_REG_LOSS_TYPE,
+            "cls_loss_weighting": pred.CLS_LOSS_WEIGHTING,
+            "pos_labels_threshold": pred.POS_LABELS_THRESHOLD,
+            "iou_branch": iou_branch,
+            # BBOX_REG_LOSS_WEIGHT is the log's BOX_REG_LOSS_SCALE (GIoU x4/x8/x12 in sephv15*)
+            "loss_weight": {
+                "loss_cls": pred.CLS_LOSS_WEIGHT,
+                "loss_box_reg": box_head.BBOX_REG_LOSS_WEIGHT,
+                "loss_iou": iou.LOSS_WEIGHT,
+            },
+            "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "classes_per_roi_test": pred.CLASSES_PER_ROI_TEST,
+        }
+
+    def forward(self, features: Union[DecoupledFeatures, torch.Tensor]) -> SephPredictions:
+        """
+        Args:
+            features: a :class:`DecoupledFeatures` (each field ``[R, ...]``), or one tensor
+                ``[R, ...]`` used for every branch.
+
+        Returns:
+            :class:`SephPredictions`.
+        """
+        if isinstance(features, torch.Tensor):
+            features = DecoupledFeatures(features, features)
+        cls_feat = torch.flatten(features.cls, start_dim=1)
+        box_feat = torch.flatten(features.box, start_dim=1)
+        iou_pred = None
+        if self.iou_branch is not None:
+            iou_pred = self.iou_branch(features.box if features.iou is None else features.iou)
+        return SephPredictions(self.cls_score(cls_feat), self.bbox_pred(box_feat), iou_pred)
+
+    # ---------------------------------------------------------------- training
+    def _classification_labels(self, gt_classes: torch.Tensor, gt_ious: Optional[torch.Tensor]):
+        if self.pos_labels_threshold <= 0:
+            return gt_classes
+        background = torch.full_like(gt_classes, self.num_classes)
+        return torch.where(gt_ious > self.pos_labels_threshold, gt_classes, background)
+
+    def losses(self, predictions: SephPredictions, proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            predictions: the output of :meth:`forward` for the R ROIs of ``proposals``.
+            proposals: N Instances with ``proposal_boxes``, ``gt_classes`` and, as the class
+                docstring says, ``gt_boxes`` / ``gt_is_matched`` / ``gt_ious``.
+
+        Returns:
+            ``{"loss_cls", "loss_box_reg"}`` plus ``"loss_iou"`` with the IoU branch; scalars.
+            Logs classification accuracy to the current EventStorage (needs one).
+        """
+        logits, deltas, iou_pred = predictions
+        R, device = logits.shape[0], logits.device
+        needs_ious = (
+            self.pos_labels_threshold > 0
+            or self.cls_loss_weighting != "none"
+            or (self.iou_branch is not None and self.iou_branch.version in (0, 4, 5))
+        )
+        if len(proposals):
+            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+            # Without gt_boxes every ROI is background; the proposals are a placeholder.
+            gt_boxes = cat(
+                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals],
+                dim=0,
+            )
+            if all(p.has("gt_is_matched") for p in proposals):
+                fg_mask = cat([p.gt_is_matched for p in proposals], dim=0).bool()
+            else:
+                fg_mask = (gt_classes >= 0) & (gt_classes < self.num_classes)
+            gt_ious = None
+            if needs_ious:
+                missing = [i for i, p in enumerate(proposals) if not p.has("gt_ious")]
+                if missing:
+                    raise ValueError(
+                        f"proposals of images {missing} have no 'gt_ious' field, which the "
+                        "predictor's POS_LABELS_THRESHOLD / CLS_LOSS_WEIGHTING / IoU branch needs."
+                    )
+                gt_ious = cat([p.gt_ious for p in proposals], dim=0).to(logits.dtype)
+        else:
+            gt_classes = torch.zeros((0,), dtype=torch.int64, device=device)
+            proposal_boxes = gt_boxes = torch.zeros((0, 4), device=device)
+            fg_mask = torch.zeros((0,), dtype=torch.bool, device=device)
+            gt_ious = torch.zeros((0,), device=device)
+
+        cls_labels = self._classification_labels(gt_classes, gt_ious)
+        import_module("modeling.roi_heads.fast_rcnn")._log_classification_stats(logits, cls_labels)
+        weights = None
+        if self.cls_loss_weighting != "none":
+            weights = iou_class_loss_weights(gt_ious, self.cls_loss_weighting)
+        losses = {
+            "loss_cls": weighted_cross_entropy(logits, cls_labels, weights),
+            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes, fg_mask),
+        }
+        if self.iou_branch is not None:
+            pred_boxes = None
+            if self.iou_branch.needs_pred_boxes:
+                pred_boxes = self._decode_for_classes(deltas.detach(), proposal_boxes, gt_classes)
+            losses["loss_iou"] = self.iou_branch.loss(
+                iou_pred,
+                gt_ious=gt_ious if gt_ious is not None else torch.zeros_like(iou_pred[:, 0]),
+                fg_mask=fg_mask,
+                proposal_boxes=proposal_boxes,
+                gt_boxes=gt_boxes,
+                pred_boxes=pred_boxes,
+            )
+        return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+    def _deltas_for_classes(self, deltas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Pick each ROI's 4 deltas for ``classes`` (``[R]``, clamped into [0, K))."""
+        box_dim = len(self.box2box_transform.weights)
+        if deltas.shape[1] == box_dim:  # class-agnostic
+            return deltas
+        rows = torch.arange(deltas.shape[0], device=deltas.device)
+        return deltas.view(-1, self.num_classes, box_dim)[rows, classes.clamp(0, self.num_classes - 1)]
+
+    def _decode_for_classes(self, deltas, proposal_boxes, classes) -> torch.Tensor:
+        return self.box2box_transform.apply_deltas(
+            self._deltas_for_classes(deltas, classes), proposal_boxes
+        )
+
+    def box_reg_loss(
+        self,
+        proposal_boxes: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        pred_deltas: torch.Tensor,
+        gt_classes: torch.Tensor,
+        fg_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Box loss summed over the foreground ROIs, divided by R (all ROIs), unweighted.
+
+        Args:
+            proposal_boxes, gt_boxes: float ``[R, 4]``.
+            pred_deltas: float ``[R, 4K]`` or ``[R, 4]``.
+            gt_classes: int64 ``[R]``, the matcher's classes.
+            fg_mask: bool ``[R]``, the ROIs that regress.
+
+        Returns:
+            Scalar tensor (0 when no ROI is foreground).
+        """
+        fg_inds = fg_mask.nonzero().squeeze(1)
+        box_dim = len(self.box2box_transform.weights)
+        if pred_deltas.shape[1] != box_dim and bool((gt_classes[fg_inds] >= self.num_classes).any()):
+            raise ValueError(
+                "a box-regression foreground ROI (gt_is_matched) has the background class in "
+                "gt_classes; class-specific regression needs its matched class there."
+            )
+        fg_deltas = self._deltas_for_classes(pred_deltas[fg_inds], gt_classes[fg_inds])
+        dense_loss = import_module("modeling.box_regression")._dense_box_regression_loss
+        loss = dense_loss(
+            [Boxes(proposal_boxes[fg_inds])],
+            self.box2box_transform,
+            [fg_deltas.unsqueeze(0)],
+            [gt_boxes[fg_inds]],
+            torch.ones((1, fg_inds.numel()), dtype=torch.bool, device=pred_deltas.device),
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        # Normalised by all ROIs, not the foreground count (detectron2 and the original agree).
+        return loss / max(gt_classes.numel(), 1.0)
+
+    # --------------------------------------------------------------- inference
+    def predict_boxes(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+        """Decoded boxes per image: N tensors ``[Ri, 4K]`` (or ``[Ri, 4]`` agnostic)."""
+        if not len(proposals):
+            return []
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        boxes = self.box2box_transform.apply_deltas(predictions[1], proposal_boxes)
+        return boxes.split([len(p) for p in proposals])
+
+    def predict_boxes_for_gt_classes(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> List[torch.Tensor]:
+        """Decoded box of each ROI's ``gt_classes`` (clamped into [0, K)): N tensors ``[Ri, 4]``."""
+        if not len(proposals):
+            return []
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+        boxes = self._decode_for_classes(predictions[1], proposal_boxes, gt_classes)
+        return boxes.split([len(p) for p in proposals])
+
+    def predict_ious(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+        """Predicted IoU in [0, 1] per image: N tensors ``[Ri]`` (needs the IoU branch)."""
+        if self.iou_branch is None:
+            raise ValueError("predict_ious needs the IoU branch (MODEL.SEPH.IOU_BRANCH.ENABLED).")
+        return self.iou_branch.predicted_iou(predictions[2]).split([len(p) for p in proposals])
+
+    def predict_probs(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+        """Class probabilities per image, N tensors ``[Ri, K+1]``.
+
+        Softmax of the logits, times the predicted IoU (every column) when the IoU
+        branch's test score is "multiply".
+        """
+        probs = predictions[0].softmax(dim=-1)
+        if self.iou_branch is not None and self.iou_branch.test_score == "multiply":
+            probs = probs * self.iou_branch.predicted_iou(predictions[2])[:, None]
+        return probs.split([len(p) for p in proposals])
+
+    def inference(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        """Detections per image, as detectron2's ``FastRCNNOutputLayers.inference``.
+
+        Returns:
+            N Instances (``pred_boxes``, ``scores``, ``pred_classes``; at most
+            ``test_topk_per_image``) and N int64 tensors of the kept ROI indices.
+        """
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals)
+        if self.classes_per_roi_test == "top1":
+            scores = [_keep_top1_class(s) for s in scores]
+        image_shapes = [p.image_size for p in proposals]
+        if self.iou_branch is not None and self.iou_branch.test_score == "rank":
+            ranks = self.predict_ious(predictions, proposals)
+            results = [
+                self._rank_by_iou_single_image(b, s, q, shape)
+                for b, s, q, shape in zip(boxes, scores, ranks, image_shapes)
+            ]
+            return [r[0] for r in results], [r[1] for r in results]
+        return fast_rcnn_inference(
+            boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image
+        )
+
+    def _rank_by_iou_single_image(self, boxes, scores, ranks, image_shape):
+        """Threshold on class probability, then NMS and top-k ordered by predicted IoU.
+
+        Args:
+            boxes: ``[Ri, 4K]`` or ``[Ri, 4]``; scores: ``[Ri, K+1]``; ranks: ``[Ri]``.
+        """
+        box_dim = len(self.box2box_transform.weights)
+        num_reg = boxes.shape[1] // box_dim
+        clipped = Boxes(boxes.reshape(-1, box_dim))
+        clipped.clip(image_shape)
+        boxes = clipped.tensor.view(-1, num_reg, box_dim)
+        fg_scores = scores[:, :-1]
+        candidates = (fg_scores > self.test_score_thresh) & torch.isfinite(boxes).all(dim=2).all(dim=1)[:, None]
+        candidates &= torch.isfinite(ranks)[:, None]
+        roi, cls = candidates.nonzero(as_tuple=True)
+        cand_boxes = boxes[roi, cls if num_reg > 1 else torch.zeros_like(cls)]
+        keep = batched_nms(cand_boxes, ranks[roi], cls, self.test_nms_thresh)
+        if self.test_topk_per_image >= 0:
+            keep = keep[: self.test_topk_per_image]
+        result = Instances(image_shape)
+        result.pred_boxes = Boxes(cand_boxes[keep])
+        result.scores = fg_scores[roi, cls][keep]
+        result.pred_classes = cls[keep]
+        return result, roi[keep]
+
+
+def _keep_top1_class(probs: torch.Tensor) -> torch.Tensor:
+    """Zero every foreground column but each row's largest (``[Ri, K+1]``, bg kept).
+
+    Zeroed entries never pass ``fast_rcnn_inference``'s strict ``score > thresh`` test,
+    so each ROI yields at most one detection (the original's B §2.17 rule).
+    """
+    fg = probs[:, :-1]
+    if fg.shape[0] == 0:
+        return probs
+    best = fg.argmax(dim=1, keepdim=True)
+    top1 = torch.zeros_like(fg).scatter(1, best, fg.gather(1, best))
+    return torch.cat([top1, probs[:, -1:]], dim=1)

@@ -74,5 +74,5 @@ class CosineLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"scale={float(self.scale):g}, learnable_scale={self.learnable_scale}"
+            f"scale={self.scale.item():g}, learnable_scale={self.learnable_scale}"
         )

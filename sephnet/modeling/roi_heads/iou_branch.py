@@ -27,7 +27,7 @@ version  target (per ROI)                                    loss
 decision). All targets and masks are computed without gradient. An empty selection
 contributes 0.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from fvcore.nn import giou_loss, sigmoid_focal_loss
@@ -85,11 +85,6 @@ def centerness_targets(proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor) -> 
     off_y = 2 * (pcy - gcy).abs() / gh.clamp(min=1e-6)
     off_x = 2 * (pcx - gcx).abs() / gw.clamp(min=1e-6)
     return 1.0 - torch.maximum(off_y, off_x)
-
-
-def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` (0/1 float) is 1; 0, still attached, if it is empty."""
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class IoUBranch(nn.Module):
@@ -153,7 +148,7 @@ class IoUBranch(nn.Module):
         out = iou_pred.reshape(-1)
         return out.clamp(0.0, 1.0) if self.version == 5 else out.sigmoid()
 
-    def loss(
+    def targets(
         self,
         iou_pred: torch.Tensor,
         *,
@@ -162,11 +157,14 @@ class IoUBranch(nn.Module):
         proposal_boxes: torch.Tensor,
         gt_boxes: torch.Tensor,
         pred_boxes: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """The unweighted branch loss of the configured version.
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-ROI targets and loss weights of the configured version (no gradient).
+
+        The loss is ``sum_i weight_i * l(iou_pred_i, target_i)``: the weights hold each
+        version's averaging (1/count over the ROIs it uses, 0 elsewhere).
 
         Args:
-            iou_pred: float ``[R, 1]`` from :meth:`forward`.
+            iou_pred: float ``[R, 1]`` from :meth:`forward` (versions 4/5 select on it).
             gt_ious: float ``[R]``, each proposal's IoU with its matched gt (0 without).
             fg_mask: bool ``[R]``, the box-regression foreground.
             proposal_boxes, gt_boxes: float ``[R, 4]`` XYXY (gt rows of background ROIs
@@ -175,39 +173,48 @@ class IoUBranch(nn.Module):
                 (:attr:`needs_pred_boxes`), rows of background ROIs ignored.
 
         Returns:
-            Scalar tensor.
+            target, weight: float ``[R]`` each.
         """
-        out = iou_pred.reshape(-1)
-        fg = fg_mask.to(out.dtype)
         with torch.no_grad():
+            out = iou_pred.reshape(-1)
+            zeros = torch.zeros_like(out)
+            fg = fg_mask.to(out.dtype)
             if self.version == 1:
                 if pred_boxes is None:
                     raise ValueError("IoU branch version 1 needs pred_boxes (decoded gt-class boxes).")
-                target = torch.where(
-                    fg_mask, paired_giou(pred_boxes.detach(), gt_boxes), torch.zeros_like(out)
-                )
+                # background rows may hold placeholder boxes: replace, do not just mask
+                target = torch.where(fg_mask, paired_giou(pred_boxes, gt_boxes), zeros)
+                bg = 1.0 - fg
+                weight = fg / fg.sum().clamp(min=1.0) + self.neg_weight * bg / bg.sum().clamp(min=1.0)
             elif self.version == 3:
-                # background rows may hold placeholder gt boxes: zero them, not just mask
-                target = torch.where(
-                    fg_mask, centerness_targets(proposal_boxes, gt_boxes), torch.zeros_like(out)
-                )
+                target = torch.where(fg_mask, centerness_targets(proposal_boxes, gt_boxes), zeros)
+                weight = fg / fg.sum().clamp(min=1.0)
             else:
                 target = gt_ious.to(out.dtype)
-            if self.version in (4, 5):
-                quality = self.predicted_iou(iou_pred) if self.version == 4 else out
-                keep = (target > _LOW_TARGET) | (quality >= _HIGH_PREDICTION)
-                keep = keep.to(out.dtype)
+                keep = torch.ones_like(out)
+                if self.version in (4, 5):
+                    quality = out.sigmoid() if self.version == 4 else out
+                    keep = ((target > _LOW_TARGET) | (quality >= _HIGH_PREDICTION)).to(out.dtype)
+                weight = keep / keep.sum().clamp(min=1.0)
+        return target, weight
 
+    def loss(self, iou_pred: torch.Tensor, **fields) -> torch.Tensor:
+        """The unweighted branch loss: FL-BCE (L1 for version 5) summed with :meth:`targets`' weights.
+
+        Args:
+            iou_pred: float ``[R, 1]`` from :meth:`forward`.
+            fields: the keyword arguments of :meth:`targets`.
+
+        Returns:
+            Scalar tensor; 0 (still attached to ``iou_pred``) when no ROI is used.
+        """
+        target, weight = self.targets(iou_pred, **fields)
+        out = iou_pred.reshape(-1)
         if self.version == 5:
-            return _mean((out - target).abs(), keep)
-        focal = sigmoid_focal_loss(out, target, alpha=0.25, gamma=2.0, reduction="none")
-        if self.version == 0:
-            return _mean(focal, torch.ones_like(out))
-        if self.version == 1:
-            return _mean(focal, fg) + self.neg_weight * _mean(focal, 1.0 - fg)
-        if self.version == 3:
-            return _mean(focal, fg)
-        return _mean(focal, keep)  # version 4
+            per_roi = (out - target).abs()
+        else:
+            per_roi = sigmoid_focal_loss(out, target, alpha=0.25, gamma=2.0, reduction="none")
+        return (per_roi * weight).sum()
 
     def extra_repr(self) -> str:
         return f"version={self.version}, neg_weight={self.neg_weight}, test_score={self.test_score!r}"

@@ -35,6 +35,7 @@ from sephnet.d2.utils.file_io import PathManager
 from sephnet.d2.utils.logger import setup_logger
 
 from . import hooks
+from .atomic_checkpointer import AtomicDetectionCheckpointer
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -256,7 +257,8 @@ class DefaultTrainer(TrainerBase):
 
     Checkpoints also hold the optimizer, the RNG states and the data position (a
     detectron2 v0.6 DefaultTrainer checkpoint holds only iteration and scheduler), so
-    ``resume_or_load(resume=True)`` continues exactly where the run stopped.
+    ``resume_or_load(resume=True)`` continues exactly where the run stopped; they are
+    written atomically (:class:`~.atomic_checkpointer.AtomicDetectionCheckpointer`).
 
     Attributes:
         scheduler: the LR scheduler.
@@ -282,7 +284,8 @@ class DefaultTrainer(TrainerBase):
         self._trainer._hooks = self._hooks
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # Atomic writes: a run killed while saving keeps a complete last checkpoint.
+        self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

@@ -195,6 +195,9 @@ def test_proposal_network_returns_losses_in_training_and_rescaled_proposals_in_e
     gt = Instances((20, 30))
     gt.gt_boxes = Boxes(torch.zeros(0, 4))
     assert set(model([{"image": _image(20, 30), "instances": gt}])) == {"loss_rpn_cls"}
+    # The legacy input key "targets" still reaches the proposal generator as ground truth.
+    model([{"image": _image(20, 30), "targets": gt}])
+    assert model.proposal_generator.seen[2][0] is not None
     model.eval()
     (out,) = model([{"image": _image(20, 30), "height": 10, "width": 60}])
     assert out["proposals"].image_size == (10, 60)

@@ -1,0 +1,76 @@
+"""MODEL.SEPH.RPN.MATCHER keys: defaults, merging from YAML text, and validation errors."""
+import pytest
+
+from sephnet.backend import get_cfg
+from sephnet.config import add_sephnet_config
+from sephnet.config.rpn import validate_config
+
+
+def _cfg(name="", generator="SephRPN"):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = generator
+    cfg.MODEL.SEPH.RPN.MATCHER.NAME = name
+    cfg.MODEL.RPN.IOU_THRESHOLDS = [0.4, 0.5]
+    return cfg
+
+
+def test_defaults_keep_detectron2_matching():
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    node = cfg.MODEL.SEPH.RPN.MATCHER
+    assert (node.NAME, node.MIN_IOU, node.TOPK_PER_CELL_ANCHOR) == ("", 0.1, 9)
+    validate_config(cfg)  # "" with the upstream RPN is valid
+
+
+@pytest.mark.parametrize(
+    "name", ["ATSSMatcher", "ATSSMatcherPreFix", "ATSSMatcher3", "ATSSMatcher4", "DynamicMatcher"]
+)
+def test_every_registered_matcher_validates(name):
+    validate_config(_cfg(name))
+
+
+def test_keys_merge_from_a_config_list():
+    cfg = _cfg()
+    cfg.merge_from_list(
+        ["MODEL.SEPH.RPN.MATCHER.NAME", "DynamicMatcher", "MODEL.SEPH.RPN.MATCHER.MIN_IOU", 0.2]
+    )
+    assert cfg.MODEL.SEPH.RPN.MATCHER.NAME == "DynamicMatcher"
+    assert cfg.MODEL.SEPH.RPN.MATCHER.MIN_IOU == 0.2
+    with pytest.raises(AssertionError, match="MODEL.SEPH.RPN.MATCHER.TOPK"):  # yacs: typo-safe
+        cfg.merge_from_list(["MODEL.SEPH.RPN.MATCHER.TOPK", 3])
+
+
+def test_unknown_matcher_lists_the_registered_ones():
+    with pytest.raises(ValueError) as err:
+        validate_config(_cfg("ATSSMatcher5"))
+    message = str(err.value)
+    assert "MODEL.SEPH.RPN.MATCHER.NAME='ATSSMatcher5'" in message
+    assert "ATSSMatcher3" in message and "DynamicMatcher" in message
+
+
+def test_matcher_needs_seph_rpn():
+    with pytest.raises(ValueError) as err:
+        validate_config(_cfg("ATSSMatcher", generator="RPN"))
+    assert "MODEL.SEPH.RPN.MATCHER.NAME" in str(err.value)
+    assert "MODEL.PROPOSAL_GENERATOR.NAME" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key,value", [("MIN_IOU", 1.0), ("MIN_IOU", -0.1), ("TOPK_PER_CELL_ANCHOR", 0)]
+)
+def test_out_of_range_values_are_rejected(key, value):
+    cfg = _cfg("ATSSMatcher")
+    cfg.MODEL.SEPH.RPN.MATCHER[key] = value
+    with pytest.raises(ValueError, match=f"MODEL.SEPH.RPN.MATCHER.{key}"):
+        validate_config(cfg)
+
+
+def test_threshold_capped_matchers_need_two_sorted_rpn_iou_thresholds():
+    cfg = _cfg("ATSSMatcher3")
+    cfg.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.5, 0.7]
+    with pytest.raises(ValueError, match="MODEL.RPN.IOU_THRESHOLDS"):
+        validate_config(cfg)
+    # ATSSMatcher does not use them.
+    cfg.MODEL.SEPH.RPN.MATCHER.NAME = "ATSSMatcher"
+    validate_config(cfg)

@@ -1,0 +1,168 @@
+"""SephRPN: detectron2's RPN with anchors labelled by the sephnet anchor matchers."""
+import pytest
+import torch
+
+from sephnet.backend import (
+    RPN,
+    Boxes,
+    EventStorage,
+    ImageList,
+    Instances,
+    ShapeSpec,
+    build_proposal_generator,
+    get_cfg,
+)
+from sephnet.config import add_sephnet_config
+from sephnet.modeling.matchers import build_anchor_matcher
+from sephnet.modeling.proposal_generator.rpn import SephRPN
+
+MATCHERS = ["ATSSMatcher", "ATSSMatcherPreFix", "ATSSMatcher3", "ATSSMatcher4", "DynamicMatcher"]
+SHAPES = {"p3": ShapeSpec(channels=8, stride=8), "p4": ShapeSpec(channels=8, stride=16)}
+
+
+def tiny_cfg(matcher=""):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SephRPN"
+    cfg.MODEL.SEPH.RPN.MATCHER.NAME = matcher
+    cfg.MODEL.RPN.IN_FEATURES = ["p3", "p4"]
+    cfg.MODEL.RPN.IOU_THRESHOLDS = [0.4, 0.5]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64]]
+    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 200
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
+    return cfg
+
+
+def tiny_inputs():
+    """Two 64x64 images (features 8x8 and 4x4), the second without ground truth."""
+    gen = torch.Generator().manual_seed(3)
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (64, 60)])
+    features = {
+        "p3": torch.randn(2, 8, 8, 8, generator=gen),
+        "p4": torch.randn(2, 8, 4, 4, generator=gen),
+    }
+    gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 20.0, 60.0, 62.0]]))
+    first = Instances((64, 64), gt_boxes=gt_boxes)
+    second = Instances((64, 60), gt_boxes=Boxes(torch.zeros(0, 4)))
+    return images, features, [first, second]
+
+
+def train_step(rpn, seed=0):
+    images, features, gt = tiny_inputs()
+    rpn.train()
+    torch.manual_seed(seed)  # anchor sampling draws from the global generator
+    with EventStorage():
+        proposals, losses = rpn(images, features, gt)
+    return proposals, losses
+
+
+def test_registered_and_built_from_the_config():
+    rpn = build_proposal_generator(tiny_cfg("ATSSMatcher3"), SHAPES)
+    assert type(rpn) is SephRPN and isinstance(rpn, RPN)
+    assert rpn.box_matcher.ignore_band
+    assert build_proposal_generator(tiny_cfg(""), SHAPES).box_matcher is None
+
+
+def test_without_matcher_it_equals_the_upstream_rpn():
+    cfg = tiny_cfg("")
+    torch.manual_seed(0)
+    upstream = RPN(cfg, SHAPES)
+    torch.manual_seed(0)
+    seph = SephRPN(cfg, SHAPES)
+    up_state, seph_state = upstream.state_dict(), seph.state_dict()
+    assert list(up_state) == list(seph_state)
+    assert all(torch.equal(up_state[k], seph_state[k]) for k in up_state)
+    up_props, up_losses = train_step(upstream)
+    seph_props, seph_losses = train_step(seph)
+    assert set(up_losses) == set(seph_losses) == {"loss_rpn_cls", "loss_rpn_loc"}
+    for key in up_losses:
+        assert torch.equal(up_losses[key], seph_losses[key]), key
+    for a, b in zip(up_props, seph_props):
+        assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
+
+
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_training_forward_gives_finite_losses_with_every_matcher(matcher):
+    rpn = SephRPN(tiny_cfg(matcher), SHAPES)
+    proposals, losses = train_step(rpn)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_rpn_cls"] > 0
+    sum(losses.values()).backward()
+    assert rpn.rpn_head.objectness_logits.weight.grad.abs().sum() > 0
+    assert len(proposals) == 2
+
+
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_labels_are_the_matcher_labels_when_sampling_keeps_everything(matcher):
+    cfg = tiny_cfg(matcher)
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 100000  # keep every anchor: labels are unsampled
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 1.0
+    rpn = SephRPN(cfg, SHAPES)
+    images, features, gt = tiny_inputs()
+    anchors = rpn.anchor_generator([features["p3"], features["p4"]])
+    labels, matched_boxes = rpn.label_and_sample_anchors(anchors, gt)
+    all_anchors = Boxes.cat(anchors)
+    assert [len(a) for a in anchors] == [8 * 8 * 3, 4 * 4 * 3]
+    # The RPN passes the per-level sizes; the matcher built from the config gives k = 27.
+    matcher_fn = build_anchor_matcher(cfg, 3)
+    idxs, expected = matcher_fn(gt[0].gt_boxes, all_anchors, [192, 48])
+    assert torch.equal(labels[0], expected)
+    assert labels[0].dtype == torch.int8 and (labels[0] == 1).any()
+    positive = labels[0] == 1
+    assert torch.equal(matched_boxes[0][positive], gt[0].gt_boxes.tensor[idxs[positive]])
+    # The image without ground truth: all background, zero matched boxes.
+    assert (labels[1] == 0).all() and not matched_boxes[1].any()
+
+
+def test_sampling_stays_per_image_with_the_upstream_budget():
+    cfg = tiny_cfg("ATSSMatcher4")
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 16
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.25
+    rpn = SephRPN(cfg, SHAPES)
+    _, features, gt = tiny_inputs()
+    anchors = rpn.anchor_generator([features["p3"], features["p4"]])
+    labels, _ = rpn.label_and_sample_anchors(anchors, gt)
+    all_anchors = Boxes.cat(anchors)
+    _, unsampled = rpn.box_matcher(gt[0].gt_boxes, all_anchors, [192, 48])
+    num_pos = min(int((unsampled == 1).sum()), 4)
+    for image_labels in labels:
+        assert int((image_labels >= 0).sum()) == 16
+    assert int((labels[0] == 1).sum()) == num_pos
+    # Sampled positives are matcher positives.
+    assert bool((unsampled[labels[0] == 1] == 1).all())
+
+
+def test_boundary_threshold_ignores_anchors_outside_the_image():
+    cfg = tiny_cfg("ATSSMatcher")
+    cfg.MODEL.RPN.BOUNDARY_THRESH = 0
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 100000
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 1.0
+    rpn = SephRPN(cfg, SHAPES)
+    _, features, gt = tiny_inputs()
+    anchors = rpn.anchor_generator([features["p3"], features["p4"]])
+    labels, _ = rpn.label_and_sample_anchors(anchors, gt)
+    t = Boxes.cat(anchors).tensor
+    # detectron2's Boxes.inside_box: x1, y1 >= -thresh and x2, y2 < size + thresh (strict).
+    outside = (t[:, 0] < 0) | (t[:, 1] < 0) | (t[:, 2] >= 64) | (t[:, 3] >= 64)
+    assert outside.any() and (~outside).any()
+    assert (labels[0][outside] == -1).all()
+    assert (labels[0][~outside] >= 0).all()
+
+
+@pytest.mark.parametrize("matcher", ["ATSSMatcher", "ATSSMatcher3"])
+def test_works_with_the_per_level_evonorm_head(matcher):
+    # sephv17 / sephv14_12: SephRPNHead with a per-level EvoNormS0 and an ATSS matcher.
+    from sephnet.modeling.proposal_generator.rpn_head import SephRPNHead
+
+    head = SephRPNHead(
+        in_channels=8, num_anchors=3, num_levels=2, norm="EvoNormS0", norm_groups=4
+    )
+    rpn = SephRPN(tiny_cfg(matcher), SHAPES, head=head)
+    assert rpn.rpn_head is head and rpn.box_matcher is not None
+    _, losses = train_step(rpn)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert len(head.norms) == 2
+    assert all(norm.weight.grad is not None and norm.weight.grad.any() for norm in head.norms)

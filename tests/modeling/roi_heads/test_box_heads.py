@@ -9,7 +9,8 @@ from sephnet.backend import FastRCNNConvFCHead, ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config
 from sephnet.config.box_head import validate_config
 from sephnet.layers.evonorm import EvoNormS0
-from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
+from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_BOX_PREDICTOR_REGISTRY
+from sephnet.modeling.roi_heads import box_predictor  # noqa: F401  (registers the predictor)
 from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead, TwinTowerConvFCHead
 from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
@@ -122,6 +123,24 @@ def test_registered_head_output_is_batch_independent_in_eval(name):
     for a, b in zip(together, alone):
         if a is not None:
             torch.testing.assert_close(a[2:3], b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("iou", [False, True])
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_registered_head_feeds_the_configured_predictor(name, iou):
+    # The predictor sizes its layers from output_shapes; its outputs prove the sizes agree.
+    cfg = tiny_cfg(name, iou=iou)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    head = build(cfg)
+    predictor = SEPH_BOX_PREDICTOR_REGISTRY.get(cfg.MODEL.SEPH.PREDICTOR.NAME)(
+        cfg, head.output_shapes
+    )
+    for r in (4, 0):
+        logits, deltas, iou_pred = predictor(head(torch.randn(r, C, S, S)))
+        assert logits.shape == (r, 4) and deltas.shape == (r, 12)
+        assert (iou_pred is not None) == iou
+        if iou:
+            assert iou_pred.shape == (r, 1)
 
 
 # ---------------------------------------------------------------- functional references

@@ -210,6 +210,8 @@ class DefaultPredictor:
         Raises:
             ValueError: ``cfg.INPUT.FORMAT`` is neither ``"RGB"`` nor ``"BGR"``.
         """
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r}; DefaultPredictor supports 'RGB' or 'BGR'.")
         self.cfg = cfg.clone()  # the model may modify its config
         self.model = build_model(self.cfg)
         self.model.eval()
@@ -220,8 +222,6 @@ class DefaultPredictor:
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.input_format = cfg.INPUT.FORMAT
-        if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT={self.input_format!r}; DefaultPredictor supports 'RGB' or 'BGR'.")
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         """

@@ -1,0 +1,163 @@
+"""build_seph_resnet_fpn_backbone: detectron2's ResNet-FPN by default, EvoNormS0 and the C5 top block."""
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sephnet.backend import (
+    BACKBONE_REGISTRY,
+    FPN,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+    ShapeSpec,
+    build_backbone,
+    build_resnet_fpn_backbone,
+    get_cfg,
+)
+from sephnet.config import add_sephnet_config
+from sephnet.layers.evonorm import EvoNormS0
+from sephnet.modeling.backbone.seph_fpn import (
+    TOP_BLOCKS,
+    LastLevelStridedConvs,
+    build_seph_resnet_fpn_backbone,
+    make_top_block,
+)
+
+IMAGE = 64  # divisible by the FPN's size_divisibility (32)
+
+
+def _cfg(**seph):
+    """A narrow R-50 FPN config (res5: 256 channels; 32 FPN channels) for the seph builder."""
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = "build_seph_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 50
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.SEPH.EVONORM.GROUPS = 8
+    for key, value in seph.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+def _image():
+    return torch.randn(2, 3, IMAGE, IMAGE)
+
+
+def _check_outputs_match_output_shape(backbone, outputs):
+    shapes = backbone.output_shape()
+    assert list(outputs) == list(shapes)
+    for name, spec in shapes.items():
+        assert outputs[name].shape == (2, spec.channels, -(-IMAGE // spec.stride), -(-IMAGE // spec.stride)), name
+
+
+def test_builder_is_registered():
+    assert BACKBONE_REGISTRY.get("build_seph_resnet_fpn_backbone") is build_seph_resnet_fpn_backbone
+    assert TOP_BLOCKS[0] == "LastLevelMaxPool"
+
+
+def test_default_keys_give_detectron2_resnet_fpn():
+    cfg = _cfg()
+    ours = build_backbone(cfg).eval()
+    upstream = build_resnet_fpn_backbone(cfg, ShapeSpec(channels=3)).eval()
+    assert isinstance(ours, FPN) and isinstance(ours.top_block, LastLevelMaxPool)
+    # Same structure: the upstream weights load with no missing or unexpected keys.
+    ours.load_state_dict(upstream.state_dict(), strict=True)
+    x = _image()
+    with torch.no_grad():
+        out, ref = ours(x), upstream(x)
+    assert list(out) == ["p2", "p3", "p4", "p5", "p6"]
+    for name in ref:
+        torch.testing.assert_close(out[name], ref[name], rtol=0, atol=0)
+    assert ours.size_divisibility == upstream.size_divisibility == 32
+
+
+def test_evonorm_fpn_shapes_strides_and_norm_placement():
+    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.EVONORM.EPS": 1e-3})
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    assert {k: (v.channels, v.stride) for k, v in shapes.items()} == {
+        "p2": (32, 4), "p3": (32, 8), "p4": (32, 16), "p5": (32, 32), "p6": (32, 64)
+    }
+    x = _image().requires_grad_()
+    outputs = backbone(x)
+    _check_outputs_match_output_shape(backbone, outputs)
+    # detectron2's FPN normalises laterals and outputs; normalised convs have no bias.
+    fpn_convs = [m for n, m in backbone.named_children() if n.startswith("fpn_")]
+    assert len(fpn_convs) == 8
+    for conv in fpn_convs:
+        assert isinstance(conv.norm, EvoNormS0)
+        assert (conv.norm.groups, conv.norm.eps) == (8, 1e-3)
+        assert conv.bias is None and conv.activation is None
+    sum(o.sum() for o in outputs.values()).backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_strided_conv_top_block_reads_c5_with_the_fpn_norm():
+    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"})
+    backbone = build_backbone(cfg).eval()
+    block = backbone.top_block
+    assert isinstance(block, LastLevelStridedConvs) and block.in_feature == "res5"
+    x = _image()
+    with torch.no_grad():
+        outputs = backbone(x)
+        c5 = backbone.bottom_up(x)["res5"]
+        conv = block.convs[0]
+        assert conv.weight.shape == (32, 256, 3, 3) and conv.bias is None
+        expected_p6 = conv.norm(F.conv2d(c5, conv.weight, stride=2, padding=1))
+    torch.testing.assert_close(outputs["p6"], expected_p6)
+    assert backbone.output_shape()["p6"] == ShapeSpec(channels=32, stride=64)
+
+
+@pytest.mark.parametrize("norm,relu_between", [("EvoNormS0", False), ("", True), ("GN", True)])
+def test_strided_conv_top_block_with_two_levels(norm, relu_between):
+    cfg = _cfg(**{
+        "MODEL.FPN.NORM": norm,
+        "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs",
+        "MODEL.SEPH.FPN.TOP_BLOCK_NUM_LEVELS": 2,
+    })
+    backbone = build_backbone(cfg).eval()
+    assert backbone.output_shape()["p7"] == ShapeSpec(channels=32, stride=128)
+    x = _image()
+    with torch.no_grad():
+        outputs = backbone(x)
+        _check_outputs_match_output_shape(backbone, outputs)
+        second = backbone.top_block.convs[1]
+        p6 = F.relu(outputs["p6"]) if relu_between else outputs["p6"]
+        expected = F.conv2d(p6, second.weight, second.bias, stride=2, padding=1)
+        if second.norm is not None:
+            expected = second.norm(expected)
+    assert (second.bias is None) == (norm != "")
+    torch.testing.assert_close(outputs["p7"], expected)
+
+
+def test_p6p7_top_block_is_detectron2s():
+    backbone = build_backbone(_cfg(**{"MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelP6P7"}))
+    assert isinstance(backbone.top_block, LastLevelP6P7)
+    assert backbone.top_block.in_feature == "res5"
+    assert [k for k in backbone.output_shape()] == ["p2", "p3", "p4", "p5", "p6", "p7"]
+    _check_outputs_match_output_shape(backbone, backbone(_image()))
+
+
+def test_make_top_block_errors():
+    shapes = {"res5": ShapeSpec(channels=16, stride=32)}
+    with pytest.raises(ValueError, match="TOP_BLOCK='P6'.*LastLevelStridedConvs"):
+        make_top_block("P6", bottom_up_shapes=shapes, in_feature="res5", out_channels=8)
+    with pytest.raises(ValueError, match="'res4'.*\\['res5'\\]"):
+        make_top_block(
+            "LastLevelStridedConvs", bottom_up_shapes=shapes, in_feature="res4", out_channels=8
+        )
+    with pytest.raises(ValueError, match="num_levels=0"):
+        LastLevelStridedConvs(16, 8, num_levels=0)
+
+
+def test_strided_conv_block_standalone_shapes():
+    block = LastLevelStridedConvs(16, 8, num_levels=3, norm="EvoNormS0", norm_groups=4)
+    outs = block(torch.randn(2, 16, 9, 9))
+    assert [o.shape[-1] for o in outs] == [5, 3, 2]
+    assert all(o.shape[:2] == (2, 8) for o in outs)
+    assert not any(isinstance(m, nn.ReLU) for m in block.modules())

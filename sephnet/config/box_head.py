@@ -82,7 +82,9 @@ def _used_widths(cfg: CfgNode, name: str):
 def validate_config(cfg: CfgNode) -> None:
     """Check the box-head keys.
 
-    Validated: NAME is registered (the error lists the registered heads); counts are ints
+    Validated: NAME is registered (the error lists the registered heads), and a NAME other
+    than the upstream adapter comes with a Seph ROI head (MODEL.ROI_HEADS.NAME starting with
+    "Seph"; detectron2's ROI heads would silently ignore it); counts are ints
     >= 0 and widths ints >= 1; the named head gets the layers it needs (TwinTowerConvFCHead:
     NUM_CONV + NUM_FC >= 1; FCClsConvBoxHead: NUM_CONV >= 1 and NUM_FC >= 1, and with the IoU
     branch on IOU_NUM_CONV + IOU_NUM_FC >= 1; SharedConvHead: POOLER_RESOLUTION >= 3);
@@ -101,6 +103,13 @@ def validate_config(cfg: CfgNode) -> None:
     node = cfg.MODEL.SEPH.BOX_HEAD
     name = node.NAME
     get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
+    roi_heads = cfg.MODEL.ROI_HEADS.NAME
+    if name != _UPSTREAM and not roi_heads.startswith("Seph"):
+        # detectron2's ROI heads build MODEL.ROI_BOX_HEAD.NAME and would ignore this head.
+        raise ValueError(
+            f"{_KEY}.NAME={name!r} is only built by sephnet's ROI heads; MODEL.ROI_HEADS.NAME="
+            f"{roi_heads!r} is not one (expected a 'Seph...' name, e.g. 'SephStandardROIHeads')."
+        )
     for key in ("NUM_CONV", "NUM_FC", "IOU_NUM_CONV", "IOU_NUM_FC"):
         _check_int(node[key], f"{_KEY}.{key}", 0)
     for key in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM"):
@@ -135,7 +144,6 @@ def validate_config(cfg: CfgNode) -> None:
     except (TypeError, ValueError) as e:
         raise ValueError(f"MODEL.ROI_BOX_HEAD.NORM: {e}") from None
     if is_sephnet_norm(norm):
-        roi_heads = cfg.MODEL.ROI_HEADS.NAME
         if name == _UPSTREAM or not roi_heads.startswith("Seph"):
             raise ValueError(
                 f"MODEL.ROI_BOX_HEAD.NORM={norm!r} is a sephnet norm; it needs a sephnet "

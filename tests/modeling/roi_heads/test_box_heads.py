@@ -363,10 +363,13 @@ def test_validation_of_head_specific_requirements():
     with pytest.raises(ValueError, match="POOLER_RESOLUTION >= 3; got 2"):
         validate_config(cfg)
 
-    cfg = tiny_cfg("FCClsConvBoxHead", "EvoNormS0")
+    cfg = tiny_cfg("FCClsConvBoxHead")
     cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
-    with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NAME, got 'StandardROIHeads'"):
+    with pytest.raises(ValueError, match="only built by sephnet's ROI heads.*'StandardROIHeads'"):
         validate_config(cfg)
+    # The upstream adapter is the one head that is fine either way (and the default).
+    cfg.MODEL.SEPH.BOX_HEAD.NAME = "UpstreamBoxHead"
+    validate_config(cfg)
 
     cfg = tiny_cfg("FCClsConvBoxHead", iou=True)
     cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV = cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_FC = 0

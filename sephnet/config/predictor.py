@@ -1,4 +1,4 @@
-"""Keys of the box predictor and its IoU branch: ``MODEL.SEPH.PREDICTOR.*``, ``MODEL.SEPH.IOU_BRANCH.*``.
+"""Keys of the box predictor (``MODEL.SEPH.PREDICTOR.*``) and its IoU branch (``.IOU_BRANCH.*``).
 
 B §2.14-2.17, Part A items 4 and 5. Upstream keys the predictor reuses with their
 upstream meaning: ``MODEL.ROI_HEADS.NUM_CLASSES / SCORE_THRESH_TEST / NMS_THRESH_TEST``,
@@ -7,6 +7,9 @@ CLS_AGNOSTIC_BBOX_REG`` and ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE / BBOX_REG_L
 (the log's "GIOUoutputs" = ``"giou"``; its ``BOX_REG_LOSS_SCALE`` multiplier = the weight:
 4 for sephv15, 8 for sephv15_1 / sephv21 / sephv24 / sephNv15, 12 for sephv15_2).
 """
+
+import importlib
+
 from sephnet.backend import CfgNode
 
 __all__ = ["add_config", "validate_config"]
@@ -25,7 +28,10 @@ _BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
 def add_config(cfg: CfgNode) -> None:
-    """Add ``MODEL.SEPH.PREDICTOR.*`` and ``MODEL.SEPH.IOU_BRANCH.*`` (defaults = detectron2's predictor)."""
+    """Add ``MODEL.SEPH.PREDICTOR.*`` and ``MODEL.SEPH.IOU_BRANCH.*``.
+
+    The defaults give detectron2's predictor (linear classes, no IoU branch, no weighting).
+    """
     cfg.MODEL.SEPH.PREDICTOR = CfgNode()
     # Predictor class, a name in SEPH_BOX_PREDICTOR_REGISTRY, built by SephStandardROIHeads
     # as cls(cfg, output_shapes). "SephOutputLayers": linear or cosine classes, box deltas,
@@ -89,7 +95,9 @@ def _check_number(value, key: str, *, low: float, low_inclusive: bool, high: flo
         if high is not None:
             ok = ok and value < high
     if not ok:
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + (
+            f" and < {high}" if high is not None else ""
+        )
         raise ValueError(f"{key}={value!r}; expected a number {bound}.")
 
 
@@ -118,11 +126,17 @@ def validate_config(cfg: CfgNode) -> None:
     _check_number(pred.CLS_LOSS_WEIGHT, f"{_PRED}.CLS_LOSS_WEIGHT", low=0.0, low_inclusive=True)
     _check_choice(pred.CLS_LOSS_WEIGHTING, f"{_PRED}.CLS_LOSS_WEIGHTING", _CLS_LOSS_WEIGHTINGS)
     _check_number(
-        pred.POS_LABELS_THRESHOLD, f"{_PRED}.POS_LABELS_THRESHOLD", low=0.0, low_inclusive=True, high=1.0
+        pred.POS_LABELS_THRESHOLD,
+        f"{_PRED}.POS_LABELS_THRESHOLD",
+        low=0.0,
+        low_inclusive=True,
+        high=1.0,
     )
     _check_choice(pred.CLASSES_PER_ROI_TEST, f"{_PRED}.CLASSES_PER_ROI_TEST", _CLASSES_PER_ROI)
     _check_choice(
-        cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE, "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", _BOX_LOSS_TYPES
+        cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
+        _BOX_LOSS_TYPES,
     )
     _check_choice(iou.VERSION, f"{_IOU}.VERSION", _IOU_VERSIONS)
     _check_number(iou.LOSS_WEIGHT, f"{_IOU}.LOSS_WEIGHT", low=0.0, low_inclusive=True)
@@ -137,8 +151,8 @@ def validate_config(cfg: CfgNode) -> None:
     # Imported here: registration lives in modeling, which the config package must not
     # import at module level.
     from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY, get_registered
-    import sephnet.modeling.roi_heads.box_predictor  # noqa: F401  (registers SephOutputLayers)
 
+    importlib.import_module("sephnet.modeling.roi_heads.box_predictor")  # registers ours
     predictor = get_registered(SEPH_BOX_PREDICTOR_REGISTRY, pred.NAME, f"{_PRED}.NAME")
     if iou.ENABLED and not getattr(predictor, "supports_iou_branch", False):
         raise ValueError(

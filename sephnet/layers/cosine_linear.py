@@ -1,4 +1,5 @@
 """A cosine-similarity classifier layer (Part A item 4; TFA-style few-shot detection)."""
+
 import torch
 from torch import nn
 from torch.nn import functional as F

@@ -10,6 +10,7 @@ The soft-label sigmoid focal BCE of the IoU branch (B §2.16) needs nothing new:
 fvcore's ``sigmoid_focal_loss`` evaluates the same formula for any real-valued target
 (``tests/layers/test_losses.py`` checks it against the spec's expression).
 """
+
 from typing import Optional
 
 import torch

@@ -1,4 +1,5 @@
 """CosineLinear: scale-bounded cosine logits, input-scale invariance, the scale's gradient."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """IoU-weighted class loss weights, weighted cross-entropy, and the soft-label focal BCE."""
+
 import math
 
 import pytest
@@ -41,7 +42,9 @@ def test_weighted_cross_entropy_divides_by_roi_count_not_weight_sum():
     ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
     ce1 = -math.log(1 / (math.e + 2))
     expected = (0.25 * ce0 + 1.0 * ce1) / 2
-    assert math.isclose(float(weighted_cross_entropy(logits, labels, weights)), expected, rel_tol=1e-6)
+    assert math.isclose(
+        float(weighted_cross_entropy(logits, labels, weights)), expected, rel_tol=1e-6
+    )
     assert torch.allclose(weighted_cross_entropy(logits, labels), F.cross_entropy(logits, labels))
 
 
@@ -62,5 +65,7 @@ def test_fvcore_focal_loss_is_the_spec_soft_label_fl_bce(y):
     p_t = y * p + (1 - y) * (1 - p)
     bce = -(y * math.log(p) + (1 - y) * math.log(1 - p))
     expected = (1 - p_t) ** 2 * (0.25 * y + 0.75 * (1 - y)) * bce
-    got = sigmoid_focal_loss(torch.tensor([x]), torch.tensor([y]), alpha=0.25, gamma=2.0, reduction="none")
+    got = sigmoid_focal_loss(
+        torch.tensor([x]), torch.tensor([y]), alpha=0.25, gamma=2.0, reduction="none"
+    )
     assert math.isclose(float(got), expected, rel_tol=1e-5, abs_tol=1e-7)

@@ -3,6 +3,7 @@
 B §2.14-2.17, Part A items 1, 4 and 5. Registered in ``SEPH_BOX_PREDICTOR_REGISTRY`` as
 ``SephOutputLayers`` (``MODEL.SEPH.PREDICTOR.NAME``).
 """
+
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -150,10 +151,13 @@ class SephOutputLayers(nn.Module):
             raise ValueError(f"cls_layer={cls_layer!r}; expected one of {_CLS_LAYERS}.")
         if classes_per_roi_test not in _CLASSES_PER_ROI:
             raise ValueError(
-                f"classes_per_roi_test={classes_per_roi_test!r}; expected one of {_CLASSES_PER_ROI}."
+                f"classes_per_roi_test={classes_per_roi_test!r}; "
+                f"expected one of {_CLASSES_PER_ROI}."
             )
         if not 0.0 <= pos_labels_threshold < 1.0:
-            raise ValueError(f"pos_labels_threshold={pos_labels_threshold!r}; expected a value in [0, 1).")
+            raise ValueError(
+                f"pos_labels_threshold={pos_labels_threshold!r}; expected a value in [0, 1)."
+            )
         iou_branch_input = _flat_size(output_shapes.get("iou", output_shapes["box"]))
         if iou_branch is not None and iou_branch.iou_pred.in_features != iou_branch_input:
             raise ValueError(
@@ -255,7 +259,9 @@ class SephOutputLayers(nn.Module):
         background = torch.full_like(gt_classes, self.num_classes)
         return torch.where(gt_ious > self.pos_labels_threshold, gt_classes, background)
 
-    def losses(self, predictions: SephPredictions, proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+    def losses(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
         """
         Args:
             predictions: the output of :meth:`forward` for the R ROIs of ``proposals``.
@@ -267,7 +273,7 @@ class SephOutputLayers(nn.Module):
             Logs classification accuracy to the current EventStorage (needs one).
         """
         logits, deltas, iou_pred = predictions
-        R, device = logits.shape[0], logits.device
+        device = logits.device
         needs_ious = (
             self.pos_labels_threshold > 0
             or self.cls_loss_weighting != "none"
@@ -307,7 +313,9 @@ class SephOutputLayers(nn.Module):
             weights = iou_class_loss_weights(gt_ious, self.cls_loss_weighting)
         losses = {
             "loss_cls": weighted_cross_entropy(logits, cls_labels, weights),
-            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes, fg_mask),
+            "loss_box_reg": self.box_reg_loss(
+                proposal_boxes, gt_boxes, deltas, gt_classes, fg_mask
+            ),
         }
         if self.iou_branch is not None:
             pred_boxes = None
@@ -329,7 +337,9 @@ class SephOutputLayers(nn.Module):
         if deltas.shape[1] == box_dim:  # class-agnostic
             return deltas
         rows = torch.arange(deltas.shape[0], device=deltas.device)
-        return deltas.view(-1, self.num_classes, box_dim)[rows, classes.clamp(0, self.num_classes - 1)]
+        return deltas.view(-1, self.num_classes, box_dim)[
+            rows, classes.clamp(0, self.num_classes - 1)
+        ]
 
     def _decode_for_classes(self, deltas, proposal_boxes, classes) -> torch.Tensor:
         return self.box2box_transform.apply_deltas(
@@ -357,7 +367,9 @@ class SephOutputLayers(nn.Module):
         """
         fg_inds = fg_mask.nonzero().squeeze(1)
         box_dim = len(self.box2box_transform.weights)
-        if pred_deltas.shape[1] != box_dim and bool((gt_classes[fg_inds] >= self.num_classes).any()):
+        if pred_deltas.shape[1] != box_dim and bool(
+            (gt_classes[fg_inds] >= self.num_classes).any()
+        ):
             raise ValueError(
                 "a box-regression foreground ROI (gt_is_matched) has the background class in "
                 "gt_classes; class-specific regression needs its matched class there."
@@ -377,7 +389,9 @@ class SephOutputLayers(nn.Module):
         return loss / max(gt_classes.numel(), 1.0)
 
     # --------------------------------------------------------------- inference
-    def predict_boxes(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+    def predict_boxes(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> List[torch.Tensor]:
         """Decoded boxes per image: N tensors ``[Ri, 4K]`` (or ``[Ri, 4]`` agnostic)."""
         if not len(proposals):
             return []
@@ -396,13 +410,17 @@ class SephOutputLayers(nn.Module):
         boxes = self._decode_for_classes(predictions[1], proposal_boxes, gt_classes)
         return boxes.split([len(p) for p in proposals])
 
-    def predict_ious(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+    def predict_ious(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> List[torch.Tensor]:
         """Predicted IoU in [0, 1] per image: N tensors ``[Ri]`` (needs the IoU branch)."""
         if self.iou_branch is None:
             raise ValueError("predict_ious needs the IoU branch (MODEL.SEPH.IOU_BRANCH.ENABLED).")
         return self.iou_branch.predicted_iou(predictions[2]).split([len(p) for p in proposals])
 
-    def predict_probs(self, predictions: SephPredictions, proposals: List[Instances]) -> List[torch.Tensor]:
+    def predict_probs(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> List[torch.Tensor]:
         """Class probabilities per image, N tensors ``[Ri, K+1]``.
 
         Softmax of the logits, times the predicted IoU (every column) when the IoU
@@ -435,7 +453,12 @@ class SephOutputLayers(nn.Module):
             ]
             return [r[0] for r in results], [r[1] for r in results]
         return fast_rcnn_inference(
-            boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image
+            boxes,
+            scores,
+            image_shapes,
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
         )
 
     def _rank_by_iou_single_image(self, boxes, scores, ranks, image_shape):
@@ -450,7 +473,9 @@ class SephOutputLayers(nn.Module):
         clipped.clip(image_shape)
         boxes = clipped.tensor.view(-1, num_reg, box_dim)
         fg_scores = scores[:, :-1]
-        candidates = (fg_scores > self.test_score_thresh) & torch.isfinite(boxes).all(dim=2).all(dim=1)[:, None]
+        candidates = (fg_scores > self.test_score_thresh) & torch.isfinite(boxes).all(dim=2).all(
+            dim=1
+        )[:, None]
         candidates &= torch.isfinite(ranks)[:, None]
         roi, cls = candidates.nonzero(as_tuple=True)
         cand_boxes = boxes[roi, cls if num_reg > 1 else torch.zeros_like(cls)]

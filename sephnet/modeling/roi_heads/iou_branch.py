@@ -27,6 +27,7 @@ version  target (per ROI)                                    loss
 decision). All targets and masks are computed without gradient. An empty selection
 contributes 0.
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -77,8 +78,14 @@ def centerness_targets(proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor) -> 
     Returns:
         float ``[R]``.
     """
+
     def centre_size(b):
-        return (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        return (
+            (b[:, 0] + b[:, 2]) / 2,
+            (b[:, 1] + b[:, 3]) / 2,
+            b[:, 2] - b[:, 0],
+            b[:, 3] - b[:, 1],
+        )
 
     pcx, pcy, _, _ = centre_size(proposal_boxes)
     gcx, gcy, gw, gh = centre_size(gt_boxes)
@@ -117,9 +124,13 @@ class IoUBranch(nn.Module):
         """
         super().__init__()
         if version not in IOU_BRANCH_VERSIONS:
-            raise ValueError(f"IoU branch version={version!r}; expected one of {IOU_BRANCH_VERSIONS}.")
+            raise ValueError(
+                f"IoU branch version={version!r}; expected one of {IOU_BRANCH_VERSIONS}."
+            )
         if test_score not in IOU_TEST_SCORES:
-            raise ValueError(f"IoU branch test_score={test_score!r}; expected one of {IOU_TEST_SCORES}.")
+            raise ValueError(
+                f"IoU branch test_score={test_score!r}; expected one of {IOU_TEST_SCORES}."
+            )
         self.version = version
         self.neg_weight = neg_weight
         self.test_score = test_score
@@ -181,11 +192,15 @@ class IoUBranch(nn.Module):
             fg = fg_mask.to(out.dtype)
             if self.version == 1:
                 if pred_boxes is None:
-                    raise ValueError("IoU branch version 1 needs pred_boxes (decoded gt-class boxes).")
+                    raise ValueError(
+                        "IoU branch version 1 needs pred_boxes (decoded gt-class boxes)."
+                    )
                 # background rows may hold placeholder boxes: replace, do not just mask
                 target = torch.where(fg_mask, paired_giou(pred_boxes, gt_boxes), zeros)
                 bg = 1.0 - fg
-                weight = fg / fg.sum().clamp(min=1.0) + self.neg_weight * bg / bg.sum().clamp(min=1.0)
+                weight = fg / fg.sum().clamp(min=1.0) + self.neg_weight * bg / bg.sum().clamp(
+                    min=1.0
+                )
             elif self.version == 3:
                 target = torch.where(fg_mask, centerness_targets(proposal_boxes, gt_boxes), zeros)
                 weight = fg / fg.sum().clamp(min=1.0)
@@ -199,7 +214,7 @@ class IoUBranch(nn.Module):
         return target, weight
 
     def loss(self, iou_pred: torch.Tensor, **fields) -> torch.Tensor:
-        """The unweighted branch loss: FL-BCE (L1 for version 5) summed with :meth:`targets`' weights.
+        """The unweighted branch loss: FL-BCE (L1 for version 5) weighted by :meth:`targets`.
 
         Args:
             iou_pred: float ``[R, 1]`` from :meth:`forward`.
@@ -217,4 +232,6 @@ class IoUBranch(nn.Module):
         return (per_roi * weight).sum()
 
     def extra_repr(self) -> str:
-        return f"version={self.version}, neg_weight={self.neg_weight}, test_score={self.test_score!r}"
+        return (
+            f"version={self.version}, neg_weight={self.neg_weight}, test_score={self.test_score!r}"
+        )

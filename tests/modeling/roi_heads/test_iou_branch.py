@@ -1,4 +1,5 @@
 """IoU branch: GIoU/centerness targets by hand, per-version targets and weights, losses."""
+
 import math
 
 import pytest

@@ -1,0 +1,2 @@
+"""sephnet's proposal-generator parts; importing this package registers them."""
+from sephnet.modeling.proposal_generator import rpn, rpn_head  # noqa: F401

@@ -1,4 +1,5 @@
-"""Keys of ``SephRPN``'s anchor matcher: ``MODEL.SEPH.RPN.MATCHER.*`` (B §2.8, Part A item 6).
+"""Keys of ``SephRPN``: ``MODEL.SEPH.RPN.MATCHER.*`` (B §2.8, Part A item 6) and
+``MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED`` (B §4 item 13, Part A item 1).
 
 The matchers' (lo, hi) IoU thresholds reuse ``MODEL.RPN.IOU_THRESHOLDS``; the log's configs
 set it to [0.4, 0.5] (detectron2's default is [0.3, 0.7]).
@@ -11,7 +12,7 @@ _KEY = "MODEL.SEPH.RPN.MATCHER"
 
 
 def add_config(cfg: CfgNode) -> None:
-    """Add ``MODEL.SEPH.RPN.MATCHER.*`` with defaults (detectron2's RPN matching)."""
+    """Add ``MODEL.SEPH.RPN.*`` with defaults (detectron2's RPN matching and sampling)."""
     cfg.MODEL.SEPH.RPN = CfgNode()
     cfg.MODEL.SEPH.RPN.MATCHER = CfgNode()
     # Which matcher labels RPN anchors; needs MODEL.PROPOSAL_GENERATOR.NAME "SephRPN".
@@ -39,12 +40,21 @@ def add_config(cfg: CfgNode) -> None:
     # be checked at setup). Positive int.
     cfg.MODEL.SEPH.RPN.MATCHER.TOPK_PER_CELL_ANCHOR = 9
 
+    cfg.MODEL.SEPH.RPN.BATCH_SAMPLING = CfgNode()
+    # True: sample MODEL.RPN.BATCH_SIZE_PER_IMAGE anchors (POSITIVE_FRACTION positives at most)
+    # in total over all images of the batch, as the original did in every log row; losses keep
+    # detectron2's normaliser (images x BATCH_SIZE_PER_IMAGE), so they are ~1/images of
+    # detectron2's, again as the original. False (default, Part A item 1): detectron2's
+    # per-image sampling. Needs MODEL.PROPOSAL_GENERATOR.NAME "SephRPN".
+    cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = False
+
 
 def validate_config(cfg: CfgNode) -> None:
-    """Check the matcher keys.
+    """Check the ``MODEL.SEPH.RPN`` keys.
 
-    Validated: NAME is registered (the error lists the registered names); a non-empty NAME
-    comes with ``MODEL.PROPOSAL_GENERATOR.NAME == "SephRPN"``; MIN_IOU is in [0, 1);
+    Validated: MATCHER.NAME is registered (the error lists the registered names); a
+    non-empty MATCHER.NAME or BATCH_SAMPLING.ENABLED comes with
+    ``MODEL.PROPOSAL_GENERATOR.NAME == "SephRPN"``; MIN_IOU is in [0, 1);
     TOPK_PER_CELL_ANCHOR is a positive int; and the named matcher builds from the config
     (e.g. ``MODEL.RPN.IOU_THRESHOLDS`` must be two sorted values in [0, 1] for the
     threshold-capped matchers). Not validated: whether k exceeds the anchors of the coarsest
@@ -59,9 +69,14 @@ def validate_config(cfg: CfgNode) -> None:
     topk = node.TOPK_PER_CELL_ANCHOR
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ValueError(f"{_KEY}.TOPK_PER_CELL_ANCHOR={topk!r}; expected a positive int.")
+    generator = cfg.MODEL.PROPOSAL_GENERATOR.NAME
+    if cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED and generator != "SephRPN":
+        raise ValueError(
+            "MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED=True needs MODEL.PROPOSAL_GENERATOR.NAME="
+            f"'SephRPN', got {generator!r}."
+        )
     if not node.NAME:
         return
-    generator = cfg.MODEL.PROPOSAL_GENERATOR.NAME
     if generator != "SephRPN":
         raise ValueError(
             f"{_KEY}.NAME={node.NAME!r} needs MODEL.PROPOSAL_GENERATOR.NAME='SephRPN', got "

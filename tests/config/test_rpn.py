@@ -74,3 +74,16 @@ def test_threshold_capped_matchers_need_two_sorted_rpn_iou_thresholds():
     # ATSSMatcher does not use them.
     cfg.MODEL.SEPH.RPN.MATCHER.NAME = "ATSSMatcher"
     validate_config(cfg)
+
+
+def test_batch_sampling_needs_seph_rpn():
+    cfg = _cfg("", generator="RPN")
+    assert cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED is False
+    validate_config(cfg)
+    cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True
+    with pytest.raises(ValueError) as err:
+        validate_config(cfg)
+    assert "MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED" in str(err.value)
+    assert "MODEL.PROPOSAL_GENERATOR.NAME" in str(err.value)
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SephRPN"
+    validate_config(cfg)

@@ -1,7 +1,8 @@
 """``SephRPN``: detectron2's RPN whose anchors can be labelled by an ATSS-style matcher.
 
-Part A item 6: the log's ATSS matchers label RPN anchors (B §2.8). Everything else
-(head, anchors, per-image sampling, losses, proposal selection) is the backend's ``RPN``.
+Part A item 6: the log's ATSS matchers label RPN anchors (B §2.8). Optionally (Part A item 1,
+B §4 item 13) anchors are sampled over the whole batch as in the original. Everything else
+(head, anchors, losses, proposal selection) is the backend's ``RPN``.
 """
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -15,6 +16,8 @@ from sephnet.backend import (
     Instances,
     ShapeSpec,
     configurable,
+    pairwise_iou,
+    subsample_labels,
 )
 from sephnet.modeling.matchers import build_anchor_matcher
 
@@ -29,28 +32,43 @@ BoxMatcher = Callable[[Boxes, Boxes, List[int]], Tuple[torch.Tensor, torch.Tenso
 class SephRPN(RPN):
     """``RPN`` with an optional box-level anchor matcher (``MODEL.SEPH.RPN.MATCHER.NAME``).
 
-    Without ``box_matcher`` it is exactly the backend's ``RPN`` (same parameters, state_dict
-    keys and losses). With one, only anchor labelling changes::
+    With neither ``box_matcher`` nor ``sample_over_batch`` it is exactly the backend's ``RPN``
+    (same parameters, state_dict keys and losses). Otherwise only anchor labelling changes::
 
-        anchors (L levels) --cat--> (N, 4) --box_matcher(gt_boxes, anchors, [n_1..n_L])-->
-            labels int8 (N,) --[boundary ignore]--> per-image subsample_labels --> losses
+        anchors (L levels) --cat--> (R, 4)
+          per image: box_matcher(gt_boxes, anchors, [n_1..n_L])   (or the IoU anchor_matcher)
+                     -> labels int8 (R,) -> [boundary ignore]
+          sampling:  per image (detectron2)       subsample_labels(labels_i, B, f)
+                     or over the batch (original) subsample_labels(cat(labels), B, f)
+          -> losses (detectron2's, normalised by N * B)
 
     The matcher sees boxes and level sizes rather than an IoU matrix, because the ATSS family
-    needs anchor centres and levels. Sampling stays detectron2's (per image,
-    ``MODEL.RPN.BATCH_SIZE_PER_IMAGE`` and ``POSITIVE_FRACTION``; Part A item 1).
+    needs anchor centres and levels. B = ``MODEL.RPN.BATCH_SIZE_PER_IMAGE``, f =
+    ``POSITIVE_FRACTION``, N = images in the batch.
     """
 
     @configurable
-    def __init__(self, *, box_matcher: Optional[BoxMatcher] = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        box_matcher: Optional[BoxMatcher] = None,
+        sample_over_batch: bool = False,
+        **kwargs,
+    ):
         """
         Args:
             box_matcher: labels anchors from boxes (contract in
                 :mod:`sephnet.modeling.matchers.base`); when given, the ``anchor_matcher``
                 (detectron2's IoU ``Matcher``) is not used for training labels.
+            sample_over_batch: sample ``batch_size_per_image`` anchors in total from all N
+                images together, as the original did, instead of that many per image. The
+                losses keep detectron2's normaliser N * ``batch_size_per_image``, so they are
+                about 1/N of detectron2's, again as in the original (B §2.8).
             kwargs: the keyword arguments of the backend's ``RPN``.
         """
         super().__init__(**kwargs)
         self.box_matcher = box_matcher
+        self.sample_over_batch = bool(sample_over_batch)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -64,13 +82,14 @@ class SephRPN(RPN):
                     "MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS."
                 )
             ret["box_matcher"] = build_anchor_matcher(cfg, per_level[0])
+        ret["sample_over_batch"] = cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED
         return ret
 
     @torch.no_grad()
     def label_and_sample_anchors(
         self, anchors: List[Boxes], gt_instances: List[Instances]
     ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Label anchors with ``box_matcher`` (if set) and sample them as the ``RPN`` does.
+        """Label anchors (with ``box_matcher`` if set) and sample them (per image or per batch).
 
         Args:
             anchors: L ``Boxes`` (Hi*Wi*A, 4), shared by the N images.
@@ -80,21 +99,46 @@ class SephRPN(RPN):
             N int8 label vectors (R,) in {-1, 0, 1} after sampling, and N (R, 4) matched gt
             boxes (meaningful for positives; zeros for an image without gt).
         """
-        if self.box_matcher is None:
+        if self.box_matcher is None and not self.sample_over_batch:
             return super().label_and_sample_anchors(anchors, gt_instances)
         level_sizes = [len(a) for a in anchors]
         anchors = Boxes.cat(anchors)
         labels_per_image, boxes_per_image = [], []
         for instances in gt_instances:
             gt_boxes = instances.gt_boxes
-            matched_idxs, labels = self.box_matcher(gt_boxes, anchors, level_sizes)
+            if self.box_matcher is not None:
+                matched_idxs, labels = self.box_matcher(gt_boxes, anchors, level_sizes)
+            else:
+                matched_idxs, labels = self.anchor_matcher(pairwise_iou(gt_boxes, anchors))
             labels = labels.to(device=gt_boxes.device)
             if self.anchor_boundary_thresh >= 0:
                 inside = anchors.inside_box(instances.image_size, self.anchor_boundary_thresh)
                 labels[~inside] = -1
-            labels_per_image.append(self._subsample_labels(labels))
+            labels_per_image.append(labels)
             if len(gt_boxes) == 0:
                 boxes_per_image.append(torch.zeros_like(anchors.tensor))
             else:
                 boxes_per_image.append(gt_boxes.tensor[matched_idxs])
+        if self.sample_over_batch:
+            labels_per_image = self._subsample_over_batch(labels_per_image)
+        else:
+            labels_per_image = [self._subsample_labels(labels) for labels in labels_per_image]
         return labels_per_image, boxes_per_image
+
+    def _subsample_over_batch(self, labels_per_image: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Keep ``batch_size_per_image`` anchors in total over all images; the rest get -1.
+
+        Args:
+            labels_per_image: N int8 (R,) label vectors in {-1, 0, 1}.
+
+        Returns:
+            N int8 (R,) vectors: 1 / 0 for the sampled positives / negatives, -1 elsewhere.
+        """
+        flat = torch.cat(labels_per_image)
+        pos_idx, neg_idx = subsample_labels(
+            flat, self.batch_size_per_image, self.positive_fraction, 0
+        )
+        sampled = torch.full_like(flat, -1)
+        sampled[pos_idx] = 1
+        sampled[neg_idx] = 0
+        return list(sampled.split([len(labels) for labels in labels_per_image]))

@@ -11,6 +11,7 @@ from sephnet.backend import (
     ShapeSpec,
     build_proposal_generator,
     get_cfg,
+    pairwise_iou,
 )
 from sephnet.config import add_sephnet_config
 from sephnet.modeling.matchers import build_anchor_matcher
@@ -166,3 +167,59 @@ def test_works_with_the_per_level_evonorm_head(matcher):
     sum(losses.values()).backward()
     assert len(head.norms) == 2
     assert all(norm.weight.grad is not None and norm.weight.grad.any() for norm in head.norms)
+
+
+@pytest.mark.parametrize("matcher", ["", "ATSSMatcher3"])
+def test_batch_sampling_draws_one_budget_for_the_whole_batch(matcher):
+    cfg = tiny_cfg(matcher)
+    cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 40
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.25
+    rpn = SephRPN(cfg, SHAPES)
+    assert rpn.sample_over_batch
+    _, features, gt = tiny_inputs()
+    anchors = rpn.anchor_generator([features["p3"], features["p4"]])
+    all_anchors = Boxes.cat(anchors)
+    # Unsampled labels, computed independently of SephRPN's sampling code.
+    unsampled = []
+    for instances in gt:
+        if matcher:
+            unsampled.append(rpn.box_matcher(instances.gt_boxes, all_anchors, [192, 48])[1])
+        elif len(instances.gt_boxes):
+            unsampled.append(rpn.anchor_matcher(pairwise_iou(instances.gt_boxes, all_anchors))[1])
+        else:
+            unsampled.append(torch.zeros(len(all_anchors), dtype=torch.int8))
+    labels, _ = rpn.label_and_sample_anchors(anchors, gt)
+    sampled = torch.cat(labels)
+    # 40 in total over the two images (not 40 each); at most 10 positives; every sampled
+    # anchor keeps its matcher label.
+    num_pos = int((torch.cat(unsampled) == 1).sum())
+    assert int((sampled >= 0).sum()) == 40
+    assert int((sampled == 1).sum()) == min(num_pos, 10)
+    chosen = sampled >= 0
+    assert torch.equal(sampled[chosen], torch.cat(unsampled)[chosen])
+    # The second image (no gt) can only contribute negatives.
+    assert not (labels[1] == 1).any()
+    _, losses = train_step(rpn)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_batch_sampling_of_a_single_image_equals_the_upstream_rpn():
+    # With one image the batch budget is the per-image budget: same draws, same losses.
+    cfg = tiny_cfg("")
+    cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True
+    torch.manual_seed(0)
+    upstream = RPN(cfg, SHAPES)
+    torch.manual_seed(0)
+    seph = SephRPN(cfg, SHAPES)
+    images, features, gt = tiny_inputs()
+    one_image = ImageList(images.tensor[:1], images.image_sizes[:1])
+    one_features = {k: v[:1] for k, v in features.items()}
+    results = []
+    for rpn in (upstream, seph):
+        rpn.train()
+        torch.manual_seed(5)
+        with EventStorage():
+            results.append(rpn(one_image, one_features, gt[:1])[1])
+    for key in ("loss_rpn_cls", "loss_rpn_loc"):
+        assert torch.equal(results[0][key], results[1][key]), key

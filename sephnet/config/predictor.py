@@ -22,6 +22,7 @@ _IOU = "MODEL.SEPH.IOU_BRANCH"
 _CLS_LAYERS = ("linear", "cosine")
 _CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
 _CLASSES_PER_ROI = ("all", "top1")
+_BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
 _IOU_VERSIONS = (0, 1, 3, 4, 5)
 _IOU_TEST_SCORES = ("off", "multiply", "rank")
 _BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
@@ -59,6 +60,11 @@ def add_config(cfg: CfgNode) -> None:
     # regression (and the mask head) still use the matcher's foreground. 0.5 in sephv3/4/5,
     # recipe "3)" and sephv21 (the latter two with MODEL.ROI_HEADS.IOU_THRESHOLDS [0.3]).
     cfg.MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD = 0.0
+    # Per-ROI weight of the box loss: "none" (detectron2; every log row) or "proposal_iou":
+    # w = 1 if the ROI's IoU s with its matched gt > 0.5 else s, on the GIoU loss (the
+    # original's "WeightGIOU" outputs: sephv3/4/5 and recipe "3)", there with
+    # BBOX_REG_LOSS_WEIGHT 6). Needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE "giou".
+    cfg.MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING = "none"
     # Detections per ROI at test time: "all" = detectron2's fast_rcnn_inference (every
     # class above SCORE_THRESH_TEST; Part A item 1, the default) or "top1" = only the
     # highest-scoring foreground class of each ROI (the original, B §2.17 / §4 item 19).
@@ -113,7 +119,8 @@ def validate_config(cfg: CfgNode) -> None:
     when it is on; every choice key holds an allowed value; COSINE_SCALE > 0; loss weights
     >= 0; POS_LABELS_THRESHOLD in [0, 1); ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE`` is one
     of smooth_l1 / giou / diou / ciou (detectron2 only checks it at the first loss);
-    ``IOU_BRANCH.TEST_SCORE`` other than "off" needs ``IOU_BRANCH.ENABLED``.
+    ``IOU_BRANCH.TEST_SCORE`` other than "off" needs ``IOU_BRANCH.ENABLED``;
+    ``BOX_LOSS_WEIGHTING`` other than "none" needs the "giou" loss type.
     Deliberately allowed: an IoU branch with a box head that has no IoU tower (the branch
     reads the box features).
 
@@ -132,6 +139,13 @@ def validate_config(cfg: CfgNode) -> None:
         low_inclusive=True,
         high=1.0,
     )
+    _check_choice(pred.BOX_LOSS_WEIGHTING, f"{_PRED}.BOX_LOSS_WEIGHTING", _BOX_LOSS_WEIGHTINGS)
+    loss_type = cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE
+    if pred.BOX_LOSS_WEIGHTING != "none" and loss_type != "giou":
+        raise ValueError(
+            f"{_PRED}.BOX_LOSS_WEIGHTING={pred.BOX_LOSS_WEIGHTING!r} weights the GIoU loss; it "
+            f"needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE='giou', got {loss_type!r}."
+        )
     _check_choice(pred.CLASSES_PER_ROI_TEST, f"{_PRED}.CLASSES_PER_ROI_TEST", _CLASSES_PER_ROI)
     _check_choice(
         cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,

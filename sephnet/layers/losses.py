@@ -3,6 +3,8 @@
 * :func:`iou_class_loss_weights`: the experiment log's per-ROI weights of the Fast R-CNN
   classification loss, a function of the ROI's IoU with its matched ground truth
   (B §2.15.2: "cls loss weight", "class loss linear scalar").
+* :func:`iou_box_loss_weights`: per-ROI weights of the GIoU box loss of the original's
+  "WeightGIOU" outputs (B §2.15.1; sephv3/4/5 and recipe "3)").
 * :func:`weighted_cross_entropy`: softmax cross-entropy with per-ROI weights, averaged
   over all ROIs (not over the weight sum), as the original does.
 
@@ -16,7 +18,12 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-__all__ = ["CLS_LOSS_WEIGHTINGS", "iou_class_loss_weights", "weighted_cross_entropy"]
+__all__ = [
+    "CLS_LOSS_WEIGHTINGS",
+    "iou_box_loss_weights",
+    "iou_class_loss_weights",
+    "weighted_cross_entropy",
+]
 
 #: Values of ``MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHTING``.
 CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
@@ -50,6 +57,22 @@ def iou_class_loss_weights(ious: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(
         f"class-loss weighting {mode!r} is not known; expected one of {CLS_LOSS_WEIGHTINGS}."
     )
+
+
+def iou_box_loss_weights(ious: torch.Tensor) -> torch.Tensor:
+    """Per-ROI box-loss weights ``1 if iou > 0.5 else iou`` ("WeightGIOU", B §2.15.1).
+
+    Foreground ROIs below 0.5 IoU (possible with a ROI matcher threshold under 0.5, as in
+    sephv3/4/5) regress with a weight equal to their IoU. No gradient.
+
+    Args:
+        ious: float ``[R]``, each ROI's IoU with its matched ground truth.
+
+    Returns:
+        float ``[R]``, detached.
+    """
+    ious = ious.detach()
+    return torch.where(ious > 0.5, torch.ones_like(ious), ious)
 
 
 def weighted_cross_entropy(

@@ -7,7 +7,11 @@ import torch
 from fvcore.nn import sigmoid_focal_loss
 from torch.nn import functional as F
 
-from sephnet.layers.losses import iou_class_loss_weights, weighted_cross_entropy
+from sephnet.layers.losses import (
+    iou_box_loss_weights,
+    iou_class_loss_weights,
+    weighted_cross_entropy,
+)
 
 IOUS = torch.tensor([0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 1.0])
 
@@ -33,6 +37,12 @@ def test_no_weighting_is_all_ones_and_weights_carry_no_gradient():
 def test_unknown_weighting_is_rejected():
     with pytest.raises(ValueError, match="'cubic'"):
         iou_class_loss_weights(IOUS, "cubic")
+
+
+def test_box_loss_weights_are_one_above_half_else_the_iou():
+    expected = torch.tensor([0.0, 0.3, 0.4, 0.45, 0.5, 1.0, 1.0, 1.0, 1.0])
+    assert torch.allclose(iou_box_loss_weights(IOUS), expected)
+    assert not iou_box_loss_weights(IOUS.clone().requires_grad_(True)).requires_grad
 
 
 def test_weighted_cross_entropy_divides_by_roi_count_not_weight_sum():

@@ -7,6 +7,7 @@ B §2.14-2.17, Part A items 1, 4 and 5. Registered in ``SEPH_BOX_PREDICTOR_REGIS
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
+from fvcore.nn import giou_loss
 from torch import nn
 
 from sephnet.backend import (
@@ -21,7 +22,11 @@ from sephnet.backend import (
     import_module,
 )
 from sephnet.layers.cosine_linear import CosineLinear
-from sephnet.layers.losses import iou_class_loss_weights, weighted_cross_entropy
+from sephnet.layers.losses import (
+    iou_box_loss_weights,
+    iou_class_loss_weights,
+    weighted_cross_entropy,
+)
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.iou_branch import IoUBranch
@@ -30,6 +35,7 @@ __all__ = ["SephPredictions", "SephOutputLayers"]
 
 _CLS_LAYERS = ("linear", "cosine")
 _CLASSES_PER_ROI = ("all", "top1")
+_BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
 
 
 class SephPredictions(NamedTuple):
@@ -44,6 +50,16 @@ class SephPredictions(NamedTuple):
     class_logits: torch.Tensor
     proposal_deltas: torch.Tensor
     iou_pred: Optional[torch.Tensor] = None
+
+
+class _RoiTargets(NamedTuple):
+    """Batch-concatenated label fields of the sampled proposals (R rows each)."""
+
+    gt_classes: torch.Tensor  # int64 [R], the matcher's classes, K = background
+    fg_mask: torch.Tensor  # bool [R], box-regression foreground
+    gt_ious: Optional[torch.Tensor]  # float [R], or None when the proposals lack the field
+    proposal_boxes: torch.Tensor  # float [R, 4]
+    gt_boxes: torch.Tensor  # float [R, 4] (placeholders on background rows)
 
 
 def _flat_size(shape: ShapeSpec) -> int:
@@ -115,6 +131,7 @@ class SephOutputLayers(nn.Module):
         smooth_l1_beta: float = 0.0,
         box_reg_loss_type: str = "smooth_l1",
         cls_loss_weighting: str = "none",
+        box_loss_weighting: str = "none",
         pos_labels_threshold: float = 0.0,
         iou_branch: Optional[IoUBranch] = None,
         loss_weight: Union[float, Dict[str, float]] = 1.0,
@@ -135,6 +152,8 @@ class SephOutputLayers(nn.Module):
             smooth_l1_beta: beta of detectron2's smooth L1 (0 = L1).
             box_reg_loss_type: ``"smooth_l1"``, ``"giou"``, ``"diou"`` or ``"ciou"``.
             cls_loss_weighting: ``"none"``, ``"square"`` or ``"linear"`` (per-ROI weights).
+            box_loss_weighting: ``"none"``, or ``"proposal_iou"`` (per-ROI GIoU loss times
+                1 if the ROI's IoU > 0.5 else its IoU; needs ``box_reg_loss_type="giou"``).
             pos_labels_threshold: IoU in [0, 1); 0 = off (see the class docstring).
             iou_branch: an :class:`IoUBranch` whose input size matches the IoU features,
                 or None.
@@ -165,6 +184,16 @@ class SephOutputLayers(nn.Module):
                 f"gives {iou_branch_input}."
             )
         iou_class_loss_weights(torch.zeros(1), cls_loss_weighting)  # rejects unknown values
+        if box_loss_weighting not in _BOX_LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"box_loss_weighting={box_loss_weighting!r}; "
+                f"expected one of {_BOX_LOSS_WEIGHTINGS}."
+            )
+        if box_loss_weighting != "none" and box_reg_loss_type != "giou":
+            raise ValueError(
+                f"box_loss_weighting={box_loss_weighting!r} weights the GIoU loss; "
+                f"box_reg_loss_type={box_reg_loss_type!r} must be 'giou'."
+            )
 
         self.num_classes = num_classes
         cls_in, box_in = _flat_size(output_shapes["cls"]), _flat_size(output_shapes["box"])
@@ -186,6 +215,7 @@ class SephOutputLayers(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.box_reg_loss_type = box_reg_loss_type
         self.cls_loss_weighting = cls_loss_weighting
+        self.box_loss_weighting = box_loss_weighting
         self.pos_labels_threshold = pos_labels_threshold
         if isinstance(loss_weight, (int, float)):
             loss_weight = {k: float(loss_weight) for k in ("loss_cls", "loss_box_reg", "loss_iou")}
@@ -220,6 +250,7 @@ class SephOutputLayers(nn.Module):
             "smooth_l1_beta": box_head.SMOOTH_L1_BETA,
             "box_reg_loss_type": box_head.BBOX_REG_LOSS_TYPE,
             "cls_loss_weighting": pred.CLS_LOSS_WEIGHTING,
+            "box_loss_weighting": pred.BOX_LOSS_WEIGHTING,
             "pos_labels_threshold": pred.POS_LABELS_THRESHOLD,
             "iou_branch": iou_branch,
             # BBOX_REG_LOSS_WEIGHT is the log's BOX_REG_LOSS_SCALE (GIoU x4/x8/x12 in sephv15*)
@@ -253,11 +284,45 @@ class SephOutputLayers(nn.Module):
         return SephPredictions(self.cls_score(cls_feat), self.bbox_pred(box_feat), iou_pred)
 
     # ---------------------------------------------------------------- training
-    def _classification_labels(self, gt_classes: torch.Tensor, gt_ious: Optional[torch.Tensor]):
-        if self.pos_labels_threshold <= 0:
-            return gt_classes
-        background = torch.full_like(gt_classes, self.num_classes)
-        return torch.where(gt_ious > self.pos_labels_threshold, gt_classes, background)
+    @property
+    def _needs_gt_ious(self) -> bool:
+        return (
+            self.pos_labels_threshold > 0
+            or self.cls_loss_weighting != "none"
+            or self.box_loss_weighting != "none"
+            or (self.iou_branch is not None and self.iou_branch.version in (0, 4, 5))
+        )
+
+    def _gather_targets(self, proposals: List[Instances], device: torch.device) -> "_RoiTargets":
+        """Concatenate the proposals' label fields over the batch (see the class docstring)."""
+        if not len(proposals):
+            boxes = torch.zeros((0, 4), device=device)
+            return _RoiTargets(
+                torch.zeros((0,), dtype=torch.int64, device=device),
+                torch.zeros((0,), dtype=torch.bool, device=device),
+                torch.zeros((0,), device=device),
+                boxes,
+                boxes,
+            )
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+        if all(p.has("gt_is_matched") for p in proposals):
+            fg_mask = cat([p.gt_is_matched for p in proposals], dim=0).bool()
+        else:
+            fg_mask = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        missing = [i for i, p in enumerate(proposals) if not p.has("gt_ious")]
+        if missing and self._needs_gt_ious:
+            raise ValueError(
+                f"proposals of images {missing} have no 'gt_ious' field, which the predictor's "
+                "POS_LABELS_THRESHOLD, CLS_/BOX_LOSS_WEIGHTING or IoU branch needs."
+            )
+        gt_ious = None if missing else cat([p.gt_ious for p in proposals], dim=0).float()
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        # Without gt_boxes every ROI is background; the proposals are a placeholder.
+        gt_boxes = cat(
+            [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals],
+            dim=0,
+        )
+        return _RoiTargets(gt_classes, fg_mask, gt_ious, proposal_boxes, gt_boxes)
 
     def losses(
         self, predictions: SephPredictions, proposals: List[Instances]
@@ -273,60 +338,36 @@ class SephOutputLayers(nn.Module):
             Logs classification accuracy to the current EventStorage (needs one).
         """
         logits, deltas, iou_pred = predictions
-        device = logits.device
-        needs_ious = (
-            self.pos_labels_threshold > 0
-            or self.cls_loss_weighting != "none"
-            or (self.iou_branch is not None and self.iou_branch.version in (0, 4, 5))
-        )
-        if len(proposals):
-            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
-            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-            # Without gt_boxes every ROI is background; the proposals are a placeholder.
-            gt_boxes = cat(
-                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals],
-                dim=0,
-            )
-            if all(p.has("gt_is_matched") for p in proposals):
-                fg_mask = cat([p.gt_is_matched for p in proposals], dim=0).bool()
-            else:
-                fg_mask = (gt_classes >= 0) & (gt_classes < self.num_classes)
-            gt_ious = None
-            if needs_ious:
-                missing = [i for i, p in enumerate(proposals) if not p.has("gt_ious")]
-                if missing:
-                    raise ValueError(
-                        f"proposals of images {missing} have no 'gt_ious' field, which the "
-                        "predictor's POS_LABELS_THRESHOLD / CLS_LOSS_WEIGHTING / IoU branch needs."
-                    )
-                gt_ious = cat([p.gt_ious for p in proposals], dim=0).to(logits.dtype)
-        else:
-            gt_classes = torch.zeros((0,), dtype=torch.int64, device=device)
-            proposal_boxes = gt_boxes = torch.zeros((0, 4), device=device)
-            fg_mask = torch.zeros((0,), dtype=torch.bool, device=device)
-            gt_ious = torch.zeros((0,), device=device)
+        t = self._gather_targets(proposals, logits.device)
 
-        cls_labels = self._classification_labels(gt_classes, gt_ious)
+        cls_labels = t.gt_classes
+        if self.pos_labels_threshold > 0:
+            background = torch.full_like(cls_labels, self.num_classes)
+            cls_labels = torch.where(t.gt_ious > self.pos_labels_threshold, cls_labels, background)
         import_module("modeling.roi_heads.fast_rcnn")._log_classification_stats(logits, cls_labels)
-        weights = None
+        cls_weights = box_weights = None
         if self.cls_loss_weighting != "none":
-            weights = iou_class_loss_weights(gt_ious, self.cls_loss_weighting)
+            cls_weights = iou_class_loss_weights(t.gt_ious, self.cls_loss_weighting)
+        if self.box_loss_weighting != "none":
+            box_weights = iou_box_loss_weights(t.gt_ious)
         losses = {
-            "loss_cls": weighted_cross_entropy(logits, cls_labels, weights),
+            "loss_cls": weighted_cross_entropy(logits, cls_labels, cls_weights),
             "loss_box_reg": self.box_reg_loss(
-                proposal_boxes, gt_boxes, deltas, gt_classes, fg_mask
+                t.proposal_boxes, t.gt_boxes, deltas, t.gt_classes, t.fg_mask, box_weights
             ),
         }
         if self.iou_branch is not None:
             pred_boxes = None
             if self.iou_branch.needs_pred_boxes:
-                pred_boxes = self._decode_for_classes(deltas.detach(), proposal_boxes, gt_classes)
+                pred_boxes = self._decode_for_classes(
+                    deltas.detach(), t.proposal_boxes, t.gt_classes
+                )
             losses["loss_iou"] = self.iou_branch.loss(
                 iou_pred,
-                gt_ious=gt_ious if gt_ious is not None else torch.zeros_like(iou_pred[:, 0]),
-                fg_mask=fg_mask,
-                proposal_boxes=proposal_boxes,
-                gt_boxes=gt_boxes,
+                gt_ious=t.gt_ious if t.gt_ious is not None else torch.zeros_like(t.fg_mask).float(),
+                fg_mask=t.fg_mask,
+                proposal_boxes=t.proposal_boxes,
+                gt_boxes=t.gt_boxes,
                 pred_boxes=pred_boxes,
             )
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
@@ -353,14 +394,19 @@ class SephOutputLayers(nn.Module):
         pred_deltas: torch.Tensor,
         gt_classes: torch.Tensor,
         fg_mask: torch.Tensor,
+        roi_weights: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Box loss summed over the foreground ROIs, divided by R (all ROIs), unweighted.
+        """Box loss summed over the foreground ROIs, divided by R (all ROIs).
+
+        Not multiplied by ``loss_weight``.
 
         Args:
             proposal_boxes, gt_boxes: float ``[R, 4]``.
             pred_deltas: float ``[R, 4K]`` or ``[R, 4]``.
             gt_classes: int64 ``[R]``, the matcher's classes.
             fg_mask: bool ``[R]``, the ROIs that regress.
+            roi_weights: float ``[R]`` per-ROI weights of the GIoU loss, or None
+                (``box_loss_weighting``; only with ``box_reg_loss_type="giou"``).
 
         Returns:
             Scalar tensor (0 when no ROI is foreground).
@@ -375,6 +421,11 @@ class SephOutputLayers(nn.Module):
                 "gt_classes; class-specific regression needs its matched class there."
             )
         fg_deltas = self._deltas_for_classes(pred_deltas[fg_inds], gt_classes[fg_inds])
+        if roi_weights is not None:
+            # the original's weighted GIoU ("WeightGIOU"); detectron2 has no per-ROI weights
+            fg_boxes = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
+            per_roi = giou_loss(fg_boxes, gt_boxes[fg_inds], reduction="none")
+            return (per_roi * roi_weights[fg_inds]).sum() / max(gt_classes.numel(), 1.0)
         dense_loss = import_module("modeling.box_regression")._dense_box_regression_loss
         loss = dense_loss(
             [Boxes(proposal_boxes[fg_inds])],

@@ -164,6 +164,20 @@ def test_bbox_reg_loss_weight_scales_box_loss_linearly(storage, loss_type):
         assert math.isclose(float(losses["loss_box_reg"]), weight * reference, rel_tol=1e-5)
 
 
+def test_proposal_iou_weighted_giou_loss_hand_value(storage):
+    predictor = make_predictor(box_reg_loss_type="giou", box_loss_weighting="proposal_iou")
+    set_constant_deltas(predictor, [[0.0] * 4] * K)  # predicted boxes = proposals
+    p = make_proposals()
+    p.gt_ious = torch.tensor([0.67, 0.4, 0.2, 0.0])  # ROI 1 regresses with weight 0.4
+    loss = predictor.losses(predictor(features(4)), [p])["loss_box_reg"]
+    # ROI 0: [0,0,10,10] vs [2,0,12,10]: I = 80, U = 120, C = 120 -> GIoU 2/3, weight 1;
+    # ROI 1: [10,10,30,20] vs [12,10,30,24]: GIoU 180/272 - 8/280, weight 0.4; / R = 4
+    g1 = 180 / 272 - 8 / 280
+    assert math.isclose(float(loss), ((1 - 2 / 3) + 0.4 * (1 - g1)) / 4, rel_tol=1e-4)
+    with pytest.raises(ValueError, match="giou"):
+        make_predictor(box_reg_loss_type="smooth_l1", box_loss_weighting="proposal_iou")
+
+
 def test_matched_roi_without_its_class_is_an_error_for_class_specific_regression(storage):
     p = make_proposals()
     p.gt_classes = torch.tensor([0, K, K, K])  # ROI 1 is gt_is_matched but has no class
@@ -471,6 +485,8 @@ def test_from_config_builds_cosine_predictor_with_iou_branch():
         ("MODEL.SEPH.IOU_BRANCH.VERSION", 2, "VERSION"),
         ("MODEL.SEPH.IOU_BRANCH.TEST_SCORE", "sometimes", "TEST_SCORE"),
         ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "l2", "BBOX_REG_LOSS_TYPE"),
+        ("MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING", "always", "BOX_LOSS_WEIGHTING"),
+        ("MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING", "proposal_iou", "'giou'"),
     ],
 )
 def test_validation_names_the_offending_key(key, value, match):

@@ -26,6 +26,10 @@ __all__ = ["ColorMode", "VisImage", "Visualizer"]
 
 Color = Tuple[float, float, float]
 
+# Instances smaller than this (output pixels) get their label outside, so it hides nothing.
+_SMALL_AREA = 1000
+_SHORT_HEIGHT = 40
+
 # A fixed palette of distinguishable colours (RGB in [0, 1]); instances cycle through it
 # unless the metadata provides per-class ``thing_colors``.
 _PALETTE: List[Color] = [
@@ -260,7 +264,7 @@ class Visualizer:
 
         Args:
             boxes: ``Boxes`` or an [N, 4] XYXY array/tensor.
-            labels: N strings, drawn at each instance's box corner (or mask).
+            labels: N strings, placed as described in :meth:`_draw_instance_label`.
             masks: ``BitMasks``, ``PolygonMasks``, or a list with one item per instance: a
                 [H, W] bitmap, a list of flat polygons, or a COCO RLE dict.
             keypoints: [N, K, 3] (x, y, score/visibility).
@@ -309,15 +313,11 @@ class Visualizer:
             if masks_list is not None:
                 self.draw_binary_mask(masks_list[i], color=color, alpha=alpha)
             if labels is not None:
-                if boxes_np is not None:
-                    x0, y0 = boxes_np[i, 0], boxes_np[i, 1]
-                elif masks_list is not None and masks_list[i].any():
-                    ys, xs = np.nonzero(masks_list[i])
-                    x0, y0 = float(xs.mean()), float(ys.mean())
-                else:
-                    continue
-                self.draw_text(
-                    labels[i], (x0, y0), color=self._lighter(color), horizontal_alignment="left"
+                self._draw_instance_label(
+                    labels[i],
+                    boxes_np[i] if boxes_np is not None else None,
+                    masks_list[i] if masks_list is not None else None,
+                    color,
                 )
         if keypoints_np is not None:
             for instance_kpts in keypoints_np:
@@ -325,6 +325,46 @@ class Visualizer:
                     if score > 0.05:
                         self.draw_circle((x, y), color=_PALETTE[0])
         return self.output
+
+    def _draw_instance_label(
+        self,
+        label: str,
+        box: Optional[np.ndarray],
+        mask: Optional[np.ndarray],
+        color: Any,
+    ) -> None:
+        """Write one instance's label where it hides the least.
+
+        With a box, the label sits inside its top-left corner; with only a mask, at the
+        mask's median pixel. Small or short instances (area < 1000 px or height < 40 px, in
+        output pixels) get the label outside: under the box, or beside its top-right corner
+        when the box touches the bottom edge. The font grows with the instance's height
+        relative to the image, from 0.6 to 1.0 times the default size.
+        """
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            position, align = (x0, y0), "left"
+        elif mask is not None and mask.any():
+            ys, xs = np.nonzero(mask)
+            x0, y0 = float(xs.min()), float(ys.min())
+            x1, y1 = float(xs.max() + 1), float(ys.max() + 1)
+            position, align = (float(np.median(xs)), float(np.median(ys))), "center"
+        else:
+            return  # nothing to attach the label to
+        scale = self.output.scale
+        small = (x1 - x0) * (y1 - y0) * scale * scale < _SMALL_AREA
+        if small or (y1 - y0) * scale < _SHORT_HEIGHT:
+            position = (x1, y0) if y1 >= self.output.height - 5 else (x0, y1)
+        height_ratio = (y1 - y0) / np.sqrt(self.output.height * self.output.width)
+        font_size = float(np.clip((height_ratio - 0.02) / 0.08 + 1, 1.2, 2))
+        font_size *= 0.5 * self._default_font_size
+        self.draw_text(
+            label,
+            position,
+            font_size=font_size,
+            color=self._lighter(color),
+            horizontal_alignment=align,
+        )
 
     def draw_box(
         self,

@@ -76,3 +76,44 @@ def test_mismatched_instance_counts_raise():
         Visualizer(_blank()).overlay_instances(boxes=np.zeros((2, 4)), labels=["only one"])
     with pytest.raises(ValueError, match=r"\[N, 4\]"):
         Visualizer(_blank()).overlay_instances(boxes=np.zeros((2, 5)))
+
+
+def _distance_to_mask_edge(mask):
+    """Chebyshev distance (pixels) of every pixel to the nearest pixel of the other kind."""
+    import cv2
+
+    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_C, 3)
+    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_C, 3)
+    return np.where(mask, inside, outside)
+
+
+def test_mask_fill_has_the_blended_colour_inside_and_nothing_outside():
+    # an L-shaped region: the fill must follow the mask, not its bounding box
+    mask = np.zeros((H, W), dtype=bool)
+    mask[10:50, 10:30] = True
+    mask[35:50, 30:70] = True
+    vis = Visualizer(_blank())
+    out = vis.overlay_instances(
+        masks=[mask], assigned_colors=[(0.0, 0.0, 1.0)], alpha=0.8
+    ).get_image().astype(int)
+
+    far = _distance_to_mask_edge(mask) >= 3  # beyond the anti-aliased outline
+    # blue at alpha 0.8 over grey 128: 0.8 * (0, 0, 255) + 0.2 * 128 = (25.6, 25.6, 229.6)
+    assert (np.abs(out[mask & far] - [25.6, 25.6, 229.6]) <= 1).all()
+    assert (out[~mask & far] == 128).all()
+    # the outline runs along the edge in a darker blue (0.7 x the fill colour)
+    edge = _distance_to_mask_edge(mask) == 1
+    assert (out[edge & mask][:, 2] < 229).mean() > 0.5
+
+
+def test_small_instance_label_goes_below_its_box():
+    inst = Instances((H, W))
+    inst.pred_boxes = Boxes(torch.tensor([[30.0, 10.0, 50.0, 25.0]]))  # 20 x 15 px: small
+    inst.scores = torch.tensor([0.75])
+    inst.pred_classes = torch.tensor([0])
+    meta = Metadata(name="vis_label").set(thing_classes=["circle"])
+    out = Visualizer(_blank(), meta).draw_instance_predictions(inst).get_image()
+    changed = np.any(out != 128, axis=2)
+    assert changed[26:40, 30:50].any()  # the label, under the box
+    assert not changed[14:22, 34:46].any()  # inside the box (within its outline): untouched
+    assert not changed[:8].any() and not changed[41:].any()  # above the box, below the label

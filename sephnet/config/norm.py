@@ -1,4 +1,4 @@
-"""Keys of sephnet's norms and of the components that place them (SEPH_SPEC B §2.3, 2.4, 2.8, 2.18).
+"""Keys of sephnet's norms and of the components placing them (SEPH_SPEC B §2.3/2.4/2.8/2.18).
 
 ``MODEL.SEPH.EVONORM.*`` parameterise EvoNormS0 wherever a ``NORM`` key names it;
 ``MODEL.SEPH.FPN.*`` choose the top block of ``build_seph_resnet_fpn_backbone``;
@@ -142,7 +142,11 @@ def _check_mask_head(cfg: CfgNode) -> None:
         )
     if seph_head:
         _check_divisible(
-            cfg, head.NORM, "MODEL.ROI_MASK_HEAD.NORM", head.CONV_DIM, "MODEL.ROI_MASK_HEAD.CONV_DIM"
+            cfg,
+            head.NORM,
+            "MODEL.ROI_MASK_HEAD.NORM",
+            head.CONV_DIM,
+            "MODEL.ROI_MASK_HEAD.CONV_DIM",
         )
 
 

@@ -97,7 +97,9 @@ def resolve_norm(name: str, *, groups: int = 32, eps: float = 1e-5) -> NormSpec:
         ValueError: ``name`` is unknown; the message lists the valid names.
     """
     if not isinstance(name, str):
-        raise TypeError(f"resolve_norm: norm name must be a str, got {type(name).__name__} {name!r}.")
+        raise TypeError(
+            f"resolve_norm: norm name must be a str, got {type(name).__name__} {name!r}."
+        )
     if name == "":
         return name
     if name in _sephnet_names():

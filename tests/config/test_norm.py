@@ -105,7 +105,9 @@ def test_top_block_choice_is_checked():
         validate_config(_cfg(**SEPH_FPN, MODEL__SEPH__FPN__TOP_BLOCK_NUM_LEVELS=0))
 
 
-@pytest.mark.parametrize("norm,groups_from", [("EvoNormS0", "MODEL.SEPH.EVONORM.GROUPS"), ("GN", "GN")])
+@pytest.mark.parametrize(
+    "norm,groups_from", [("EvoNormS0", "MODEL.SEPH.EVONORM.GROUPS"), ("GN", "GN")]
+)
 def test_fpn_channels_must_divide_into_groups(norm, groups_from):
     cfg = _cfg(**SEPH_FPN, MODEL__FPN__NORM=norm, MODEL__FPN__OUT_CHANNELS=48)
     with pytest.raises(ValueError) as info:
@@ -129,8 +131,10 @@ def test_evonorm_mask_head_needs_the_seph_mask_head_only_with_masks_on():
 
 
 def test_mask_conv_dim_must_divide_into_groups():
-    cfg = _cfg(**SEPH_MASK, MODEL__ROI_MASK_HEAD__NORM="EvoNormS0", MODEL__ROI_MASK_HEAD__CONV_DIM=40)
-    with pytest.raises(ValueError, match=r"MODEL\.ROI_MASK_HEAD\.CONV_DIM=40 is not divisible by 32"):
+    cfg = _cfg(
+        **SEPH_MASK, MODEL__ROI_MASK_HEAD__NORM="EvoNormS0", MODEL__ROI_MASK_HEAD__CONV_DIM=40
+    )
+    with pytest.raises(ValueError, match=r"ROI_MASK_HEAD\.CONV_DIM=40 is not divisible by 32"):
         validate_config(cfg)
 
 

@@ -1,4 +1,4 @@
-"""RPN head with an optional per-level norm after the shared conv (log sephv17, SEPH_SPEC B §2.8)."""
+"""RPN head with an optional per-level norm after its shared conv (sephv17, SEPH_SPEC B §2.8)."""
 from typing import List, Tuple
 
 import torch

@@ -1,4 +1,4 @@
-"""build_seph_resnet_fpn_backbone: detectron2's ResNet-FPN by default, EvoNormS0 and the C5 top block."""
+"""build_seph_resnet_fpn_backbone: detectron2's ResNet-FPN by default, EvoNormS0, C5 top block."""
 import pytest
 import torch
 from torch import nn
@@ -7,14 +7,19 @@ from torch.nn import functional as F
 from sephnet.backend import (
     BACKBONE_REGISTRY,
     FPN,
+    BitMasks,
+    Boxes,
+    EventStorage,
+    Instances,
     LastLevelMaxPool,
     LastLevelP6P7,
     ShapeSpec,
     build_backbone,
+    build_model,
     build_resnet_fpn_backbone,
     get_cfg,
 )
-from sephnet.config import add_sephnet_config
+from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.backbone.seph_fpn import (
     TOP_BLOCKS,
@@ -22,6 +27,8 @@ from sephnet.modeling.backbone.seph_fpn import (
     build_seph_resnet_fpn_backbone,
     make_top_block,
 )
+from sephnet.modeling.proposal_generator.rpn_head import SephRPNHead
+from sephnet.modeling.roi_heads.mask_head import SephMaskRCNNConvUpsampleHead
 
 IMAGE = 64  # divisible by the FPN's size_divisibility (32)
 
@@ -52,7 +59,8 @@ def _check_outputs_match_output_shape(backbone, outputs):
     shapes = backbone.output_shape()
     assert list(outputs) == list(shapes)
     for name, spec in shapes.items():
-        assert outputs[name].shape == (2, spec.channels, -(-IMAGE // spec.stride), -(-IMAGE // spec.stride)), name
+        side = -(-IMAGE // spec.stride)  # ceil: stride-2 convs round up
+        assert outputs[name].shape == (2, spec.channels, side, side), name
 
 
 def test_builder_is_registered():
@@ -98,7 +106,9 @@ def test_evonorm_fpn_shapes_strides_and_norm_placement():
 
 
 def test_strided_conv_top_block_reads_c5_with_the_fpn_norm():
-    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"})
+    cfg = _cfg(
+        **{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"}
+    )
     backbone = build_backbone(cfg).eval()
     block = backbone.top_block
     assert isinstance(block, LastLevelStridedConvs) and block.in_feature == "res5"
@@ -161,3 +171,65 @@ def test_strided_conv_block_standalone_shapes():
     assert [o.shape[-1] for o in outs] == [5, 3, 2]
     assert all(o.shape[:2] == (2, 8) for o in outs)
     assert not any(isinstance(m, nn.ReLU) for m in block.modules())
+
+
+def _evonorm_mask_rcnn_cfg():
+    """Narrow Mask R-CNN with EvoNormS0 in the FPN, the C5 top block, the RPN and mask heads."""
+    cfg = _cfg(**{
+        "MODEL.FPN.NORM": "EvoNormS0",
+        "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs",
+        "MODEL.RPN.HEAD_NAME": "SephRPNHead",
+        "MODEL.SEPH.RPN_HEAD.NORM": "EvoNormS0",
+        "MODEL.MASK_ON": True,
+        "MODEL.ROI_MASK_HEAD.NAME": "SephMaskRCNNConvUpsampleHead",
+        "MODEL.ROI_MASK_HEAD.NORM": "EvoNormS0",
+    })
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 200
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 16
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
+    cfg.INPUT.MIN_SIZE_TEST = IMAGE
+    return cfg
+
+
+def test_evonorm_everywhere_mask_rcnn_trains_and_predicts():
+    cfg = _evonorm_mask_rcnn_cfg()
+    validate_sephnet_config(cfg)
+    model = build_model(cfg)
+    assert isinstance(model.proposal_generator.rpn_head, SephRPNHead)
+    assert isinstance(model.roi_heads.mask_head, SephMaskRCNNConvUpsampleHead)
+    assert sum(isinstance(m, EvoNormS0) for m in model.modules()) == 8 + 1 + 5 + 3
+
+    masks = torch.zeros(2, IMAGE, IMAGE, dtype=torch.bool)
+    masks[0, 8:40, 10:30] = True
+    masks[1, 30:60, 20:62] = True
+    instances = Instances((IMAGE, IMAGE))
+    instances.gt_boxes = Boxes(torch.tensor([[10.0, 8.0, 30.0, 40.0], [20.0, 30.0, 62.0, 60.0]]))
+    instances.gt_classes = torch.tensor([0, 2])
+    instances.gt_masks = BitMasks(masks)
+    image = torch.randint(0, 255, (3, IMAGE, IMAGE)).float()
+    batch = [{"image": image, "instances": instances}] * 2
+
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    for level in range(5):
+        assert model.proposal_generator.rpn_head.norms[level].weight.grad is not None
+
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{"image": image, "height": IMAGE, "width": IMAGE}])
+    assert result["instances"].image_size == (IMAGE, IMAGE)

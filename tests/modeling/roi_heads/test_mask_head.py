@@ -36,7 +36,8 @@ def _execution_order(head):
 
 
 def test_seph_mask_head_is_registered():
-    assert ROI_MASK_HEAD_REGISTRY.get("SephMaskRCNNConvUpsampleHead") is SephMaskRCNNConvUpsampleHead
+    registered = ROI_MASK_HEAD_REGISTRY.get("SephMaskRCNNConvUpsampleHead")
+    assert registered is SephMaskRCNNConvUpsampleHead
 
 
 def test_without_norm_equals_detectron2_head():

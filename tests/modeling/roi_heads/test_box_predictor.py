@@ -507,3 +507,91 @@ def test_iou_test_score_needs_the_branch():
         predictor_config.validate_config(cfg)
     cfg.MODEL.SEPH.IOU_BRANCH.ENABLED = True
     predictor_config.validate_config(cfg)
+
+
+# ------------------------------------------- inside the backend's (unmodified) ROI heads
+def _roi_head_inputs():
+    features = {"p2": torch.randn(2, 8, 16, 16)}
+    proposals, targets = [], []
+    for n in (6, 4):
+        p = Instances((64, 64))
+        xy = torch.rand(n, 2) * 30
+        p.proposal_boxes = Boxes(torch.cat([xy, xy + 8 + torch.rand(n, 2) * 20], dim=1))
+        p.objectness_logits = torch.randn(n)
+        proposals.append(p)
+        t = Instances((64, 64))
+        t.gt_boxes = Boxes(torch.tensor([[4.0, 4, 30, 30], [20, 10, 50, 40]]))
+        t.gt_classes = torch.tensor([1, 2])
+        targets.append(t)
+    return features, proposals, targets
+
+
+def _pooler():
+    from sephnet.backend import ROIPooler
+
+    return ROIPooler(output_size=7, scales=(0.25,), sampling_ratio=0, pooler_type="ROIAlignV2")
+
+
+@pytest.mark.parametrize("cls_layer", ["linear", "cosine"])
+def test_plugs_into_backend_standard_roi_heads(storage, cls_layer):
+    from sephnet.backend import FastRCNNConvFCHead, Matcher, StandardROIHeads
+
+    shape = ShapeSpec(channels=8, height=7, width=7)
+    head = FastRCNNConvFCHead(shape, conv_dims=[], fc_dims=[16])
+    roi_heads = StandardROIHeads(
+        box_in_features=["p2"],
+        box_pooler=_pooler(),
+        box_head=head,
+        box_predictor=make_predictor(head.output_shape, cls_layer=cls_layer),
+        num_classes=K,
+        batch_size_per_image=16,
+        positive_fraction=0.25,
+        proposal_matcher=Matcher([0.5], [0, 1], allow_low_quality_matches=False),
+        train_on_pred_boxes=True,
+    )
+    features, proposals, targets = _roi_head_inputs()
+    _, losses = roi_heads(None, features, proposals, targets)
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    roi_heads.eval()
+    with torch.no_grad():
+        results, _ = roi_heads(None, features, proposals)
+    assert len(results) == 2 and all(r.has("pred_boxes") and r.has("scores") for r in results)
+
+
+def test_plugs_into_backend_cascade_roi_heads(storage):
+    from sephnet.backend import CascadeROIHeads, FastRCNNConvFCHead, Matcher
+
+    shape = ShapeSpec(channels=8, height=7, width=7)
+    heads = [FastRCNNConvFCHead(shape, conv_dims=[], fc_dims=[16]) for _ in range(2)]
+    # version 3 (centerness) needs no gt_ious, which the upstream cascade labelling lacks
+    predictors = [
+        make_predictor(
+            h.output_shape,
+            cls_agnostic_bbox_reg=True,
+            iou={"version": 3, "test_score": "multiply"},
+        )
+        for h in heads
+    ]
+    roi_heads = CascadeROIHeads(
+        box_in_features=["p2"],
+        box_pooler=_pooler(),
+        box_heads=heads,
+        box_predictors=predictors,
+        proposal_matchers=[
+            Matcher([t], [0, 1], allow_low_quality_matches=False) for t in (0.5, 0.6)
+        ],
+        num_classes=K,
+        batch_size_per_image=16,
+        positive_fraction=0.25,
+    )
+    features, proposals, targets = _roi_head_inputs()
+    _, losses = roi_heads(None, features, proposals, targets)
+    assert set(losses) == {
+        f"{k}_stage{s}" for k in ("loss_cls", "loss_box_reg", "loss_iou") for s in (0, 1)
+    }
+    assert all(torch.isfinite(v) for v in losses.values())
+    roi_heads.eval()
+    with torch.no_grad():
+        results, _ = roi_heads(None, features, proposals)
+    assert len(results) == 2 and all(r.has("pred_boxes") and r.has("scores") for r in results)

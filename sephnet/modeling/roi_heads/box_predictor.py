@@ -36,6 +36,7 @@ __all__ = ["SephPredictions", "SephOutputLayers"]
 _CLS_LAYERS = ("linear", "cosine")
 _CLASSES_PER_ROI = ("all", "top1")
 _BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
+_BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
 class SephPredictions(NamedTuple):
@@ -94,8 +95,8 @@ class SephOutputLayers(nn.Module):
     * ``gt_is_matched`` bool ``[R]`` (optional): the matcher's foreground decision. If
       absent, foreground is ``gt_classes < K``.
     * ``gt_ious`` float ``[R]``: IoU with the matched gt (0 without one; 1 for appended gt
-      boxes). Needed by POS_LABELS_THRESHOLD, the class-loss weighting and IoU-branch
-      versions 0/4/5.
+      boxes). Needed by POS_LABELS_THRESHOLD, the class- and box-loss weightings and
+      IoU-branch versions 0/4/5 (a ValueError names the field when it is missing).
 
     The rule (B §2.10 item 3): box regression (and the mask head) train on the matcher's
     foreground; classification uses ``gt_classes`` where ``gt_ious >
@@ -105,14 +106,18 @@ class SephOutputLayers(nn.Module):
     Losses (keys ``loss_cls``, ``loss_box_reg``, ``loss_iou``; each times its entry in
     ``loss_weight``): ``loss_cls`` = ``sum_i w_i CE_i / R`` with ``w`` from
     :func:`~sephnet.layers.losses.iou_class_loss_weights`; ``loss_box_reg`` = detectron2's
-    regression loss of the given type summed over foreground ROIs and divided by R;
-    ``loss_iou`` = the IoU branch's loss (see ``iou_branch.py``).
+    regression loss of the given type summed over foreground ROIs and divided by R (with
+    ``box_loss_weighting="proposal_iou"``: the GIoU loss weighted per ROI by
+    :func:`~sephnet.layers.losses.iou_box_loss_weights`); ``loss_iou`` = the IoU branch's
+    loss (see ``iou_branch.py``). The accuracy statistics use the classification labels.
 
     Inference: detectron2's ``fast_rcnn_inference`` on the class probabilities, which are
     first multiplied by the predicted IoU when the branch's test score is "multiply"
     (:meth:`predict_probs`) and, with ``classes_per_roi_test="top1"``, reduced to each
     ROI's best foreground class. Test score "rank" ranks and NMS-es candidates by the
-    predicted IoU and reports the class probability.
+    predicted IoU and reports the class probability. detectron2's ``CascadeROIHeads``
+    averages :meth:`predict_probs` over stages and calls ``fast_rcnn_inference`` itself,
+    so there "multiply" applies but "top1" and "rank" do not.
     """
 
     supports_iou_branch = True
@@ -166,6 +171,15 @@ class SephOutputLayers(nn.Module):
         super().__init__()
         if isinstance(output_shapes, ShapeSpec):
             output_shapes = {"cls": output_shapes, "box": output_shapes}
+        if not {"cls", "box"} <= set(output_shapes):
+            raise ValueError(
+                f"output_shapes has keys {sorted(output_shapes)}; expected 'cls' and 'box' "
+                "(and optionally 'iou'), or a single ShapeSpec."
+            )
+        if box_reg_loss_type not in _BOX_LOSS_TYPES:
+            raise ValueError(
+                f"box_reg_loss_type={box_reg_loss_type!r}; expected one of {_BOX_LOSS_TYPES}."
+            )
         if cls_layer not in _CLS_LAYERS:
             raise ValueError(f"cls_layer={cls_layer!r}; expected one of {_CLS_LAYERS}.")
         if classes_per_roi_test not in _CLASSES_PER_ROI:

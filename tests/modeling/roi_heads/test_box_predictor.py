@@ -178,6 +178,32 @@ def test_proposal_iou_weighted_giou_loss_hand_value(storage):
         make_predictor(box_reg_loss_type="smooth_l1", box_loss_weighting="proposal_iou")
 
 
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"box_reg_loss_type": "l2"}, "box_reg_loss_type"),
+        ({"cls_layer": "arcface"}, "cls_layer"),
+        ({"output_shapes": {"cls": ShapeSpec(channels=8)}}, "'box'"),
+        ({"pos_labels_threshold": 1.0}, "pos_labels_threshold"),
+        ({"classes_per_roi_test": "top2"}, "classes_per_roi_test"),
+        ({"cls_loss_weighting": "cubic"}, "cubic"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_predictor(**kwargs)
+
+
+def test_constructor_rejects_iou_branch_of_the_wrong_size():
+    with pytest.raises(ValueError, match="iou_branch takes 7 features but the head gives 5"):
+        SephOutputLayers(
+            dict(SHAPES, iou=ShapeSpec(channels=5)),
+            box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+            num_classes=K,
+            iou_branch=IoUBranch(7),
+        )
+
+
 def test_matched_roi_without_its_class_is_an_error_for_class_specific_regression(storage):
     p = make_proposals()
     p.gt_classes = torch.tensor([0, K, K, K])  # ROI 1 is gt_is_matched but has no class

@@ -151,8 +151,7 @@ def validate_config(cfg: CfgNode) -> None:
                 f"Seph ROI head (MODEL.ROI_HEADS.NAME, got {roi_heads!r}): detectron2's "
                 "box heads cannot build it."
             )
-        evonorm = cfg.MODEL.SEPH.get("EVONORM")
-        groups, groups_key = (evonorm.GROUPS if evonorm else 32), "MODEL.SEPH.EVONORM.GROUPS"
+        groups, groups_key = cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     elif norm == "GN":
         groups, groups_key = 32, "GN's fixed group count"
     else:

@@ -13,7 +13,7 @@ Layer order, "no bias before a norm" and "no ReLU after EvoNormS0" come from the
 Glorot-uniform: the framework's conventions win (Part A item 1), and the upstream
 adapter head is initialised the same way.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -162,11 +162,8 @@ def norm_kwargs_from_config(cfg) -> Dict[str, Any]:
     Returns:
         ``{"norm": str, "norm_groups": int, "norm_eps": float}``.
     """
-    evonorm: Optional[Any] = cfg.MODEL.SEPH.get("EVONORM")
-    # Defaults equal the EvoNormS0 layer's own (32 groups, eps 1e-5, the log's values) for
-    # configs built without the norm component's keys.
     return {
         "norm": cfg.MODEL.ROI_BOX_HEAD.NORM,
-        "norm_groups": evonorm.GROUPS if evonorm is not None else 32,
-        "norm_eps": evonorm.EPS if evonorm is not None else 1e-5,
+        "norm_groups": cfg.MODEL.SEPH.EVONORM.GROUPS,
+        "norm_eps": cfg.MODEL.SEPH.EVONORM.EPS,
     }

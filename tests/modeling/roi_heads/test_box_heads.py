@@ -378,3 +378,15 @@ def test_validation_of_head_specific_requirements():
     # The same counts are fine when the IoU branch is off: no IoU tower is built.
     cfg.MODEL.SEPH.IOU_BRANCH.ENABLED = False
     validate_config(cfg)
+
+
+def test_evonorm_groups_come_from_the_norm_component_keys():
+    cfg = tiny_cfg("FCClsConvBoxHead", "EvoNormS0")
+    cfg.MODEL.SEPH.EVONORM.GROUPS, cfg.MODEL.SEPH.EVONORM.EPS = 16, 1e-3
+    cfg.MODEL.SEPH.BOX_HEAD.CONV_DIM = 48  # 3 x 16: fine for 16 groups, not for 32
+    validate_config(cfg)
+    norms = [m for m in build(cfg).modules() if isinstance(m, EvoNormS0)]
+    assert len(norms) == 4 and all(m.groups == 16 and m.eps == 1e-3 for m in norms)
+    cfg.MODEL.SEPH.EVONORM.GROUPS = 32
+    with pytest.raises(ValueError, match=r"CONV_DIM=48 is not divisible by 32 \(MODEL.SEPH.EVONORM"):
+        validate_config(cfg)

@@ -40,12 +40,15 @@ class ATSSMatcher:
     measured them in coordinates normalised by the padded image height and width; the two
     orders differ only when that image is not square. Equal distances (the A anchors of one
     location share a centre) are broken by anchor order, so the result is deterministic.
+    Statistics are computed on the (G, L*k) candidate IoUs; only the final test touches all
+    (G, N) pairs.
 
     ``pre_fix=True`` reproduces the version of 2020-07-30..10-28 (log recipe "3)"), as B §2.8
     describes it: the candidate count is multiplied by 9 once more; level l's candidate
     indices are offset by the size of level l-1 alone instead of all previous levels (our
     reading of "non-cumulative offsets": from the third level on the candidates land on the
-    wrong anchors, as in the original); mu/sd use all candidates (no ``min_iou`` filter);
+    wrong anchors, as in the original, and an anchor listed twice counts twice in the
+    statistics, as a gather by index does); mu/sd use all candidates (no ``min_iou`` filter);
     t_g is not capped by the best candidate; and the IoU test is strict (IoU > t_g).
     """
 
@@ -74,37 +77,36 @@ class ATSSMatcher:
             "min_iou": node.MIN_IOU,
         }
 
-    def candidates(
+    def candidate_indices(
         self, gt_boxes: Boxes, anchors: Boxes, num_anchors_per_level: List[int]
     ) -> torch.Tensor:
-        """bool (G, N): which anchors are distance candidates of which gt."""
+        """int64 (G, C): the distance candidates of every gt, C = sum over levels of min(k, n_l)."""
         gt_centers = gt_boxes.get_centers()  # (G, 2)
         anchor_centers = anchors.get_centers()  # (N, 2)
         topk = self.topk * 9 if self.pre_fix else self.topk
-        device = gt_centers.device
-        is_candidate = torch.zeros(len(gt_boxes), len(anchors), dtype=torch.bool, device=device)
-        rows = torch.arange(len(gt_boxes), device=device)[:, None]
-        start = 0
+        chosen, start = [], 0
         for level, count in enumerate(num_anchors_per_level):
             if count > 0:
                 level_centers = anchor_centers[start : start + count]
-                dist2 = (gt_centers[:, None, :] - level_centers[None, :, :]).pow(2).sum(-1)
-                nearest = dist2.argsort(dim=1, stable=True)[:, : min(topk, count)]  # (G, k_l)
+                dx = gt_centers[:, 0:1] - level_centers[None, :, 0]  # (G, n_l)
+                dy = gt_centers[:, 1:2] - level_centers[None, :, 1]
+                dist2 = dx * dx + dy * dy
                 offset = start
                 if self.pre_fix:
                     offset = num_anchors_per_level[level - 1] if level > 0 else 0
-                is_candidate[rows, nearest + offset] = True
+                chosen.append(_nearest(dist2, min(topk, count)) + offset)
             start += count
-        return is_candidate
+        return torch.cat(chosen, dim=1)
 
-    def thresholds(self, iou: torch.Tensor, is_candidate: torch.Tensor) -> torch.Tensor:
-        """Per-gt IoU thresholds t (G,) from the IoUs (G, N) and candidates (G, N) of every gt."""
-        in_stats = is_candidate if self.pre_fix else is_candidate & (iou >= self.min_iou)
-        mean, std, _ = masked_mean_std(iou, in_stats)
+    def thresholds(self, candidate_iou: torch.Tensor) -> torch.Tensor:
+        """Per-gt IoU thresholds t (G,) from the IoUs (G, C) of every gt's candidates."""
+        in_stats = torch.ones_like(candidate_iou, dtype=torch.bool)
+        if not self.pre_fix:
+            in_stats = candidate_iou >= self.min_iou
+        mean, std, _ = masked_mean_std(candidate_iou, in_stats)
         if self.pre_fix:
             return mean + std
-        best_candidate = torch.where(is_candidate, iou, torch.zeros_like(iou)).max(dim=1).values
-        return torch.minimum(mean + std, best_candidate)
+        return torch.minimum(mean + std, candidate_iou.max(dim=1).values)
 
     def __call__(
         self, gt_boxes: Boxes, anchors: Boxes, num_anchors_per_level: List[int]
@@ -118,14 +120,35 @@ class ATSSMatcher:
         if len(gt_boxes) == 0 or len(anchors) == 0:
             return empty_match(len(anchors), anchors.tensor.device)
         iou = pairwise_iou(gt_boxes, anchors)  # (G, N)
-        is_candidate = self.candidates(gt_boxes, anchors, num_anchors_per_level)
-        thresh = self.thresholds(iou, is_candidate)[:, None]
+        candidates = self.candidate_indices(gt_boxes, anchors, num_anchors_per_level)
+        thresh = self.thresholds(iou.gather(1, candidates))[:, None]
         passes = (iou > thresh) if self.pre_fix else (iou >= thresh)
         passes &= centers_inside_gt(gt_boxes, anchors)
         best_iou, best_gt = torch.where(passes, iou, torch.full_like(iou, -1.0)).max(dim=0)
         positive = best_iou > self.min_iou
         matched_idxs = torch.where(positive, best_gt, iou.argmax(dim=0))
         return matched_idxs, positive.to(torch.int8)
+
+
+def _nearest(dist2: torch.Tensor, k: int) -> torch.Tensor:
+    """int64 (G, k): per row, the columns of the k smallest values.
+
+    A tie at the k-th value (the A anchors of one location are equally distant) goes to the
+    lowest columns, so the choice is deterministic; only rows with such a tie pay for it.
+    """
+    rows, cols = dist2.shape
+    if k >= cols:
+        return torch.arange(cols, device=dist2.device).expand(rows, cols)
+    values, chosen = dist2.topk(k + 1, dim=1, largest=False)  # ascending
+    chosen = chosen[:, :k]
+    tied = values[:, k - 1] == values[:, k]
+    if tied.any():
+        sub, kth = dist2[tied], values[tied, k - 1 : k]
+        below, tie = sub < kth, sub == kth
+        room = k - below.sum(dim=1, keepdim=True)
+        take = below | (tie & (tie.cumsum(dim=1) <= room))
+        chosen[tied] = take.nonzero()[:, 1].view(-1, k)
+    return chosen
 
 
 @SEPH_ANCHOR_MATCHER_REGISTRY.register()

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from sephnet.backend import Boxes, pairwise_iou
-from sephnet.modeling.matchers.atss import ATSSMatcher
+from sephnet.modeling.matchers.atss import ATSSMatcher, _nearest
 from sephnet.modeling.matchers.base import centers_inside_gt
+
+
+def candidate_list(matcher, gt, anchors, levels):
+    """Sorted candidate indices of the first gt (duplicates kept)."""
+    return sorted(matcher.candidate_indices(gt, anchors, levels)[0].tolist())
 
 
 def strip(*spans):
@@ -28,12 +33,11 @@ def test_thresholds_use_nearest_candidates_per_level_and_the_iou_floor():
     gt = strip((0, 20))
     anchors = strip((0, 10), (-9, 1), (40, 50), (-5, 25), (5, 35), (60, 90))
     matcher = ATSSMatcher(topk=2)
-    candidates = matcher.candidates(gt, anchors, [3, 3])
-    assert candidates.tolist() == [[True, True, False, True, True, False]]
+    assert candidate_list(matcher, gt, anchors, [3, 3]) == [0, 1, 3, 4]
     values = [1 / 2, 2 / 3, 3 / 7]
     expected_t = statistics.fmean(values) + statistics.pstdev(values)
-    iou = torch.tensor([[1 / 2, 1 / 29, 0.0, 2 / 3, 3 / 7, 0.0]])
-    assert matcher.thresholds(iou, candidates).item() == pytest.approx(expected_t, abs=1e-6)
+    candidate_iou = torch.tensor([[1 / 2, 1 / 29, 2 / 3, 3 / 7]])
+    assert matcher.thresholds(candidate_iou).item() == pytest.approx(expected_t, abs=1e-6)
     idxs, labels = matcher(gt, anchors, [3, 3])
     assert labels.tolist() == [0, 0, 0, 1, 0, 0]
     assert idxs.tolist() == [0] * 6
@@ -69,10 +73,9 @@ def test_threshold_is_capped_by_best_candidate_and_positives_come_from_all_ancho
         )
     )
     matcher = ATSSMatcher(topk=2)
-    candidates = matcher.candidates(gt, anchors, [4, 3])
-    assert candidates.tolist() == [[True, True, False, False, True, True, False]]
-    iou = torch.tensor([[0.12, 0.9, 0.975, 0.0, 0.9, 0.9, 0.0]])
-    assert matcher.thresholds(iou, candidates).item() == pytest.approx(0.9, abs=1e-6)
+    assert candidate_list(matcher, gt, anchors, [4, 3]) == [0, 1, 4, 5]
+    candidate_iou = torch.tensor([[0.12, 0.9, 0.9, 0.9]])
+    assert matcher.thresholds(candidate_iou).item() == pytest.approx(0.9, abs=1e-6)
     idxs, labels = matcher(gt, anchors, [4, 3])
     assert labels.tolist() == [0, 1, 1, 0, 1, 1, 0]
 
@@ -119,9 +122,9 @@ def test_anchor_above_threshold_with_centre_outside_is_negative():
     gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     anchors = Boxes(torch.tensor([[-5.0, -5.0, 15.0, 15.0], [2.0, 0.0, 30.0, 10.0]]))
     matcher = ATSSMatcher(topk=2)
-    iou = torch.tensor([[0.25, 80 / 300]])
-    candidates = matcher.candidates(gt, anchors, [2])
-    assert matcher.thresholds(iou, candidates).item() == pytest.approx(80 / 300, abs=1e-6)
+    assert candidate_list(matcher, gt, anchors, [2]) == [0, 1]
+    candidate_iou = torch.tensor([[0.25, 80 / 300]])
+    assert matcher.thresholds(candidate_iou).item() == pytest.approx(80 / 300, abs=1e-6)
     idxs, labels = matcher(gt, anchors, [2])
     assert labels.tolist() == [0, 0]
 
@@ -149,26 +152,35 @@ def test_invalid_topk_is_rejected(topk):
 
 def test_pre_fix_uses_nine_times_k_non_cumulative_offsets_all_candidates_and_strict_test():
     # Three levels of sizes [4, 2, 1]; k = 1 -> 9 per level in the pre-fix version, so every
-    # anchor of a level is a candidate; level 2 (index 6) is offset by n_1 = 2 instead of
-    # n_0 + n_1 = 6, so its candidate lands on index 0 + 2 = 2 and index 6 is never one.
+    # anchor of a level is a candidate. Level 2 (index 6) is offset by n_1 = 2 instead of
+    # n_0 + n_1 = 6: its candidate lands on index 0 + 2 = 2 (listed twice), never on 6.
     gt = strip((0, 10))
     anchors = strip((0, 10), (2, 12), (4, 14), (50, 60), (-1, 9), (60, 70), (0, 10))
     old = ATSSMatcher(topk=1, pre_fix=True)
-    assert old.candidates(gt, anchors, [4, 2, 1]).tolist() == [[True] * 6 + [False]]
-    # IoUs: 1, 8/12, 6/14, 0, 9/11, 0, 1 (index 6 excluded). Statistics over ALL six
-    # candidates, zeros included, no cap, strict ">" test:
-    iou = [1, 8 / 12, 6 / 14, 0, 9 / 11, 0]
-    t = statistics.fmean(iou) + statistics.pstdev(iou)
-    cand = old.candidates(gt, anchors, [4, 2, 1])
-    full_iou = torch.tensor([iou + [1.0]])
-    assert old.thresholds(full_iou, cand).item() == pytest.approx(t, abs=1e-6)
+    assert candidate_list(old, gt, anchors, [4, 2, 1]) == [0, 1, 2, 2, 3, 4, 5]
+    # IoUs of the anchors: 1, 8/12, 6/14, 0, 9/11, 0, 1. Statistics over ALL candidates
+    # (anchor 2 twice, zeros included), no cap, strict ">" test: t = mu + sd ~ 0.4774 + 0.3557
+    # ~ 0.833, so 9/11 ~ 0.818 is negative and the two IoU-1 anchors are positive.
+    iou = [1, 8 / 12, 6 / 14, 0, 9 / 11, 0, 1]
+    values = [iou[i] for i in (0, 1, 2, 2, 3, 4, 5)]
+    t = statistics.fmean(values) + statistics.pstdev(values)
+    assert old.thresholds(torch.tensor([values])).item() == pytest.approx(t, abs=1e-6)
     _, labels = old(gt, anchors, [4, 2, 1])
-    expected = [int(v > t and v > 0.1) for v in iou] + [int(1.0 > t)]
-    assert labels.tolist() == expected
+    assert labels.tolist() == [int(v > t and v > 0.1) for v in iou]
+    assert labels.tolist() == [1, 0, 0, 0, 0, 0, 1]
     # A single candidate at IoU x: mu + sd = x; the strict test rejects it, ">=" accepts it.
     single = strip((2, 12))
     assert ATSSMatcher(topk=1, pre_fix=True)(gt, single, [1])[1].tolist() == [0]
     assert ATSSMatcher(topk=1)(gt, single, [1])[1].tolist() == [1]
+
+
+def test_nearest_breaks_ties_at_the_kth_distance_by_anchor_order():
+    dist2 = torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0], [0.0, 5.0, 2.0, 1.0, 4.0]])
+    # Row 0: 0 (col 4), then three 1s tie for the last place -> the lowest column, 1.
+    # Row 1: no tie -> cols 0 and 3.
+    assert [sorted(r) for r in _nearest(dist2, 2).tolist()] == [[1, 4], [0, 3]]
+    assert [sorted(r) for r in _nearest(dist2, 4).tolist()] == [[1, 2, 3, 4], [0, 2, 3, 4]]
+    assert _nearest(dist2, 7).tolist() == [[0, 1, 2, 3, 4]] * 2  # k >= n: the whole level
 
 
 def _slow_atss(gt, anchors, levels, k, min_iou):

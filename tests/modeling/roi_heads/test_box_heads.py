@@ -388,5 +388,6 @@ def test_evonorm_groups_come_from_the_norm_component_keys():
     norms = [m for m in build(cfg).modules() if isinstance(m, EvoNormS0)]
     assert len(norms) == 4 and all(m.groups == 16 and m.eps == 1e-3 for m in norms)
     cfg.MODEL.SEPH.EVONORM.GROUPS = 32
-    with pytest.raises(ValueError, match=r"CONV_DIM=48 is not divisible by 32 \(MODEL.SEPH.EVONORM"):
+    message = r"CONV_DIM=48 is not divisible by 32 \(MODEL.SEPH.EVONORM.GROUPS"
+    with pytest.raises(ValueError, match=message):
         validate_config(cfg)

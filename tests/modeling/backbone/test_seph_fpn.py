@@ -233,3 +233,18 @@ def test_evonorm_everywhere_mask_rcnn_trains_and_predicts():
     with torch.no_grad():
         (result,) = model([{"image": image, "height": IMAGE, "width": IMAGE}])
     assert result["instances"].image_size == (IMAGE, IMAGE)
+
+
+def test_sephv14_layout_c3_to_c5_plus_p6_from_c5():
+    # The sephv14 family: FPN on C3-C5 with EvoNormS0, P6 = conv3x3/2(C5); RPN/ROI use P3-P6.
+    cfg = _cfg(
+        **{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"}
+    )
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    backbone = build_backbone(cfg)
+    assert {k: v.stride for k, v in backbone.output_shape().items()} == {
+        "p3": 8, "p4": 16, "p5": 32, "p6": 64
+    }
+    assert backbone.top_block.in_feature == "res5"
+    assert backbone.size_divisibility == 32
+    _check_outputs_match_output_shape(backbone, backbone(_image()))

@@ -167,10 +167,15 @@ def test_sephv14_10_recipe_trains_and_evaluates(tmp_path):
         # use_fast_impl=False: pycocotools' COCOeval, available on both backends (the
         # detectron2 build used for checking may lack its compiled fast evaluator).
         evaluator = COCOEvaluator(
-            names["val"], tasks=("bbox",), distributed=False,
-            output_dir=str(tmp_path / "eval"), use_fast_impl=False,
+            names["val"],
+            tasks=("bbox",),
+            distributed=False,
+            output_dir=str(tmp_path / "eval"),
+            use_fast_impl=False,
         )
-        results = inference_on_dataset(model, build_detection_test_loader(cfg, names["val"]), evaluator)
+        results = inference_on_dataset(
+            model, build_detection_test_loader(cfg, names["val"]), evaluator
+        )
         with torch.no_grad():
             image = next(iter(build_detection_test_loader(cfg, names["val"])))
             detections = model(image)[0]["instances"]
@@ -182,5 +187,7 @@ def test_sephv14_10_recipe_trains_and_evaluates(tmp_path):
     # lack that class or size).
     assert all(0.0 <= results["bbox"][k] <= 100.0 for k in ("AP", "AP50", "AP75"))
     assert 0 < len(detections) <= 10
-    assert detections.has("pred_boxes") and detections.has("scores") and detections.has("pred_classes")
+    assert (
+        detections.has("pred_boxes") and detections.has("scores") and detections.has("pred_classes")
+    )
     assert ((detections.pred_classes >= 0) & (detections.pred_classes < 3)).all()

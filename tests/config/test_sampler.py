@@ -35,11 +35,17 @@ def test_balanced_sampler_is_built_with_the_configured_switches_and_bins():
 @pytest.mark.parametrize(
     "keys,match",
     [
-        ({"NAME": "NoSuchSampler"}, r"MODEL.SEPH.SAMPLER.NAME='NoSuchSampler'.*BalancedROISampler, RandomROISampler"),
+        (
+            {"NAME": "NoSuchSampler"},
+            r"MODEL.SEPH.SAMPLER.NAME='NoSuchSampler'.*BalancedROISampler, RandomROISampler",
+        ),
         ({"NUM_NEG_BINS": 0}, r"MODEL.SEPH.SAMPLER.NUM_NEG_BINS=0"),
         ({"BALANCED_POS": 1}, r"MODEL.SEPH.SAMPLER.BALANCED_POS=1"),
         ({"NEG_LOW_IOU": 0.5, "NEG_HIGH_IOU": 0.4}, r"NEG_LOW_IOU=0.5 and .*NEG_HIGH_IOU=0.4"),
-        ({"NEG_LOW_IOU": 0.5, "NEG_HIGH_IOU": 0.9}, r"NEG_LOW_IOU=0.5 must be below .*IOU_THRESHOLDS=\[0.5\]"),
+        (
+            {"NEG_LOW_IOU": 0.5, "NEG_HIGH_IOU": 0.9},
+            r"NEG_LOW_IOU=0.5 must be below .*IOU_THRESHOLDS=\[0.5\]",
+        ),
     ],
 )
 def test_invalid_keys_raise_value_error_naming_key_and_value(keys, match):

@@ -1,4 +1,4 @@
-"""``SephStandardROIHeads``: detectron2's StandardROIHeads with sephnet's box head, predictor and sampler.
+"""``SephStandardROIHeads``: StandardROIHeads with sephnet's box head, predictor and sampler.
 
 Only two documented hooks change (STYLE rule 4):
 
@@ -139,7 +139,9 @@ class SephStandardROIHeads(StandardROIHeads):
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
-        box_head = head_cls(cfg, ShapeSpec(channels=channels[0], height=resolution, width=resolution))
+        box_head = head_cls(
+            cfg, ShapeSpec(channels=channels[0], height=resolution, width=resolution)
+        )
         predictor_cls = get_registered(
             SEPH_BOX_PREDICTOR_REGISTRY, cfg.MODEL.SEPH.PREDICTOR.NAME, "MODEL.SEPH.PREDICTOR.NAME"
         )

@@ -132,7 +132,9 @@ class BalancedROISampler(ROISampler):
             ValueError: ``num_neg_bins < 1`` or ``neg_low_iou >= neg_high_iou``.
         """
         if isinstance(num_neg_bins, bool) or not isinstance(num_neg_bins, int) or num_neg_bins < 1:
-            raise ValueError(f"BalancedROISampler: num_neg_bins={num_neg_bins!r}; expected an int >= 1.")
+            raise ValueError(
+                f"BalancedROISampler: num_neg_bins={num_neg_bins!r}; expected an int >= 1."
+            )
         if not neg_low_iou < neg_high_iou:
             raise ValueError(
                 f"BalancedROISampler: neg_low_iou={neg_low_iou!r} must be < "
@@ -178,8 +180,12 @@ class BalancedROISampler(ROISampler):
         else:
             fg_idx = random_subset(foreground, num_pos, generator)
         if self.balanced_neg and num_neg > 0:
-            bins = iou_bins(ious[background], self.num_neg_bins, self.neg_low_iou, self.neg_high_iou)
-            bg_idx = background[quota_sample(bins, num_neg, num_neg // self.num_neg_bins, generator)]
+            bins = iou_bins(
+                ious[background], self.num_neg_bins, self.neg_low_iou, self.neg_high_iou
+            )
+            bg_idx = background[
+                quota_sample(bins, num_neg, num_neg // self.num_neg_bins, generator)
+            ]
         else:
             bg_idx = random_subset(background, num_neg, generator)
         return fg_idx, bg_idx

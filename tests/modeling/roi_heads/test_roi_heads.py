@@ -1,4 +1,4 @@
-"""SephStandardROIHeads: upstream equivalence with default keys, labelling fields, sampling, train/eval."""
+"""SephStandardROIHeads: upstream equivalence, labelling fields, sampling, train and eval."""
 import copy
 
 import pytest
@@ -27,7 +27,7 @@ SHAPES = {name: ShapeSpec(channels=8, stride=s) for name, s in LEVELS.items()}
 
 
 def _cfg(**overrides):
-    """Tiny config: 8 channels, 7x7 pooling, FC 16, 3 classes, 32 ROIs and 20 detections per image."""
+    """Tiny config: 8 channels, 7x7 pooling, FC 16, 3 classes, 32 ROIs / 20 detections per image."""
     cfg = get_cfg()
     add_sephnet_config(cfg)
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
@@ -105,7 +105,9 @@ def _train(heads, proposals, targets, seed=0):
     heads.train()
     torch.manual_seed(seed)
     with EventStorage():
-        sampled, losses = heads(_images(len(targets)), _features(len(targets)), copy.deepcopy(proposals), targets)
+        sampled, losses = heads(
+            _images(len(targets)), _features(len(targets)), copy.deepcopy(proposals), targets
+        )
     return sampled, losses
 
 
@@ -132,7 +134,9 @@ def test_default_keys_reproduce_detectron2_standard_roi_heads(mask_on):
     assert isinstance(ours.roi_sampler, RandomROISampler)
 
     # The only state_dict difference is the adapter's extra "head." level.
-    state = {k.replace("box_head.", "box_head.head.", 1): v for k, v in upstream.state_dict().items()}
+    state = {
+        k.replace("box_head.", "box_head.head.", 1): v for k, v in upstream.state_dict().items()
+    }
     assert set(state) == set(ours.state_dict())
     ours.load_state_dict(state)
 
@@ -192,7 +196,9 @@ def test_sampled_proposals_carry_gt_ious_and_matcher_decision():
         iou = _iou_reference(targets_i.gt_boxes.tensor, sampled_i.proposal_boxes.tensor)
         best, best_gt = iou.max(dim=0)
         _assert_close(sampled_i.gt_ious, best)
-        assert sampled_i.gt_ious.dtype == torch.float32 and sampled_i.gt_is_matched.dtype == torch.bool
+        assert (
+            sampled_i.gt_ious.dtype == torch.float32 and sampled_i.gt_is_matched.dtype == torch.bool
+        )
         assert torch.equal(sampled_i.gt_is_matched, best >= 0.5)
         fg = sampled_i.gt_is_matched
         assert torch.equal(sampled_i.gt_classes[fg], targets_i.gt_classes[best_gt[fg]])
@@ -222,7 +228,12 @@ def test_image_without_gt_gets_background_fields_and_zero_box_loss():
 
 
 def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sampling():
-    cfg = _cfg(**{"MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.3], "MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD": 0.5})
+    cfg = _cfg(
+        **{
+            "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.3],
+            "MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD": 0.5,
+        }
+    )
     heads = build_roi_heads(cfg, SHAPES)
     assert heads.pos_labels_threshold == 0.5
     recorder = RecordingSampler()
@@ -232,7 +243,11 @@ def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sa
         sampled = heads.label_and_sample_proposals(copy.deepcopy(proposals), targets)
     assert len(recorder.calls) == 2
     for call, s in zip(recorder.calls, sampled):
-        assert call["num_samples"] == 32 and call["positive_fraction"] == 0.25 and call["bg_label"] == K
+        assert (
+            call["num_samples"] == 32
+            and call["positive_fraction"] == 0.25
+            and call["bg_label"] == K
+        )
         middle = (call["ious"] >= 0.3) & (call["ious"] <= 0.5)
         assert middle.any()  # the fixture has proposals with IoU in [0.3, 0.5]
         assert (call["labels"][middle] == K).all()  # offered to the sampler as background

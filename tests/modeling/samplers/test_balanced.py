@@ -1,4 +1,4 @@
-"""BalancedROISampler ("new rcn sample"): exact per-instance and per-bin counts on hand-built cases."""
+"""BalancedROISampler ("new rcn sample"): exact per-instance and per-bin counts, hand-built."""
 from collections import Counter
 
 import pytest
@@ -55,7 +55,9 @@ def test_positives_are_balanced_per_gt_instance(num_samples, expected):
     labels, gt, ious = _cat(_positives([10, 2, 1]), _negatives([(0.0, 200)]))
     sampler = BalancedROISampler(balanced_pos=True, balanced_neg=False)
     for seed in range(4):
-        fg, bg = _call(sampler, labels, gt, ious, num_samples, generator=torch.Generator().manual_seed(seed))
+        fg, bg = _call(
+            sampler, labels, gt, ious, num_samples, generator=torch.Generator().manual_seed(seed)
+        )
         assert fg.numel() == num_samples // 4 and bg.numel() == num_samples - num_samples // 4
         assert len(set(fg.tolist())) == fg.numel()
         if expected is not None:
@@ -69,7 +71,9 @@ def test_uniform_positives_follow_group_sizes_not_instances():
     for balanced in (True, False):
         sampler = BalancedROISampler(balanced_pos=balanced, balanced_neg=False)
         for seed in range(60):
-            fg, _ = _call(sampler, labels, gt, ious, 16, generator=torch.Generator().manual_seed(seed))
+            fg, _ = _call(
+                sampler, labels, gt, ious, 16, generator=torch.Generator().manual_seed(seed)
+            )
             counts[balanced].update(gt[fg].tolist())
     # 4 positives per draw. Balanced: quota 1 per gt, then 1 uniform from the 10 leftovers
     # (9 of gt 0, 1 of gt 1): gt 2 is picked every time (60), gt 0 at least once each time.
@@ -95,7 +99,15 @@ def test_negatives_are_balanced_over_iou_bins():
     for seed in range(4):
         # N = 16 negatives: quota 16 // 8 = 2 per bin -> 2 + 1 + 2 + 2 + 2 = 9; the 7 missing
         # come from the leftovers, all in bin 2.
-        fg, bg = _call(sampler, labels, gt, ious, 20, fraction=0.2, generator=torch.Generator().manual_seed(seed))
+        fg, bg = _call(
+            sampler,
+            labels,
+            gt,
+            ious,
+            20,
+            fraction=0.2,
+            generator=torch.Generator().manual_seed(seed),
+        )
         assert fg.numel() == 4 and bg.numel() == 16
         bins = Counter(iou_bins(ious[bg], 8, -0.2, 0.5).tolist())
         assert dict(bins) == {2: 9, 3: 1, 4: 2, 5: 2, 7: 2}
@@ -123,12 +135,16 @@ def test_balanced_never_samples_ignored_entries():
     for pos, neg in [(True, True), (True, False), (False, True), (False, False)]:
         sampler = BalancedROISampler(balanced_pos=pos, balanced_neg=neg)
         for seed in range(5):
-            fg, bg = _call(sampler, labels, gt, ious, 64, generator=torch.Generator().manual_seed(seed))
+            fg, bg = _call(
+                sampler, labels, gt, ious, 64, generator=torch.Generator().manual_seed(seed)
+            )
             assert sorted(fg.tolist()) == [50, 51] and sorted(bg.tolist()) == [52, 53, 54]
 
 
 def test_same_seed_same_picks():
-    labels, gt, ious = _cat(_positives([7, 5, 3, 1]), _negatives([(0.01, 100), (0.2, 30), (0.4, 30)]))
+    labels, gt, ious = _cat(
+        _positives([7, 5, 3, 1]), _negatives([(0.01, 100), (0.2, 30), (0.4, 30)])
+    )
     sampler = BalancedROISampler()
     a = _call(sampler, labels, gt, ious, 32, generator=torch.Generator().manual_seed(11))
     b = _call(sampler, labels, gt, ious, 32, generator=torch.Generator().manual_seed(11))
@@ -148,7 +164,9 @@ def test_both_switches_off_equals_random_sampler():
     off = BalancedROISampler(balanced_pos=False, balanced_neg=False)
     for seed in range(3):
         a = _call(off, labels, gt, ious, 32, generator=torch.Generator().manual_seed(seed))
-        b = _call(RandomROISampler(), labels, gt, ious, 32, generator=torch.Generator().manual_seed(seed))
+        b = _call(
+            RandomROISampler(), labels, gt, ious, 32, generator=torch.Generator().manual_seed(seed)
+        )
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 

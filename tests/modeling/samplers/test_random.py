@@ -32,7 +32,13 @@ def _call(sampler, labels, num_samples=16, fraction=0.25, generator=None):
 
 @pytest.mark.parametrize(
     "num_fg,num_bg,num_ignore,num_samples,fraction",
-    [(30, 100, 10, 16, 0.25), (2, 100, 5, 16, 0.25), (3, 4, 20, 16, 0.5), (0, 0, 7, 8, 0.25), (50, 0, 0, 8, 0.25)],
+    [
+        (30, 100, 10, 16, 0.25),
+        (2, 100, 5, 16, 0.25),
+        (3, 4, 20, 16, 0.5),
+        (0, 0, 7, 8, 0.25),
+        (50, 0, 0, 8, 0.25),
+    ],
 )
 def test_random_sampler_equals_subsample_labels_under_the_same_seed(
     num_fg, num_bg, num_ignore, num_samples, fraction
@@ -86,6 +92,9 @@ def test_random_subset_draws_distinct_entries_deterministically():
 
 def test_random_sampler_same_seed_same_picks_different_seed_different():
     labels = _labels(40, 200, 0)
-    picks = [torch.cat(_call(RandomROISampler(), labels, 32, 0.25, torch.Generator().manual_seed(s))) for s in (1, 1, 2)]
+    picks = [
+        torch.cat(_call(RandomROISampler(), labels, 32, 0.25, torch.Generator().manual_seed(s)))
+        for s in (1, 1, 2)
+    ]
     assert torch.equal(picks[0], picks[1])
     assert not torch.equal(picks[0], picks[2])

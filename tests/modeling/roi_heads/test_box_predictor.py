@@ -48,7 +48,7 @@ def make_predictor(output_shapes=SHAPES, iou=None, **kwargs):
     )
 
 
-def features(r, shapes=SHAPES):
+def features(r):
     return DecoupledFeatures(torch.randn(r, 8), torch.randn(r, 4, 2, 2))
 
 

@@ -91,7 +91,7 @@ def validate_config(cfg: CfgNode) -> None:
     ``MODEL.ROI_BOX_HEAD.NORM`` is a known norm, and a sephnet-only norm (EvoNormS0) is
     used with a sephnet head inside a Seph ROI head (the upstream head cannot build it);
     the widths the head normalises are divisible by the norm's groups (GN: 32; sephnet's
-    norms: MODEL.SEPH.EVONORM.GROUPS).
+    norms: MODEL.SEPH.EVONORM.GROUPS), and normalised FCs have at least 2 channels per group.
 
     Raises:
         ValueError: naming the offending keys and values.
@@ -163,4 +163,12 @@ def validate_config(cfg: CfgNode) -> None:
             raise ValueError(
                 f"{_KEY}.{key}={width} is not divisible by {groups} ({groups_key}), which "
                 f"MODEL.ROI_BOX_HEAD.NORM={norm!r} needs."
+            )
+        if key == "FC_DIM" and width // groups < 2:
+            # An FC output has no spatial extent: with one channel per group the group
+            # variance is 0 (EvoNormS0 then scales by 1/sqrt(eps), GN outputs its bias).
+            raise ValueError(
+                f"{_KEY}.FC_DIM={width} leaves one channel per group ({groups}, {groups_key}) "
+                f"for MODEL.ROI_BOX_HEAD.NORM={norm!r}; FC outputs need at least 2 channels "
+                f"per group (FC_DIM >= {2 * groups})."
             )

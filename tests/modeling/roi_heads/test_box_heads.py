@@ -346,6 +346,8 @@ def test_defaults_select_the_upstream_head_and_validate():
         ("FCClsConvBoxHead", "EvoNormS0", {"CONV_DIM": 48}, r"CONV_DIM=48 is not divisible"),
         ("FCClsConvBoxHead", "GN", {"CONV_DIM": 32}, r"FC_DIM=16 is not divisible by 32"),
         ("SharedConvHead", "EvoNormS0", {"BRANCH_CONV_DIM": 40}, r"BRANCH_CONV_DIM=40"),
+        ("TwinTowerConvFCHead", "EvoNormS0", {"FC_DIM": 32}, r"FC_DIM=32 leaves one channel"),
+        ("FCClsConvBoxHead", "GN", {"CONV_DIM": 32, "FC_DIM": 32}, r"FC_DIM >= 64"),
         ("FCClsConvBoxHead", "NoSuchNorm", {}, r"ROI_BOX_HEAD.NORM.*NoSuchNorm"),
     ],
 )

@@ -258,6 +258,52 @@ def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sa
         assert torch.equal(s.gt_is_matched, s.gt_ious >= 0.3)
 
 
+def test_batch_mixing_images_with_and_without_gt_matches_detectron2():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    ours = build_roi_heads(cfg, SHAPES)
+    upstream_cfg = cfg.clone()
+    upstream_cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    upstream = build_roi_heads(upstream_cfg, SHAPES)
+    ours.load_state_dict(
+        {k.replace("box_head.", "box_head.head.", 1): v for k, v in upstream.state_dict().items()}
+    )
+    proposals, targets = _batch()
+    targets[1] = _targets([], [])
+    sampled, losses_ours = _train(ours, proposals, targets, seed=5)
+    _, losses_up = _train(upstream, proposals, targets, seed=5)
+    for key in ("loss_cls", "loss_box_reg"):
+        _assert_close(losses_ours[key], losses_up[key], rtol=1e-6, atol=1e-7)
+    assert sampled[0].has("gt_boxes") and not sampled[1].has("gt_boxes")
+    assert not sampled[1].gt_is_matched.any() and (sampled[1].gt_ious == 0).all()
+
+
+def test_ignored_proposals_are_never_sampled():
+    # IoU in [0.4, 0.5) is "ignore" (-1): such proposals must not reach the box head.
+    cfg = _cfg(
+        **{
+            "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.4, 0.5],
+            "MODEL.ROI_HEADS.IOU_LABELS": [0, -1, 1],
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512,
+            "MODEL.SEPH.SAMPLER.NAME": "BalancedROISampler",
+        }
+    )
+    heads = build_roi_heads(cfg, SHAPES)
+    proposals, targets = _batch()
+    all_ious = [
+        _iou_reference(t.gt_boxes.tensor, p.proposal_boxes.tensor).max(dim=0)[0]
+        for p, t in zip(proposals, targets)
+    ]
+    assert any(((v >= 0.4) & (v < 0.5)).any() for v in all_ious)  # the fixture has some
+    with EventStorage():
+        sampled = heads.label_and_sample_proposals(copy.deepcopy(proposals), targets)
+    for s, p, t, v in zip(sampled, proposals, targets, all_ious):
+        assert not ((s.gt_ious >= 0.4) & (s.gt_ious < 0.5)).any()
+        # everything else is kept (512 asked for): proposals outside the band + appended gt
+        kept = int(((v < 0.4) | (v >= 0.5)).sum()) + len(t)
+        assert len(s) == kept
+
+
 def test_sephv2_head_evonorm_balanced_sampler_train_and_eval():
     cfg = _cfg(
         **{

@@ -1,13 +1,15 @@
 """sephnet's ROI-head parts; importing this package registers all of them.
 
-* box heads (``SEPH_BOX_HEAD_REGISTRY``): :mod:`.box_heads` (which also registers
-  :mod:`.shared_conv_head` and :mod:`.upstream_box_head`);
+* box heads (``SEPH_BOX_HEAD_REGISTRY``): :mod:`.box_heads`, :mod:`.shared_conv_head`,
+  :mod:`.upstream_box_head`;
 * the box predictor (``SEPH_BOX_PREDICTOR_REGISTRY``): :mod:`.box_predictor`;
 * the mask head (detectron2's ``ROI_MASK_HEAD_REGISTRY``): :mod:`.mask_head`;
 * ``SephStandardROIHeads`` (detectron2's ``ROI_HEADS_REGISTRY``): :mod:`.roi_heads`, which
   also registers the ROI samplers (``SEPH_ROI_SAMPLER_REGISTRY``).
 """
 from sephnet.modeling.roi_heads import box_heads  # noqa: F401
+from sephnet.modeling.roi_heads import shared_conv_head  # noqa: F401
+from sephnet.modeling.roi_heads import upstream_box_head  # noqa: F401
 from sephnet.modeling.roi_heads import box_predictor  # noqa: F401
 from sephnet.modeling.roi_heads import mask_head  # noqa: F401
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads

@@ -16,13 +16,19 @@ Examples::
     # two worker processes (GPUs with CUDA, CPU processes with gloo otherwise)
     python train_net.py --config-file ... --num-gpus 2
 
+    # also keep OUTPUT_DIR/model_best.pth: the checkpoint with the highest bbox AP so far
+    python train_net.py --config-file ... --best-metric bbox/AP
+
+In a terminal, a live progress line (iteration, ETA, loss, lr) sits under the log; when
+the output goes to a file or pipe, the log holds detectron2's periodic lines only.
+
 Framework names come from :mod:`sephnet.backend` (real detectron2 when it is installed,
 otherwise sephnet's portable core); importing :mod:`sephnet.data` registers the
 ``shapes_train``/``shapes_val`` datasets.
 """
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import sephnet.data  # noqa: F401  (registers the shapes datasets)
 from sephnet.backend import (
@@ -34,15 +40,18 @@ from sephnet.backend import (
     default_argument_parser,
     default_setup,
     get_cfg,
+    hooks,
     launch,
     verify_results,
 )
+from sephnet.engine import TerminalProgress
 
 logger = logging.getLogger("sephnet.train_net")
 
 
 class Trainer(DefaultTrainer):
-    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks)."""
+    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks) and, on the
+    main process, a live progress line when stdout is a terminal."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str = None):
@@ -50,6 +59,13 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    def build_hooks(self) -> List[Optional[Any]]:
+        """detectron2's hooks, then :class:`TerminalProgress` (main process)."""
+        ret = super().build_hooks()
+        if comm.is_main_process():
+            ret.append(TerminalProgress())
+        return ret
 
 
 def setup(args) -> CfgNode:
@@ -78,13 +94,40 @@ def main(args) -> Dict[str, Any]:
         return results
 
     trainer = Trainer(cfg)
+    if args.best_metric and comm.is_main_process():
+        # after EvalHook, so it sees each evaluation's results; the trainer's checkpointer
+        # stores the full state, so model_best.pth can also be resumed from
+        trainer.register_hooks([
+            hooks.BestCheckpointer(
+                cfg.TEST.EVAL_PERIOD, trainer.checkpointer, args.best_metric, mode=args.best_mode
+            )
+        ])
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
+def argument_parser():
+    """detectron2's :func:`default_argument_parser` plus ``--best-metric``/``--best-mode``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--best-metric",
+        default="",
+        metavar="NAME",
+        help="keep OUTPUT_DIR/model_best.pth for the best value of this evaluation metric "
+        "(e.g. bbox/AP, segm/AP50), checked after every evaluation",
+    )
+    parser.add_argument(
+        "--best-mode",
+        choices=("max", "min"),
+        default="max",
+        help="whether a larger (max) or smaller (min) --best-metric is better",
+    )
+    return parser
+
+
 def invoke_main() -> None:
     """Parse the command line and run :func:`main` in every worker process."""
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

@@ -29,7 +29,45 @@ def _register_tiny_shapes(root):
 
 
 def _args(*extra):
-    return train_net.default_argument_parser().parse_args(["--config-file", CONFIG, *extra])
+    return train_net.argument_parser().parse_args(["--config-file", CONFIG, *extra])
+
+
+class _RecordingTrainer:
+    """Stands in for train_net.Trainer: records the hooks main() registers."""
+
+    def __init__(self, cfg):
+        self.checkpointer = object()
+        self.registered = []
+
+    def register_hooks(self, hooks):
+        self.registered.extend(hooks)
+
+    def resume_or_load(self, resume):
+        pass
+
+    def train(self):
+        return self.registered
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], None),
+    (["--best-metric", "bbox/AP"], ("bbox/AP", "max")),
+    (["--best-metric", "segm/AP50", "--best-mode", "min"], ("segm/AP50", "min")),
+])
+def test_best_metric_flag_registers_best_checkpointer(monkeypatch, flags, expected):
+    cfg = train_net.get_cfg()
+    cfg.TEST.EVAL_PERIOD = 7
+    monkeypatch.setattr(train_net, "setup", lambda args: cfg)
+    monkeypatch.setattr(train_net, "Trainer", _RecordingTrainer)
+    registered = train_net.main(_args(*flags))
+    if expected is None:
+        assert registered == []
+        return
+    (hook,) = registered
+    assert isinstance(hook, train_net.hooks.BestCheckpointer)
+    assert (hook._val_metric, hook._compare(2, 1), hook._period) == (
+        expected[0], expected[1] == "max", 7
+    )
 
 
 @pytest.mark.slow

@@ -20,10 +20,10 @@ SEPH_BOX_HEAD_REGISTRY = Registry("SEPH_BOX_HEAD")
 SEPH_BOX_HEAD_REGISTRY.__doc__ = """Decoupled ROI box heads: ``forward(x[R,C,S,S]) -> (cls_feat, box_feat)``."""
 
 SEPH_BOX_PREDICTOR_REGISTRY = Registry("SEPH_BOX_PREDICTOR")
-SEPH_BOX_PREDICTOR_REGISTRY.__doc__ = """Box predictors taking ``(cls_feat, box_feat)``: logits, deltas, optional IoU."""
+SEPH_BOX_PREDICTOR_REGISTRY.__doc__ = """Box predictors taking ``DecoupledFeatures``: class logits, box deltas, optional IoU."""
 
 SEPH_ROI_SAMPLER_REGISTRY = Registry("SEPH_ROI_SAMPLER")
-SEPH_ROI_SAMPLER_REGISTRY.__doc__ = """ROI samplers: ``(gt_classes, match) -> (fg_idx, bg_idx)``."""
+SEPH_ROI_SAMPLER_REGISTRY.__doc__ = """ROI samplers (contract in ``sephnet/modeling/samplers/base.py``) -> ``(fg_idx, bg_idx)``."""
 
 SEPH_ANCHOR_MATCHER_REGISTRY = Registry("SEPH_ANCHOR_MATCHER")
 SEPH_ANCHOR_MATCHER_REGISTRY.__doc__ = """RPN anchor matchers (ATSS family): label anchors like detectron2's Matcher."""
@@ -53,3 +53,6 @@ def get_registered(registry: Registry, name: str, config_key: str) -> Any:
             f"available: {', '.join(names) or '(none)'}."
         )
     return registry.get(name)
+
+SEPH_BOX_CODER_REGISTRY = Registry("SEPH_BOX_CODER")
+SEPH_BOX_CODER_REGISTRY.__doc__ = """ROI box coders with Box2BoxTransform's API: ``weights``, ``get_deltas``, ``apply_deltas``."""

@@ -54,5 +54,6 @@ def get_registered(registry: Registry, name: str, config_key: str) -> Any:
         )
     return registry.get(name)
 
+
 SEPH_BOX_CODER_REGISTRY = Registry("SEPH_BOX_CODER")
-SEPH_BOX_CODER_REGISTRY.__doc__ = """ROI box coders with Box2BoxTransform's API: ``weights``, ``get_deltas``, ``apply_deltas``."""
+SEPH_BOX_CODER_REGISTRY.__doc__ = """ROI box coders: ``weights``, ``get_deltas``, ``apply_deltas`` as Box2BoxTransform."""

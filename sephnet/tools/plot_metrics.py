@@ -33,8 +33,8 @@ __all__ = ["MetricsFileError", "RunMetrics", "load_metrics", "plot_runs", "main"
 # One curve: the iterations and the values, sorted by iteration.
 Curve = Tuple[List[int], List[float]]
 
-# AP metrics drawn per task, with the line style of each.
-_AP_STYLES = {"AP": "-", "AP50": "--", "AP75": ":"}
+# AP metrics drawn per task, with the line style and marker of each.
+_AP_STYLES = {"AP": ("-", "o"), "AP50": ("--", "s"), "AP75": (":", "^")}
 _AP_TASKS = ("bbox", "segm")
 
 
@@ -161,6 +161,10 @@ def plot_runs(runs: Sequence[RunMetrics], output: str, columns: int = 3) -> List
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # one iteration range for every panel, so rare evaluations line up with the losses
+    first = min(0, min(c[0][0] for r in runs for c in r.curves.values()))
+    last = max(c[0][-1] for r in runs for c in r.curves.values())
+    margin = max((last - first) * 0.03, 1)
     for ax, (title, names) in zip(axes.flat, panels):
         for run_index, run in enumerate(runs):
             color = colors[run_index % len(colors)]
@@ -169,19 +173,32 @@ def plot_runs(runs: Sequence[RunMetrics], output: str, columns: int = 3) -> List
                     continue
                 iterations, values = run.curves[name]
                 metric = name.split("/", 1)[1] if "/" in name else None
-                label = run.label if metric is None else f"{run.label} {metric}"
+                if metric is None:
+                    ax.plot(iterations, values, color=color, linewidth=1.2, label=run.label)
+                    continue
+                # evaluations are rare: mark every point and write the latest value
+                linestyle, marker = _AP_STYLES[metric]
                 ax.plot(
                     iterations,
                     values,
                     color=color,
-                    linestyle=_AP_STYLES.get(metric, "-"),
-                    # evaluations are rare: mark each point so a single one is visible
-                    marker="o" if metric is not None else None,
-                    markersize=4,
+                    linestyle=linestyle,
+                    marker=marker,
+                    markersize=5,
                     linewidth=1.2,
-                    label=label,
+                    label=f"{run.label} {metric}",
+                )
+                ax.annotate(
+                    f"{values[-1]:.1f}",
+                    (iterations[-1], values[-1]),
+                    textcoords="offset points",
+                    xytext=(-6, 4),
+                    ha="right",
+                    fontsize=7,
+                    color=color,
                 )
         ax.set_title(title, fontsize=10)
+        ax.set_xlim(first - margin, last + margin)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)

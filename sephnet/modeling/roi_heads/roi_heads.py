@@ -27,11 +27,8 @@ from sephnet.backend import (
     import_module,
     pairwise_iou,
 )
-from sephnet.modeling.registry import (
-    SEPH_BOX_HEAD_REGISTRY,
-    SEPH_BOX_PREDICTOR_REGISTRY,
-    get_registered,
-)
+from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
+from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]
@@ -142,14 +139,12 @@ class SephStandardROIHeads(StandardROIHeads):
         box_head = head_cls(
             cfg, ShapeSpec(channels=channels[0], height=resolution, width=resolution)
         )
-        predictor_cls = get_registered(
-            SEPH_BOX_PREDICTOR_REGISTRY, cfg.MODEL.SEPH.PREDICTOR.NAME, "MODEL.SEPH.PREDICTOR.NAME"
-        )
         return {
             "box_in_features": in_features,
             "box_pooler": box_pooler,
             "box_head": box_head,
-            "box_predictor": predictor_cls(cfg, box_head.output_shapes),
+            # with the coder of MODEL.SEPH.BOX_CODER.NAME (sephv24's corner offsets)
+            "box_predictor": build_box_predictor(cfg, box_head.output_shapes),
         }
 
     @torch.no_grad()

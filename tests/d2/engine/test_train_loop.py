@@ -219,3 +219,46 @@ def test_amp_trainer_on_cpu_uses_bfloat16_autocast():
     assert "grad_scaler" in trainer.state_dict()
     with pytest.raises(ValueError, match="multi-device"):
         AMPTrainer(nn.DataParallel(M()), _data(), torch.optim.SGD(M().parameters(), lr=0.1))
+
+
+class _PrefetchingLoader:
+    """Not resumable: draws its items from the global numpy RNG, one item ahead."""
+
+    def __iter__(self):
+        pending = np.random.rand()
+        while True:
+            upcoming = np.random.rand()
+            yield torch.tensor([pending], dtype=torch.float32)
+            pending = upcoming
+
+
+class _NoisyScalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return {"loss": ((self.w * x - torch.rand(1)) ** 2).sum()}
+
+
+def _scalar_trainer(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = _NoisyScalar()
+    return SimpleTrainer(model, _PrefetchingLoader(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+
+
+def test_resume_with_a_non_resumable_loader_replays_the_data_stream():
+    full = _scalar_trainer(0)
+    full.train(0, 6)
+
+    first = _scalar_trainer(0)
+    first.train(0, 3)
+    state = first.state_dict()
+    assert "data_loader" not in state and state["data_position"] == 3
+
+    resumed = _scalar_trainer(123)  # another process: other global RNG states
+    resumed.model.load_state_dict(first.model.state_dict())  # the checkpointer's part
+    resumed.load_state_dict(state)
+    resumed.train(3, 6)
+    assert torch.equal(full.model.w, resumed.model.w)

@@ -400,10 +400,14 @@ class Visualizer:
         horizontal_alignment: str = "center",
         rotation: float = 0,
     ) -> VisImage:
-        """Write ``text`` at ``position`` (x, y) on a dark translucent background."""
+        """Write ``text`` at ``position`` (x, y) on a dark translucent background.
+
+        Text that would stick out of the image is moved just inside it (on small images a
+        label at a box near the border would otherwise be cut off).
+        """
         font_size = font_size or self._default_font_size
         x, y = position
-        self.output.ax.text(
+        artist = self.output.ax.text(
             x,
             y,
             text,
@@ -416,7 +420,24 @@ class Visualizer:
             zorder=10,
             rotation=rotation,
         )
+        self._move_inside_image(artist)
         return self.output
+
+    def _move_inside_image(self, artist: Any) -> None:
+        """Shift a text artist (with its background) so that it lies inside the image,
+        where it fits; text larger than the image stays at its top/left edge."""
+        fig = self.output.fig
+        extent = artist.get_window_extent(renderer=self.output.canvas.get_renderer())
+        pad = 2.0  # pixels: room for the background box around the glyphs
+        # display coordinates: pixels, origin at the bottom-left of the figure
+        dx = min(0.0, fig.bbox.width - pad - extent.x1)
+        dx = max(dx, pad - extent.x0)
+        dy = max(0.0, pad - extent.y0)
+        dy = min(dy, fig.bbox.height - pad - extent.y1)
+        if dx or dy:
+            x, y = artist.get_position()
+            # data units are input pixels with y pointing down
+            artist.set_position((x + dx / self.output.scale, y - dy / self.output.scale))
 
     def draw_circle(
         self, circle_coord: Tuple[float, float], color: Any, radius: float = 3

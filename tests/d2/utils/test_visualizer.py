@@ -117,3 +117,17 @@ def test_small_instance_label_goes_below_its_box():
     assert changed[26:40, 30:50].any()  # the label, under the box
     assert not changed[14:22, 34:46].any()  # inside the box (within its outline): untouched
     assert not changed[:8].any() and not changed[41:].any()  # above the box, below the label
+
+
+def test_label_at_the_right_border_is_moved_inside_the_image():
+    width = 200
+    vis = Visualizer(np.full((H, width, 3), 128, dtype=np.uint8))
+    # a small box in the top-right corner: its label goes under it, starting at x=182
+    out = vis.overlay_instances(
+        boxes=np.array([[182.0, 5.0, 199.0, 15.0]]), labels=["triangle 66%"]
+    ).get_image()
+    changed = np.any(out != 128, axis=2)
+    cols = np.nonzero(changed[18:35].any(axis=0))[0]  # the label's rows
+    assert len(cols) > 30  # the text is much wider than the box
+    assert cols.max() <= width - 2  # nothing cut off at the right edge
+    assert cols.min() < 182 - 30  # shifted left to fit

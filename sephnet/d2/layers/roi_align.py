@@ -55,7 +55,7 @@ def _rois_from_boxes(boxes: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torc
 
 def _axis_samples(
     start: torch.Tensor, size: torch.Tensor, grid: torch.Tensor, bins: int, length: int
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Bilinear corner indices and weights along one axis for every (ROI, bin, sub-sample).
 
     Args:
@@ -65,9 +65,10 @@ def _axis_samples(
         length: feature-map extent along this axis (H or W).
 
     Returns:
-        (low, high, w_low, w_high), each Tensor[sum_k bins * grid[k]] ordered by
-        (ROI, bin, sub-sample): the two pixel indices (int64) interpolated between and
-        their weights, which are already 0 for a sample outside ``[-1, length]``.
+        (indices, weights), each Tensor[L, 2] with L = sum_k bins * grid[k], rows ordered
+        by (ROI, bin, sub-sample): the two pixel indices (int64, low then high) that a
+        sample interpolates between and their weights, already 0 for a sample outside
+        ``[-1, length]``.
     """
     per_roi = grid * bins
     owner = torch.repeat_interleave(torch.arange(len(start), device=start.device), per_roi)
@@ -91,7 +92,7 @@ def _axis_samples(
     w_low = torch.where(inside, 1.0 - frac, torch.zeros_like(frac))
     low_idx = low.long()
     high_idx = torch.where(at_last, low_idx, low_idx + 1)
-    return low_idx, high_idx, w_low, w_high
+    return torch.stack([low_idx, high_idx], dim=1), torch.stack([w_low, w_high], dim=1)
 
 
 def _roi_align_chunk(
@@ -119,8 +120,8 @@ def _roi_align_chunk(
     height, width = feat_hw
     out_h, out_w = output_size
     device = feats.device
-    y_low, y_high, wy_low, wy_high = _axis_samples(start_h, roi_h, grid_h, out_h, height)
-    x_low, x_high, wx_low, wx_high = _axis_samples(start_w, roi_w, grid_w, out_w, width)
+    y_idx, y_w = _axis_samples(start_h, roi_h, grid_h, out_h, height)
+    x_idx, x_w = _axis_samples(start_w, roi_w, grid_w, out_w, width)
 
     per_bin = grid_h * grid_w
     per_roi = per_bin * (out_h * out_w)
@@ -130,21 +131,16 @@ def _roi_align_chunk(
     bin_idx = torch.div(local, gb, rounding_mode="floor")
     within = local - bin_idx * gb
     bin_row = torch.div(bin_idx, out_w, rounding_mode="floor")
-    bin_col = bin_idx - bin_row * out_w
     sub_row = torch.div(within, gw, rounding_mode="floor")
-    sub_col = within - sub_row * gw
     y_first = torch.cumsum(grid_h * out_h, 0) - grid_h * out_h
     x_first = torch.cumsum(grid_w * out_w, 0) - grid_w * out_w
     yi = y_first[owner] + bin_row * gh + sub_row
-    xi = x_first[owner] + bin_col * gw + sub_col
+    xi = x_first[owner] + (bin_idx - bin_row * out_w) * gw + (within - sub_row * gw)
 
-    base = batch[owner] * (height * width)
-    row_lo = base + y_low[yi] * width
-    row_hi = base + y_high[yi] * width
-    col_lo, col_hi = x_low[xi], x_high[xi]
-    columns = torch.stack([row_lo + col_lo, row_lo + col_hi, row_hi + col_lo, row_hi + col_hi], dim=1).reshape(-1)
-    wyl, wyh, wxl, wxh = wy_low[yi], wy_high[yi], wx_low[xi], wx_high[xi]
-    weights = torch.stack([wyl * wxl, wyl * wxh, wyh * wxl, wyh * wxh], dim=1).reshape(-1)
+    # The 4 corners of each sample are the outer product of its 2 rows and 2 columns.
+    rows = y_idx[yi] * width + (batch[owner] * (height * width))[:, None]
+    columns = (rows[:, :, None] + x_idx[xi][:, None, :]).reshape(-1)
+    weights = (y_w[yi][:, :, None] * x_w[xi][:, None, :]).reshape(-1)
 
     entries_per_row = torch.repeat_interleave(4 * per_bin, out_h * out_w)
     crow = torch.cat([entries_per_row.new_zeros(1), torch.cumsum(entries_per_row, 0)])

@@ -15,3 +15,4 @@ from sephnet.modeling.roi_heads import mask_head  # noqa: F401
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
 __all__ = ["SephStandardROIHeads"]
+from sephnet.modeling.roi_heads import cascade  # noqa: F401,E402  (SephCascadeROIHeads)

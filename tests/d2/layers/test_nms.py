@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sephnet.d2.layers import batched_nms, nms
+from sephnet.d2.layers.torchvision_ops import torchvision_ops
 
 nms_module = importlib.import_module("sephnet.d2.layers.nms")
 
@@ -167,3 +168,12 @@ def test_nms_matches_reference_for_mixed_shapes_and_extreme_thresholds(threshold
     boxes[200:] = boxes[:50]
     scores = torch.rand(num)
     assert nms_module._nms_pytorch(boxes, scores, threshold).tolist() == reference_nms(boxes, scores, threshold)
+
+
+@pytest.mark.skipif(torchvision_ops() is None, reason="cross-check needs a usable torchvision")
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_nms_equals_torchvision_kernel(threshold):
+    boxes = random_boxes(500, integer=True)
+    scores = torch.randint(0, 50, (500,)).float()
+    expected = torchvision_ops().nms(boxes, scores, threshold)
+    assert nms_module._nms_pytorch(boxes, scores, threshold).tolist() == expected.tolist()

@@ -9,6 +9,15 @@ import torch
 
 from sephnet.d2.layers import ROIAlign, roi_align
 from sephnet.d2.layers.roi_align import _roi_align_pytorch
+from sephnet.d2.layers.torchvision_ops import torchvision_ops
+
+roi_module = importlib.import_module("sephnet.d2.layers.roi_align")
+
+
+@pytest.fixture
+def pure_path(monkeypatch):
+    """Route the public API to the core's own implementation even if torchvision works."""
+    monkeypatch.setattr(roi_module, "torchvision_ops", lambda: None)
 
 
 def _bilinear(fmap: np.ndarray, y: float, x: float) -> np.ndarray:
@@ -111,7 +120,7 @@ def test_roi_align_on_a_linear_ramp_reads_the_bin_centres():
     torch.testing.assert_close(got[0, 0], expected_x.expand(2, 4))
 
 
-def test_roi_align_public_api_forms_agree():
+def test_roi_align_public_api_forms_agree(pure_path):
     features = torch.randn(2, 3, 9, 11)
     rois = _rois().float()
     module = ROIAlign((3, 3), spatial_scale=1.0, sampling_ratio=0)  # aligned defaults to True
@@ -126,7 +135,7 @@ def test_roi_align_public_api_forms_agree():
     assert "aligned=True" in repr(module)
 
 
-def test_roi_align_module_casts_rois_to_input_dtype_and_validates_shape():
+def test_roi_align_module_casts_rois_to_input_dtype_and_validates_shape(pure_path):
     features = torch.randn(1, 2, 5, 5)
     rois = torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]], dtype=torch.float64)
     assert ROIAlign(2, 1.0, 0)(features, rois).dtype == torch.float32
@@ -136,7 +145,7 @@ def test_roi_align_module_casts_rois_to_input_dtype_and_validates_shape():
         roi_align(features, torch.tensor([[3, 0.0, 0.0, 4.0, 4.0]]), 2, 1.0, 0, True)
 
 
-def test_roi_align_empty_rois_give_empty_output_and_gradient_flows():
+def test_roi_align_empty_rois_give_empty_output_and_gradient_flows(pure_path):
     features = torch.randn(2, 3, 6, 6, requires_grad=True)
     out = roi_align(features, torch.zeros(0, 5), (7, 7), 0.5, 0, True)
     assert out.shape == (0, 3, 7, 7)
@@ -156,15 +165,23 @@ def test_roi_align_gradcheck():
 
 
 def test_roi_align_large_adaptive_rois_are_chunked_consistently(monkeypatch):
-    module = importlib.import_module("sephnet.d2.layers.roi_align")
-
     features = torch.randn(2, 3, 20, 24, dtype=torch.float64)
     rois = torch.tensor(
         [[0, 0.0, 0.0, 23.0, 19.0], [1, 2.0, 1.0, 10.0, 18.0], [0, 5.0, 5.0, 6.0, 6.0], [1, -3.0, 4.0, 30.0, 9.0]],
         dtype=torch.float64,
     )
     whole = _roi_align_pytorch(features, rois, (3, 3), 1.0, 0, True)
-    monkeypatch.setattr(module, "_MAX_ENTRIES_PER_CHUNK", 50)  # forces one ROI per chunk
+    monkeypatch.setattr(roi_module, "_MAX_ENTRIES_PER_CHUNK", 50)  # forces one ROI per chunk
     chunked = _roi_align_pytorch(features, rois, (3, 3), 1.0, 0, True)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
     torch.testing.assert_close(whole, reference_roi_align(features, rois, (3, 3), 1.0, 0, True))
+
+
+@pytest.mark.skipif(torchvision_ops() is None, reason="cross-check needs a usable torchvision")
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_equals_torchvision_kernel(aligned, sampling_ratio):
+    features = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    rois = _rois()
+    expected = torchvision_ops().roi_align(features, rois, (3, 3), 1.0, sampling_ratio, aligned)
+    torch.testing.assert_close(_roi_align_pytorch(features, rois, (3, 3), 1.0, sampling_ratio, aligned), expected)

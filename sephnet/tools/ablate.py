@@ -1,0 +1,413 @@
+"""Run rows of the experiment log through ``train_net.py`` and tabulate them against the log.
+
+Examples::
+
+    # two rows on COCO, one after the other, each with 3 GPUs
+    python -m sephnet.tools.ablate --rows sephv14 'sephv15*' --num-gpus 3
+
+    # every runnable row of the FPN-3 table's 4) family, one row per GPU on 8 GPUs
+    python -m sephnet.tools.ablate --rows '4)*' --num-gpus 8 --parallel-gpus
+
+    # a CPU smoke run of three rows on the synthetic shapes data (tiny model and schedule)
+    python -m sephnet.tools.ablate --rows fpn3-baseline sephv2 sephv14 --shapes-smoke
+
+Rows are picked from the index (``configs/coco/ablations.yaml``) by id, label or glob. Each
+runs as ``python train_net.py --config-file <config> [--resume] OUTPUT_DIR <root>/<id>
+[smoke opts] [--opts ...]`` with its output in ``<root>/<id>/`` (log: ``ablate.log``).
+A row whose folder holds ``final_metrics.json`` is finished and skipped; one whose folder
+holds a ``last_checkpoint`` was interrupted and resumes from it. When a run ends, its final
+metrics are collected into ``final_metrics.json`` (see :func:`collect_metrics`); at the end
+``results.md`` and ``ap_diff.png`` (:mod:`sephnet.tools.results_table`) are written to the
+output root for every selected row that has final metrics.
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+
+from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
+from sephnet.tools.results_table import FINAL_METRICS, load_measured, write_results
+
+__all__ = [
+    "shapes_smoke_opts",
+    "run_state",
+    "build_command",
+    "collect_metrics",
+    "run_rows",
+    "main",
+]
+
+_TASKS = ("bbox", "segm")
+# detectron2's COCOEvaluator keys (percent) for the log's first six columns.
+_D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def shapes_smoke_opts(iterations: int) -> List[str]:
+    """Config overrides that turn any log row into a CPU smoke run on the shapes dataset.
+
+    ResNet-18 from scratch, 64-channel FPN and heads, 128-192 px images, 2 images per
+    iteration on one process, ``iterations`` SGD steps with a checkpoint every quarter of
+    them, evaluation on ``shapes_val`` at the end with every detection kept. The row's own
+    components (heads, matchers, samplers, losses, norms, pooled levels, anchors) are kept.
+
+    Raises:
+        ValueError: ``iterations`` < 4.
+    """
+    if iterations < 4:
+        raise ValueError(f"--smoke-iters={iterations}; expected at least 4.")
+    return [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.WEIGHTS", "",
+        "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
+        "MODEL.RESNETS.DEPTH", "18",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.FPN.OUT_CHANNELS", "64",
+        "MODEL.ROI_HEADS.NUM_CLASSES", "3",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
+        "MODEL.SEPH.BOX_HEAD.CONV_DIM", "64",
+        "MODEL.SEPH.BOX_HEAD.FC_DIM", "128",
+        "MODEL.SEPH.BOX_HEAD.BRANCH_CONV_DIM", "64",
+        "DATASETS.TRAIN", "('shapes_train',)",
+        "DATASETS.TEST", "('shapes_val',)",
+        "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)",
+        "INPUT.MAX_SIZE_TRAIN", "192",
+        "INPUT.MIN_SIZE_TEST", "128",
+        "INPUT.MAX_SIZE_TEST", "192",
+        "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.REFERENCE_WORLD_SIZE", "0",
+        "SOLVER.BASE_LR", "0.005",
+        "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.WARMUP_ITERS", str(iterations // 4),
+        "SOLVER.STEPS", f"({iterations * 3 // 4},)",
+        "SOLVER.CHECKPOINT_PERIOD", str(max(1, iterations // 4)),
+        "TEST.EVAL_PERIOD", "0",
+        "SEED", "42",
+    ]
+
+
+def run_state(run_dir: str) -> str:
+    """``"finished"`` (``final_metrics.json`` exists), ``"interrupted"`` (a
+    ``last_checkpoint`` exists) or ``"new"``."""
+    if os.path.isfile(os.path.join(run_dir, FINAL_METRICS)):
+        return "finished"
+    if os.path.isfile(os.path.join(run_dir, "last_checkpoint")):
+        return "interrupted"
+    return "new"
+
+
+def build_command(
+    train_net: str,
+    config: str,
+    run_dir: str,
+    *,
+    num_gpus: int,
+    resume: bool,
+    opts: Sequence[str],
+) -> List[str]:
+    """The ``train_net.py`` command line of one run (``opts``: KEY VALUE pairs, last wins)."""
+    cmd = [sys.executable, train_net, "--config-file", config, "--num-gpus", str(num_gpus)]
+    if resume:
+        cmd.append("--resume")
+    return cmd + ["OUTPUT_DIR", run_dir, *opts]
+
+
+def _last_evaluation(run_dir: str) -> Dict[str, List[Optional[float]]]:
+    """Per task, the log's 12 columns from the last metrics.json entry that has the task's
+    AP (detectron2 stores percent; the log fractions). AR columns are None there."""
+    path = os.path.join(run_dir, "metrics.json")
+    found: Dict[str, List[Optional[float]]] = {}
+    if not os.path.isfile(path):
+        return found
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            entry = json.loads(line)
+            for task in _TASKS:
+                if f"{task}/AP" in entry:
+                    aps = [entry.get(f"{task}/{k}") for k in _D2_AP_KEYS]
+                    found[task] = [None if v is None else v / 100.0 for v in aps] + [None] * 6
+    return found
+
+
+def _gt_json(run_dir: str) -> Optional[str]:
+    """The COCO json of the run's first test dataset: its registered ``json_file``, else
+    the COCOEvaluator's conversion cached in ``inference/``."""
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as f:
+        tests = (yaml.safe_load(f).get("DATASETS") or {}).get("TEST") or []
+    if not tests:
+        return None
+    name = tests[0]
+    cached = os.path.join(run_dir, "inference", f"{name}_coco_format.json")
+    if os.path.isfile(cached):
+        return cached
+    import sephnet.data  # noqa: F401  (registers the shapes datasets)
+    from sephnet.backend import DatasetCatalog, MetadataCatalog
+
+    if name in DatasetCatalog.list():
+        json_file = getattr(MetadataCatalog.get(name), "json_file", None)
+        if json_file and os.path.isfile(json_file):
+            return json_file
+    return None
+
+
+def _coco_stats(run_dir: str) -> Dict[str, List[Optional[float]]]:
+    """All 12 COCO numbers per task, recomputed with pycocotools from the run's
+    ``inference/coco_instances_results.json`` (detectron2 reports only the six APs)."""
+    results_path = os.path.join(run_dir, "inference", "coco_instances_results.json")
+    gt_path = _gt_json(run_dir) if os.path.isfile(results_path) else None
+    if gt_path is None:
+        return {}
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    stats: Dict[str, List[Optional[float]]] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_path)
+        for task in _TASKS:
+            task_results = [r for r in results if task != "segm" or "segmentation" in r]
+            if not task_results:
+                continue
+            if task == "segm":
+                # loadRes derives a segm result's bbox and area from its mask; drop the box
+                # so it does not take the box route.
+                task_results = [{k: v for k, v in r.items() if k != "bbox"} for r in task_results]
+            evaluator = COCOeval(gt, gt.loadRes(task_results), task)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            # COCOeval writes -1 where a column has no ground truth (e.g. no small objects).
+            stats[task] = [None if v < 0 else float(v) for v in evaluator.stats]
+    return stats
+
+
+def collect_metrics(run_dir: str) -> Dict[str, List[Optional[float]]]:
+    """A finished run's final metrics in the log's layout.
+
+    Returns:
+        ``{task: 12 values in LOG_COLUMNS order}`` for each task ("bbox", "segm") the run
+        evaluated, as fractions like the log. The task list and the six APs come from the
+        last evaluation entry of ``metrics.json``; all 12 numbers are recomputed from
+        ``inference/coco_instances_results.json`` with pycocotools when that file and the
+        test set's COCO json are found (else the AR columns are None). Missing values are
+        None.
+    """
+    final = _last_evaluation(run_dir)
+    stats = _coco_stats(run_dir) if final else {}
+    for task, values in stats.items():
+        if task in final:
+            final[task] = values
+    return final
+
+
+def _final_metrics_ok(metrics: Dict[str, List[Optional[float]]]) -> bool:
+    bbox = metrics.get("bbox")
+    return bbox is not None and len(bbox) == len(LOG_COLUMNS)
+
+
+class _Runner:
+    """Runs rows and remembers live child processes so an interrupt can stop them."""
+
+    def __init__(self, train_net: str, output_root: str, opts: Sequence[str], num_gpus: int):
+        self.train_net, self.output_root = train_net, output_root
+        self.opts, self.num_gpus = list(opts), num_gpus
+        self._live: List[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def run(self, row: AblationRow, env: Optional[Dict[str, str]] = None, gpus: int = 0) -> str:
+        """Train/evaluate one row unless finished; returns "finished", "done" or "failed"."""
+        run_dir = os.path.join(self.output_root, row.id)
+        state = run_state(run_dir)
+        if state == "finished":
+            print(f"[ablate] {row.id}: finished earlier, skipped", flush=True)
+            return "finished"
+        os.makedirs(run_dir, exist_ok=True)
+        cmd = build_command(
+            self.train_net,
+            row.config,
+            run_dir,
+            num_gpus=gpus or self.num_gpus,
+            resume=state == "interrupted",
+            opts=self.opts,
+        )
+        verb = "resuming" if state == "interrupted" else "starting"
+        print(f"[ablate] {row.id}: {verb} ({row.label})", flush=True)
+        with open(os.path.join(run_dir, "ablate.log"), "a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            with self._lock:
+                self._live.append(child)
+            code = child.wait()
+            with self._lock:
+                self._live.remove(child)
+        if code != 0:
+            print(f"[ablate] {row.id}: train_net exited with {code}; see {run_dir}/ablate.log",
+                  flush=True)
+            return "failed"
+        metrics = collect_metrics(run_dir)
+        if not _final_metrics_ok(metrics):
+            print(f"[ablate] {row.id}: no bbox evaluation in {run_dir}/metrics.json", flush=True)
+            return "failed"
+        with open(os.path.join(run_dir, FINAL_METRICS), "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=1)
+        ap = metrics["bbox"][0]
+        print(f"[ablate] {row.id}: done, bbox mAP {_fmt(ap)}", flush=True)
+        return "done"
+
+    def stop_all(self) -> None:
+        """Terminate every running child (their checkpoints stay for a resume)."""
+        with self._lock:
+            children = list(self._live)
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait()
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def run_rows(
+    rows: Sequence[AblationRow],
+    output_root: str,
+    *,
+    train_net: str = "train_net.py",
+    num_gpus: int = 1,
+    parallel_gpus: bool = False,
+    opts: Sequence[str] = (),
+) -> Dict[str, str]:
+    """Run rows and write the results table of those with final metrics.
+
+    Args:
+        rows: runnable rows (with a config).
+        output_root: parent of the run folders ``<output_root>/<row.id>``.
+        train_net: path of ``train_net.py`` (run with this Python).
+        num_gpus: sequential mode: ``--num-gpus`` of each run. Parallel mode: how many rows
+            run at once, each on one GPU (``CUDA_VISIBLE_DEVICES`` = its slot 0..N-1).
+        parallel_gpus: one row per GPU instead of one row after the other.
+        opts: KEY VALUE config overrides added to every run.
+
+    Returns:
+        ``{row id: "finished" (skipped) | "done" | "failed"}``.
+
+    Raises:
+        ValueError: a row has no config or ``num_gpus`` < 1.
+        KeyboardInterrupt: after stopping the running children (their folders resume).
+    """
+    if num_gpus < 1:
+        raise ValueError(f"--num-gpus={num_gpus}; expected >= 1.")
+    for row in rows:
+        if not row.runnable:
+            raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
+    runner = _Runner(train_net, output_root, opts, num_gpus)
+    status: Dict[str, str] = {}
+    try:
+        if parallel_gpus and num_gpus > 1:
+            slots: "queue.Queue[int]" = queue.Queue()
+            for gpu in range(num_gpus):
+                slots.put(gpu)
+
+            def on_a_gpu(row: AblationRow) -> str:
+                gpu = slots.get()
+                try:
+                    env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
+                    return runner.run(row, env=env, gpus=1)
+                finally:
+                    slots.put(gpu)
+
+            with ThreadPoolExecutor(max_workers=num_gpus) as pool:
+                for row, result in zip(rows, pool.map(on_a_gpu, rows)):
+                    status[row.id] = result
+        else:
+            for row in rows:
+                status[row.id] = runner.run(row)
+    except KeyboardInterrupt:
+        runner.stop_all()
+        raise
+    finally:
+        _write_table(rows, output_root)
+    return status
+
+
+def _write_table(rows: Sequence[AblationRow], output_root: str) -> None:
+    measured = load_measured(rows, output_root)
+    if measured:
+        table, chart = write_results(rows, measured, output_root)
+        print(f"[ablate] wrote {table} and {chart}", flush=True)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m sephnet.tools.ablate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sephnet.tools.ablate",
+        description="Run experiment-log rows through train_net.py; resume interrupted rows, "
+        "skip finished ones, and tabulate the results beside the log's.",
+    )
+    parser.add_argument("--rows", nargs="+", required=True, metavar="ROW",
+                        help="row ids, labels or globs of them (see the index)")
+    parser.add_argument("--index", default=os.path.join("configs", "coco", "ablations.yaml"),
+                        help="the ablation index (default: %(default)s)")
+    parser.add_argument("--output-root", default=None,
+                        help="parent of the run folders (default: output/ablations, or "
+                        "output/ablations-shapes with --shapes-smoke)")
+    parser.add_argument("--train-net", default="train_net.py",
+                        help="path of train_net.py (default: %(default)s)")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="GPUs per run; with --parallel-gpus, rows run at once")
+    parser.add_argument("--parallel-gpus", action="store_true",
+                        help="run one row per GPU, --num-gpus rows at a time")
+    parser.add_argument("--shapes-smoke", action="store_true",
+                        help="CPU smoke run: shapes dataset, ResNet-18, tiny sizes, "
+                        "--smoke-iters iterations (overrides come before --opts)")
+    parser.add_argument("--smoke-iters", type=int, default=20,
+                        help="iterations of a --shapes-smoke run (default: %(default)s)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="KEY VALUE config overrides for every run")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit status (0: every row finished)."""
+    args = argument_parser().parse_args(argv)
+    if len(args.opts) % 2:
+        raise SystemExit(f"--opts needs KEY VALUE pairs, got {args.opts!r}.")
+    try:
+        rows = select_rows(load_index(args.index), args.rows)
+        smoke = shapes_smoke_opts(args.smoke_iters) if args.shapes_smoke else []
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    opts = smoke + args.opts
+    root = args.output_root or os.path.join(
+        "output", "ablations-shapes" if args.shapes_smoke else "ablations"
+    )
+    status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
+                      parallel_gpus=args.parallel_gpus, opts=opts)
+    failed = sorted(k for k, v in status.items() if v == "failed")
+    if failed:
+        print(f"[ablate] failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

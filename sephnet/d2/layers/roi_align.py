@@ -123,35 +123,41 @@ def _roi_align_chunk(
     y_idx, y_w = _axis_samples(start_h, roi_h, grid_h, out_h, height)
     x_idx, x_w = _axis_samples(start_w, roi_w, grid_w, out_w, width)
 
+    # Per output bin (ROI k, bin row r, bin column c): where its sub-rows/sub-columns
+    # start in the axis tables, and its sample-grid width.
+    num_bins = out_h * out_w
     per_bin = grid_h * grid_w
-    per_roi = per_bin * (out_h * out_w)
-    owner = torch.repeat_interleave(torch.arange(len(batch), device=device), per_roi)
-    local = torch.arange(len(owner), device=device) - (torch.cumsum(per_roi, 0) - per_roi)[owner]
-    gh, gw, gb = grid_h[owner], grid_w[owner], per_bin[owner]
-    bin_idx = torch.div(local, gb, rounding_mode="floor")
-    within = local - bin_idx * gb
-    bin_row = torch.div(bin_idx, out_w, rounding_mode="floor")
-    sub_row = torch.div(within, gw, rounding_mode="floor")
+    bin_row = torch.arange(out_h, device=device).repeat_interleave(out_w)
+    bin_col = torch.arange(out_w, device=device).repeat(out_h)
     y_first = torch.cumsum(grid_h * out_h, 0) - grid_h * out_h
     x_first = torch.cumsum(grid_w * out_w, 0) - grid_w * out_w
-    yi = y_first[owner] + bin_row * gh + sub_row
-    xi = x_first[owner] + (bin_idx - bin_row * out_w) * gw + (within - sub_row * gw)
+    bin_y0 = (y_first[:, None] + bin_row[None, :] * grid_h[:, None]).reshape(-1)
+    bin_x0 = (x_first[:, None] + bin_col[None, :] * grid_w[:, None]).reshape(-1)
+    bin_gw = grid_w.repeat_interleave(num_bins)
+    bin_count = per_bin.repeat_interleave(num_bins)
+    bin_base = (batch * (height * width)).repeat_interleave(num_bins)
+
+    # Per sample, ordered by (bin, sub-row, sub-column).
+    owner = torch.repeat_interleave(torch.arange(len(bin_count), device=device), bin_count)
+    within = torch.arange(len(owner), device=device) - (torch.cumsum(bin_count, 0) - bin_count)[owner]
+    gw = bin_gw[owner]
+    sub_row = torch.div(within, gw, rounding_mode="floor")
+    yi = bin_y0[owner] + sub_row
+    xi = bin_x0[owner] + (within - sub_row * gw)
 
     # The 4 corners of each sample are the outer product of its 2 rows and 2 columns.
-    rows = y_idx[yi] * width + (batch[owner] * (height * width))[:, None]
+    rows = y_idx[yi] * width + bin_base[owner][:, None]
     columns = (rows[:, :, None] + x_idx[xi][:, None, :]).reshape(-1)
     weights = (y_w[yi][:, :, None] * x_w[xi][:, None, :]).reshape(-1)
 
-    entries_per_row = torch.repeat_interleave(4 * per_bin, out_h * out_w)
-    crow = torch.cat([entries_per_row.new_zeros(1), torch.cumsum(entries_per_row, 0)])
+    crow = torch.cat([bin_count.new_zeros(1), torch.cumsum(4 * bin_count, 0)])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
         matrix = torch.sparse_csr_tensor(
-            crow, columns, weights, size=(len(entries_per_row), feats.shape[0]), check_invariants=False
+            crow, columns, weights, size=(len(bin_count), feats.shape[0]), check_invariants=False
         )
         pooled = torch.sparse.mm(matrix, feats)
-    count = torch.repeat_interleave(per_bin.clamp(min=1), out_h * out_w).to(pooled.dtype)
-    return pooled / count[:, None]
+    return pooled / bin_count.clamp(min=1).to(pooled.dtype)[:, None]
 
 
 def _roi_align_pytorch(

@@ -95,6 +95,10 @@ def _suppression_edges(boxes: torch.Tensor, iou_threshold: float) -> Tuple[torch
         max_w = float(widths.max())
         band_height = shrink * float(heights.max()) * (1 + 1e-9) + 1e-9
         band = torch.floor((y1 - y1.min()) / band_height)
+        # Renumber the occupied bands 0, 1, 2, ... to keep the key below exactly
+        # representable magnitudes; neighbouring bands stay neighbours (skipping empty
+        # ones only adds candidates).
+        band = torch.unique(band, return_inverse=True)[1].double()
         # One key axis for (band, x1): bands are spaced further apart than any window.
         band_span = float(x2.max() - x1.min()) + 2 * max_w + 2
         key = band * band_span + (x1 - x1.min() + max_w + 1)

@@ -177,3 +177,19 @@ def test_nms_equals_torchvision_kernel(threshold):
     scores = torch.randint(0, 50, (500,)).float()
     expected = torchvision_ops().nms(boxes, scores, threshold)
     assert nms_module._nms_pytorch(boxes, scores, threshold).tolist() == expected.tolist()
+
+
+def test_nms_flat_boxes_far_apart_in_y_still_found():
+    # Heights of 1e-9 spread over 1e6 in y give ~1e15 candidate y-bands; overlapping pairs
+    # must still be found (float64 boxes, so the heights survive).
+    num = 200
+    x = torch.rand(num // 2, dtype=torch.float64) * 50
+    y = torch.arange(num // 2, dtype=torch.float64) * 1e4
+    left = torch.stack([x, y, x + 10, y + 1e-9], dim=1)
+    right = left + torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)  # IoU with left: 9 / 11
+    boxes = torch.stack([left, right], dim=1).reshape(num, 4)
+    scores = torch.rand(num, dtype=torch.float64)
+    keep = nms_module._nms_pytorch(boxes, scores, 0.5)
+    pair_scores = scores.view(-1, 2)
+    expected = torch.arange(0, num, 2) + pair_scores.argmax(1)
+    assert sorted(keep.tolist()) == sorted(expected.tolist())

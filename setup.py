@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["sephnet", "sephnet.*"]),
     install_requires=[
-        "torch>=1.10",
+        "torch>=2.0",
         "numpy",
         "fvcore>=0.1.5",
         "iopath>=0.1.9",

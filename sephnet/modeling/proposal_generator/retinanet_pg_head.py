@@ -5,41 +5,9 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from sephnet.backend import Conv2d
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.modeling.dense_tower import SharedConvTower
 
 __all__ = ["RetinaNetPGHead"]
-
-
-class _Tower(nn.Module):
-    """``num_convs`` 3x3 convs C -> C shared across levels, each followed by a per-level norm
-    (own parameters for every level) and ReLU unless the norm has its own non-linearity."""
-
-    def __init__(self, channels, num_convs, num_levels, norm, norm_groups, norm_eps):
-        super().__init__()
-        self.convs = nn.ModuleList(
-            Conv2d(channels, channels, kernel_size=3, padding=1, bias=norm == "")
-            for _ in range(num_convs)
-        )
-        self.norms = None
-        if norm:
-            self.norms = nn.ModuleList(
-                nn.ModuleList(
-                    get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
-                    for _ in range(num_levels)
-                )
-                for _ in range(num_convs)
-            )
-        self.activation = None if norm_includes_activation(norm) else nn.ReLU()
-
-    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if self.norms is not None:
-                x = self.norms[i][level](x)
-            if self.activation is not None:
-                x = self.activation(x)
-        return x
 
 
 class RetinaNetPGHead(nn.Module):
@@ -95,8 +63,15 @@ class RetinaNetPGHead(nn.Module):
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f"RetinaNetPGHead: prior_prob={prior_prob!r}; expected (0, 1).")
         self.num_levels = num_levels
-        self.cls_tower = _Tower(in_channels, num_convs, num_levels, norm, norm_groups, norm_eps)
-        self.box_tower = _Tower(in_channels, num_convs, num_levels, norm, norm_groups, norm_eps)
+        tower = dict(
+            num_convs=num_convs,
+            num_levels=num_levels,
+            norm=norm,
+            norm_groups=norm_groups,
+            norm_eps=norm_eps,
+        )
+        self.cls_tower = SharedConvTower(in_channels, **tower)
+        self.box_tower = SharedConvTower(in_channels, **tower)
         self.cls_score = nn.Conv2d(in_channels, num_anchors, kernel_size=3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * box_dim, kernel_size=3, padding=1)
         for layer in self.modules():

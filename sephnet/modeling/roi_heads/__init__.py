@@ -16,3 +16,4 @@ from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
 __all__ = ["SephStandardROIHeads"]
 from sephnet.modeling.roi_heads import cascade  # noqa: F401,E402  (SephCascadeROIHeads)
+from sephnet.modeling.roi_heads import ge_roi_heads  # noqa: F401,E402  (SephGEROIHeads)

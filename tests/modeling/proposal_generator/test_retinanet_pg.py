@@ -297,3 +297,73 @@ def test_config_errors_name_the_keys():
         validate_sephnet_config(_cfg(**{"MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64]]}))
     with pytest.raises(ValueError, match="NUM_CONVS=-1"):
         validate_sephnet_config(_cfg(**{"MODEL.RETINANET.NUM_CONVS": -1}))
+
+
+def _model_cfg(roi_heads):
+    """A narrow R-18 FPN detector with SephRetinaNetPG and the given sephnet ROI heads."""
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    m = cfg.MODEL
+    m.DEVICE = "cpu"
+    m.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    m.BACKBONE.FREEZE_AT = 0
+    m.RESNETS.DEPTH = 18
+    m.RESNETS.RES2_OUT_CHANNELS = 64
+    m.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    m.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    m.FPN.OUT_CHANNELS = 16
+    levels = ["p3", "p4", "p5", "p6"]
+    m.PROPOSAL_GENERATOR.NAME = "SephRetinaNetPG"
+    m.RPN.IN_FEATURES = levels
+    m.RPN.POST_NMS_TOPK_TRAIN = 100
+    m.ANCHOR_GENERATOR.SIZES = [[16], [32], [64], [128]]
+    m.RETINANET.NUM_CONVS = 1
+    m.RETINANET.BBOX_REG_LOSS_TYPE = "giou"
+    m.SEPH.RETINANET_PG.NORM = "EvoNormS0"
+    m.SEPH.EVONORM.GROUPS = 4
+    m.ROI_HEADS.NAME = roi_heads
+    m.ROI_HEADS.IN_FEATURES = levels
+    m.ROI_HEADS.NUM_CLASSES = 3
+    m.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+    m.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    m.ROI_BOX_HEAD.POOLER_RESOLUTION = 4
+    m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = roi_heads == "SephCascadeROIHeads"
+    m.SEPH.BOX_HEAD.NAME = "TwinTowerConvFCHead"
+    m.SEPH.BOX_HEAD.NUM_CONV = 1
+    m.SEPH.BOX_HEAD.CONV_DIM = 16
+    m.SEPH.BOX_HEAD.NUM_FC = 1
+    m.SEPH.BOX_HEAD.FC_DIM = 16
+    m.SEPH.GE_ROI_HEADS.NUM_CONVS = 1
+    m.SEPH.GE_ROI_HEADS.CANONICAL_BOX_SIZE = 16
+    m.ROI_BOX_HEAD.NORM = "EvoNormS0"
+    m.RETINANET.TOPK_CANDIDATES_TEST = 50
+    cfg.TEST.DETECTIONS_PER_IMAGE = 20
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "roi_heads", ["SephStandardROIHeads", "SephCascadeROIHeads", "SephGEROIHeads"]
+)
+def test_in_a_full_model_with_each_sephnet_roi_head(roi_heads):
+    from sephnet.backend import build_model
+
+    cfg = _model_cfg(roi_heads)
+    validate_sephnet_config(cfg)
+    model = build_model(cfg).train()
+    assert isinstance(model.proposal_generator, SephRetinaNetPG)
+    image = torch.randint(0, 256, (3, IMAGE, IMAGE), dtype=torch.uint8)
+    data = {"image": image, "instances": _gt([[4, 6, 40, 30], [20, 24, 60, 62]], IMAGE)}
+    data["instances"].gt_classes = torch.tensor([0, 2])
+    with EventStorage():
+        losses = model([data])
+    assert {"loss_rpn_cls", "loss_rpn_loc"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    assert model.proposal_generator.head.cls_score.weight.grad.abs().sum() > 0
+    assert model.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{"image": image, "height": IMAGE, "width": IMAGE}])
+    assert len(result["instances"]) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert result["instances"].has("pred_boxes")

@@ -168,3 +168,49 @@ def test_hooked_detectron2_fpn_builder_wraps_the_seph_fpn_with_after_and_rpn_hoo
         validate_sephnet_config(cfg)
     with pytest.raises(ValueError, match="BEFORE='SEBackboneHook'"):
         build_backbone(cfg)
+
+
+_BUILDER_KEYS = {
+    "build_seph_hooked_fpn_backbone": {},
+    "build_seph_tf_fpn_backbone": {"MODEL.SEPH.BACKBONE_HOOKS.BEFORE": "NonLocalBackboneHook"},
+    "build_seph_bifpn_backbone": {
+        "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
+        "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"],
+        "MODEL.SEPH.NECKS.BIFPN.SIZE_DIVISIBILITY": 64,
+        "MODEL.SEPH.BACKBONE_HOOKS.BEFORE": "SEBackboneHook",
+    },
+    "build_seph_two_way_fpn_backbone": {
+        "MODEL.META_ARCHITECTURE": "SephGeneralizedRCNN",
+        "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
+        "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"],
+        "MODEL.SEPH.NECKS.TF_FPN.NUM_TOP_LEVELS": 0,
+    },
+}
+
+
+def test_builder_table_covers_every_hooked_builder():
+    from sephnet.config.backbone_hooks import HOOKED_BACKBONES
+
+    assert sorted(_BUILDER_KEYS) == sorted(HOOKED_BACKBONES)
+
+
+@pytest.mark.parametrize("builder", sorted(_BUILDER_KEYS))
+def test_every_hooked_builder_builds_from_config_and_backpropagates(builder):
+    cfg = _narrow_cfg(builder)
+    cfg.MODEL.SEPH.BACKBONE_HOOKS.AFTER = "" if "two_way" in builder else "BalanceBackboneHook"
+    for key, value in _BUILDER_KEYS[builder].items():
+        cfg.merge_from_list([key, value])
+    validate_sephnet_config(cfg)
+    backbone = build_backbone(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = backbone(torch.randn(1, 3, IMAGE, IMAGE))
+    finally:
+        torch.set_num_threads(threads)
+    dicts = out if backbone.returns_two_dicts else (out,)
+    for d in dicts:
+        _check(backbone, d)
+    sum(t.sum() for d in dicts for t in d.values()).backward()
+    assert all(p.grad is not None for n, p in backbone.named_parameters()
+               if not n.startswith("bottom_up"))

@@ -1,0 +1,77 @@
+"""MODEL.SEPH.BACKBONE_HOOKS keys: defaults, YAML merge, and every setup-time error names its keys."""
+import pytest
+
+from sephnet.backend import get_cfg
+from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config.backbone_hooks import HOOKED_BACKBONES, validate_config
+
+
+def _cfg(backbone="build_seph_tf_fpn_backbone", **keys):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = backbone
+    for key, value in keys.items():
+        cfg.merge_from_list([f"MODEL.SEPH.BACKBONE_HOOKS.{key}", value])
+    return cfg
+
+
+def test_defaults_add_no_hook_and_validate_with_detectron2_backbones():
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    node = cfg.MODEL.SEPH.BACKBONE_HOOKS
+    assert (node.BEFORE, node.AFTER, node.RPN) == ("", "", "")
+    assert (node.NORM, node.MIN_LEVEL, node.SE.RATIO) == ("EvoNormS0", 4, 16)
+    assert (node.NON_LOCAL.VERSION, node.FUSION.VERSION, node.BALANCE.VERSION) == (
+        "current", "V1", "V1")
+    validate_sephnet_config(cfg)
+
+
+def test_keys_merge_from_yaml_text(tmp_path):
+    path = tmp_path / "hooks.yaml"
+    path.write_text(
+        "MODEL:\n  BACKBONE:\n    NAME: build_seph_tf_fpn_backbone\n  SEPH:\n    BACKBONE_HOOKS:\n"
+        "      BEFORE: NonLocalBackboneHook\n      AFTER: FusionBackboneHook\n"
+        "      NON_LOCAL:\n        VERSION: old\n      FUSION:\n        VERSION: V2\n"
+    )
+    cfg = _cfg()
+    cfg.merge_from_file(str(path))
+    validate_config(cfg)
+    assert cfg.MODEL.SEPH.BACKBONE_HOOKS.NON_LOCAL.VERSION == "old"
+    with pytest.raises(KeyError):
+        cfg.merge_from_list(["MODEL.SEPH.BACKBONE_HOOKS.NONLOCAL", "x"])
+
+
+@pytest.mark.parametrize("backbone", HOOKED_BACKBONES)
+def test_every_hooked_builder_accepts_after_hooks(backbone):
+    validate_config(_cfg(backbone, AFTER="SEBackboneHook"))
+
+
+@pytest.mark.parametrize(
+    "keys,backbone,message",
+    [
+        ({"BEFORE": "Nope"}, None, "BEFORE='Nope' is not registered.*NonLocalBackboneHook"),
+        ({"AFTER": "SEBackboneHook"}, "build_resnet_fpn_backbone",
+         "AFTER='SEBackboneHook' needs a hooked backbone builder.*'build_resnet_fpn_backbone'"),
+        ({"BEFORE": "SEBackboneHook"}, "build_seph_hooked_fpn_backbone",
+         "BEFORE='SEBackboneHook' cannot wrap detectron2's FPN"),
+        ({"RPN": "BalanceBackboneHook"}, None, "RPN='BalanceBackboneHook'.*SephGeneralizedRCNN"),
+        ({"NORM": "XN"}, None, "MODEL.SEPH.BACKBONE_HOOKS.NORM.*'XN'"),
+        ({"NON_LOCAL.VERSION": "V3"}, None, "NON_LOCAL.VERSION='V3'"),
+        ({"FUSION.VERSION": "V4"}, None, "FUSION.VERSION='V4'"),
+        ({"BALANCE.VERSION": "V3"}, None, "BALANCE.VERSION='V3'"),
+        ({"MIN_LEVEL": 1}, None, "MIN_LEVEL=1; expected an int >= 2"),
+        ({"SE.RATIO": 0}, None, "SE.RATIO=0"),
+        ({"BALANCE.REFERENCE_INDEX": -1}, None, "REFERENCE_INDEX=-1"),
+    ],
+)
+def test_setup_errors_name_keys_and_values(keys, backbone, message):
+    cfg = _cfg(backbone or "build_seph_tf_fpn_backbone", **keys)
+    with pytest.raises(ValueError, match=message):
+        validate_config(cfg)
+
+
+def test_rpn_balance_v2_is_rejected_as_it_would_change_rpn_channels():
+    cfg = _cfg(RPN="BalanceBackboneHook", **{"BALANCE.VERSION": "V2"})
+    cfg.MODEL.META_ARCHITECTURE = "SephGeneralizedRCNN"
+    with pytest.raises(ValueError, match="VERSION='V2'.*twice the channels"):
+        validate_config(cfg)

@@ -2,8 +2,9 @@
 
 1. ``python train_net.py --config-file configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml``
    (skipped when ``--run-dir`` already holds ``model_final.pth`` and ``metrics.json``);
-2. ``python -m sephnet.demo`` on the first ``--num-images`` images of ``shapes_val``, with
-   the run's final weights; the drawings are tiled into ``quickstart_predictions.png``;
+2. ``python -m sephnet.demo --scale 2`` on the first ``--num-images`` images of
+   ``shapes_val``, with the run's final weights; the drawings are tiled into
+   ``quickstart_predictions.png`` (256 colours, to keep the file small);
 3. ``python -m sephnet.tools.plot_metrics`` on the run's ``metrics.json`` →
    ``quickstart_curves.png``.
 
@@ -23,6 +24,7 @@ from typing import List
 
 import cv2
 import numpy as np
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_R_18_FPN_shapes.yaml")
@@ -78,11 +80,12 @@ def main() -> None:
     inputs = _val_images(args.num_images)
     with tempfile.TemporaryDirectory() as drawn:
         _run([sys.executable, "-m", "sephnet.demo", "--config-file", CONFIG,
-              "--input", *inputs, "--output", drawn + os.sep,
+              "--input", *inputs, "--output", drawn + os.sep, "--scale", "2",
               "--opts", "MODEL.WEIGHTS", weights])
         images = [cv2.imread(os.path.join(drawn, os.path.basename(p))) for p in inputs]
     predictions = os.path.join(args.out, "quickstart_predictions.png")
-    cv2.imwrite(predictions, tile(images, args.columns))
+    grid = Image.fromarray(tile(images, args.columns)[:, :, ::-1])
+    grid.quantize(colors=256, dither=Image.Dither.NONE).save(predictions, optimize=True)
     print(f"Wrote {predictions}")
 
     _run([sys.executable, "-m", "sephnet.tools.plot_metrics", metrics, "--labels", "quickstart",

@@ -121,6 +121,12 @@ def test_known_prediction_is_drawn_inside_its_mask_only(tmp_path, monkeypatch):
     assert not changed[30:, 54:].any() and not changed[:, :6].any()  # beside the box
     assert changed[8, 20:40].any() and changed[60, 20:40].any()  # the box's edges
 
+    big = str(tmp_path / "big.png")
+    demo.main(["--config-file", CONFIG, "--input", src, "--output", big, "--scale", "2"])
+    assert cv2.imread(big).shape == (160, 192, 3)
+    with pytest.raises(ValueError, match=r"--scale=0.0; expected a positive number"):
+        demo.main(["--config-file", CONFIG, "--input", src, "--output", big, "--scale", "0"])
+
 
 def test_cli_reports_errors_without_traceback(tmp_path):
     result = subprocess.run(

@@ -1,0 +1,137 @@
+"""Every config under configs/ merges with sephnet's keys, validates and builds its model.
+
+One config per distinct combination of components (backbone and FPN norm, proposal
+generator and anchor matcher, ROI heads, box head and its norm, sampler, classifier layer,
+IoU branch, box loss, mask head) also runs one training step (forward, losses, backward) and
+one inference on a 64x64 image on CPU, with the config's own depth and widths (ResNet-50
+included) but only 16 proposals and 16 sampled ROIs per image, which keeps the heads cheap.
+"""
+import glob
+import os
+
+import pytest
+import torch
+
+import sephnet.layers  # noqa: F401  (registration)
+import sephnet.modeling.backbone  # noqa: F401
+import sephnet.modeling.proposal_generator  # noqa: F401
+import sephnet.modeling.roi_heads  # noqa: F401
+from sephnet.backend import (
+    BitMasks,
+    Boxes,
+    EventStorage,
+    Instances,
+    build_model,
+    get_cfg,
+)
+from sephnet.config import add_sephnet_config, validate_sephnet_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/coco/ablations.yaml is the index of the log, not a config.
+CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    if os.path.basename(p) != "ablations.yaml"
+)
+SIZE = 64  # divisible by the largest FPN stride (P6: 64)
+
+
+# CPU-friendly counts for the training/inference step (the heads' cost scales with them).
+FEW_ROIS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "16",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+]
+
+
+def _load(path, opts=("MODEL.DEVICE", "cpu")):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    validate_sephnet_config(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def _components(cfg):
+    """The keys that choose which modules are built (not their sizes or loss weights)."""
+    m, seph = cfg.MODEL, cfg.MODEL.SEPH
+    box_head = seph.BOX_HEAD.NAME if m.ROI_HEADS.NAME.startswith("Seph") else m.ROI_BOX_HEAD.NAME
+    return (
+        m.BACKBONE.NAME, m.RESNETS.DEPTH, m.FPN.NORM, seph.FPN.TOP_BLOCK,
+        m.PROPOSAL_GENERATOR.NAME, m.RPN.HEAD_NAME, seph.RPN.MATCHER.NAME,
+        m.ROI_HEADS.NAME, box_head, m.ROI_BOX_HEAD.NORM, seph.SAMPLER.NAME,
+        seph.PREDICTOR.CLS_LAYER, seph.IOU_BRANCH.ENABLED, m.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,
+        m.MASK_ON, m.MASK_ON and m.ROI_MASK_HEAD.NAME, m.MASK_ON and m.ROI_MASK_HEAD.NORM,
+    )
+
+
+def _representatives():
+    """The first config (in path order) of each distinct component combination."""
+    seen, chosen = set(), set()
+    for path in CONFIGS:
+        key = _components(_load(path))
+        if key not in seen:
+            seen.add(key)
+            chosen.add(path)
+    return chosen
+
+
+REPRESENTATIVES = _representatives()
+
+
+def _image_with_two_objects(num_classes):
+    image = torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8)
+    boxes = torch.tensor([[4.0, 6.0, 40.0, 30.0], [20.0, 24.0, 60.0, 62.0]])
+    masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+        masks[i, y0:y1, x0:x1] = True
+    instances = Instances((SIZE, SIZE))
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.tensor([0, num_classes - 1])
+    instances.gt_masks = BitMasks(masks)
+    return {"image": image, "instances": instances, "height": SIZE, "width": SIZE}
+
+
+def test_configs_are_found_and_representatives_cover_each_combination():
+    names = {os.path.relpath(p, REPO) for p in CONFIGS}
+    assert "configs/Base-Seph-RCNN-FPN.yaml" in names
+    assert "configs/coco/Mask-RCNN-FPN-sephv14.yaml" in names
+    assert len({_components(_load(p)) for p in REPRESENTATIVES}) == len(REPRESENTATIVES)
+    assert 1 < len(REPRESENTATIVES) < len(CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
+def test_config_merges_validates_and_builds(path):
+    representative = path in REPRESENTATIVES
+    cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
+    model = build_model(cfg)
+    assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert hasattr(model.roi_heads, "mask_head") == cfg.MODEL.MASK_ON
+    assert sorted(model.backbone.output_shape()) == sorted(
+        set(cfg.MODEL.RPN.IN_FEATURES) | set(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+    )
+    if not representative:
+        return
+
+    data = _image_with_two_objects(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    model.train()
+    with EventStorage(0):
+        losses = model([data])
+    assert "loss_cls" in losses and "loss_rpn_cls" in losses
+    assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    total.backward()
+    for part in (model.backbone, model.proposal_generator, model.roi_heads.box_predictor):
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), type(part).__name__
+
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
+    instances = result["instances"]
+    assert instances.image_size == (SIZE, SIZE)
+    assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert instances.has("pred_masks") == cfg.MODEL.MASK_ON or len(instances) == 0

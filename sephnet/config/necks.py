@@ -79,13 +79,15 @@ def validate_config(cfg: CfgNode) -> None:
         )
     if fuse not in FUSE_TYPES:
         raise ValueError(f"MODEL.FPN.FUSE_TYPE={fuse!r}; expected one of {list(FUSE_TYPES)}.")
-    if fuse not in _UPSTREAM_FUSE_TYPES and backbone not in ("build_seph_tf_fpn_backbone", _TWO_WAY):
+    tf_style = backbone in ("build_seph_tf_fpn_backbone", _TWO_WAY)
+    if fuse not in _UPSTREAM_FUSE_TYPES and not tf_style:
         raise ValueError(
             f"MODEL.FPN.FUSE_TYPE={fuse!r} needs the TF-style FPN (MODEL.BACKBONE.NAME "
             f"'build_seph_tf_fpn_backbone' or {_TWO_WAY!r}); {backbone!r} accepts "
             f"{list(_UPSTREAM_FUSE_TYPES)}."
         )
-    if fuse == "mix_fusion" and not 0 < node.TF_FPN.MIX_FUSION_CHANNELS < cfg.MODEL.FPN.OUT_CHANNELS:
+    mix = node.TF_FPN.MIX_FUSION_CHANNELS
+    if fuse == "mix_fusion" and not 0 < mix < cfg.MODEL.FPN.OUT_CHANNELS:
         raise ValueError(
             f"MODEL.SEPH.NECKS.TF_FPN.MIX_FUSION_CHANNELS={node.TF_FPN.MIX_FUSION_CHANNELS!r}; "
             f"expected 0 < it < MODEL.FPN.OUT_CHANNELS={cfg.MODEL.FPN.OUT_CHANNELS}."

@@ -1,4 +1,4 @@
-"""MODEL.SEPH.BACKBONE_HOOKS keys: defaults, YAML merge, and every setup-time error names its keys."""
+"""MODEL.SEPH.BACKBONE_HOOKS keys: defaults, YAML merge, each setup-time error names its keys."""
 import pytest
 
 from sephnet.backend import get_cfg

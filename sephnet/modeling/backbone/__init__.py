@@ -17,7 +17,10 @@ from sephnet.modeling.backbone.hooked_backbone import (  # noqa: E402,F401
     HookedBackbone,
     build_seph_hooked_fpn_backbone,
 )
-from sephnet.modeling.backbone.tf_fpn import TFStyleFPN, build_seph_tf_fpn_backbone  # noqa: E402,F401
+from sephnet.modeling.backbone.tf_fpn import (  # noqa: E402,F401
+    TFStyleFPN,
+    build_seph_tf_fpn_backbone,
+)
 from sephnet.modeling.backbone.bifpn import BiFPN, build_seph_bifpn_backbone  # noqa: E402,F401
 from sephnet.modeling.backbone.two_way_fpn import (  # noqa: E402,F401
     TwoWayFPN,

@@ -17,7 +17,8 @@ returns ``(rpn_features, roi_features)`` (SEPH_SPEC B §2.1), both with the keys
 of ``output_shape()``; ``SephGeneralizedRCNN`` routes them. ``returns_two_dicts`` says which.
 
 State-dict names: the bottom-up keeps detectron2's ``bottom_up.*`` prefix; the neck is
-``neck.*``, hooks ``before_hook.*``/``after_hook.*``/``rpn_hook.*``, extra levels ``extra_levels.*``.
+``neck.*``, hooks ``before_hook.*``/``after_hook.*``/``rpn_hook.*``, extra levels
+``extra_levels.*``.
 """
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -156,7 +157,9 @@ class HookedBackbone(Backbone):
         return {k: rpn_out[k] for k in self._out_features}, roi_out
 
 
-def make_extra_levels(cfg, bottom_up_shapes: Dict[str, ShapeSpec]) -> Optional[LastLevelStridedConvs]:
+def make_extra_levels(
+    cfg, bottom_up_shapes: Dict[str, ShapeSpec]
+) -> Optional[LastLevelStridedConvs]:
     """The extra bottom-up levels of ``MODEL.SEPH.NECKS.EXTRA_LEVELS`` (None for 0).
 
     They start from the coarsest bottom-up pyramid level (res5) with

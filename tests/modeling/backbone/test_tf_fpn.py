@@ -1,4 +1,4 @@
-"""TFStyleFPN on stub bottom-up maps: declared shapes, each fuse type by value, top level from C5."""
+"""TFStyleFPN on stub bottom-up maps: declared shapes, fuse types by value, top level from C5."""
 import pytest
 import torch
 from torch.nn import functional as F

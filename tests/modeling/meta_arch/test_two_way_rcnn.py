@@ -67,7 +67,8 @@ def _train_step_and_predict(cfg):
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    neck_grads = [p.grad for n, p in model.backbone.named_parameters() if not n.startswith("bottom_up")]
+    params = model.backbone.named_parameters()
+    neck_grads = [p.grad for n, p in params if not n.startswith("bottom_up")]
     assert neck_grads and all(g is not None for g in neck_grads)
     torch.optim.SGD(model.parameters(), lr=1e-3).step()
     model.eval()
@@ -173,7 +174,8 @@ def test_one_dict_backbone_gives_exactly_generalized_rcnn_results():
         raw = model.inference(inputs, do_postprocess=False)
         given = model.inference(inputs, detected_instances=[o["instances"] for o in a])
     for x, y in zip(a, b):
-        torch.testing.assert_close(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+        xb, yb = x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor
+        torch.testing.assert_close(xb, yb)
         torch.testing.assert_close(x["instances"].scores, y["instances"].scores)
     assert len(raw) == 2 and isinstance(raw[0], Instances)
     assert len(given) == 2

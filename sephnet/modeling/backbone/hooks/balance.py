@@ -30,7 +30,6 @@ from sephnet.modeling.backbone.hooks.base import (
     BackboneHook,
     check_same_channels,
     pyramid_keys,
-    pyramid_level,
 )
 from sephnet.modeling.registry import SEPH_BACKBONE_HOOK_REGISTRY
 
@@ -142,7 +141,8 @@ class BalanceBackboneHook(BackboneHook):
         shapes = dict(self._input_shapes)
         if self.sources:
             for key in self.levels:
-                shapes[key] = ShapeSpec(channels=2 * shapes[key].channels, stride=shapes[key].stride)
+                s = shapes[key]
+                shapes[key] = ShapeSpec(channels=2 * s.channels, stride=s.stride)
         return shapes
 
     def forward(

@@ -31,10 +31,10 @@ def _flatten_levels(logits, deltas, box_dim):
     """``[N, A, H, W]`` -> ``[N, H*W*A]`` and ``[N, A*box_dim, H, W]`` -> ``[N, H*W*A, box_dim]``,
     in the anchor generator's order (position major, anchor minor)."""
     flat_logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
-    flat_deltas = [
-        x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-        for x in deltas
-    ]
+    flat_deltas = []
+    for x in deltas:
+        n, _, h, w = x.shape
+        flat_deltas.append(x.view(n, -1, box_dim, h, w).permute(0, 3, 4, 1, 2).flatten(1, -2))
     return flat_logits, flat_deltas
 
 

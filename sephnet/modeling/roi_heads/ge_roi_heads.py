@@ -33,8 +33,9 @@ class GETowers(nn.Module):
 
     ::
 
-        level l: [N, C, H_l, W_l] +-> cls_tower (SharedConvTower, norm of level l) -> [N, C, H_l, W_l]
-                                  +-> box_tower (same layers, own weights)        -> [N, C, H_l, W_l]
+        level l: [N, C, H_l, W_l] +-> cls_tower (SharedConvTower, norms of l) -> [N, C, H_l, W_l]
+                                  +-> box_tower (same layers, own weights)   -> [N, C, H_l, W_l]
+        output: cat(cls, box) along channels -> [N, 2C, H_l, W_l]
     """
 
     def __init__(self, channels: int, *, num_convs: int, num_levels: int, **norm_args):

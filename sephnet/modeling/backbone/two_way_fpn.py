@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from sephnet.backend import BACKBONE_REGISTRY, ShapeSpec
+from sephnet.backend import BACKBONE_REGISTRY, ShapeSpec, configurable
 from sephnet.modeling.backbone.hooked_backbone import build_hooked_neck_backbone
 from sephnet.modeling.backbone.tf_fpn import TFStyleFPN
 
@@ -29,6 +29,7 @@ class TwoWayFPN(nn.Module):
 
     two_way = True
 
+    @configurable
     def __init__(self, *, rpn_fpn: TFStyleFPN, roi_fpn: TFStyleFPN):
         """
         Args:
@@ -46,9 +47,9 @@ class TwoWayFPN(nn.Module):
         self.size_divisibility = max(rpn_fpn.size_divisibility, roi_fpn.size_divisibility)
 
     @classmethod
-    def from_config(cls, cfg, input_shapes: Dict[str, ShapeSpec]) -> "TwoWayFPN":
-        """Two TFStyleFPNs from the same keys (``MODEL.FPN.*``, ``MODEL.SEPH.NECKS.TF_FPN.*``)."""
-        return cls(rpn_fpn=TFStyleFPN(cfg, input_shapes), roi_fpn=TFStyleFPN(cfg, input_shapes))
+    def from_config(cls, cfg, input_shapes: Dict[str, ShapeSpec]):
+        # Two TFStyleFPNs from the same keys (MODEL.FPN.*, MODEL.SEPH.NECKS.TF_FPN.*).
+        return dict(rpn_fpn=TFStyleFPN(cfg, input_shapes), roi_fpn=TFStyleFPN(cfg, input_shapes))
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """Shapes of each of the two dicts (equal)."""
@@ -73,4 +74,4 @@ def build_seph_two_way_fpn_backbone(cfg, input_shape: ShapeSpec):
 
     Needs ``MODEL.META_ARCHITECTURE: SephGeneralizedRCNN`` (the backbone returns two dicts).
     """
-    return build_hooked_neck_backbone(cfg, input_shape, TwoWayFPN.from_config)
+    return build_hooked_neck_backbone(cfg, input_shape, TwoWayFPN)

@@ -14,6 +14,10 @@ log's 512 for 256-wide FPNs: sephv14_32/33/40-44, bifpnv2, recipe "1)"); ``"V2"`
 C_out = C (sephv14_43*); ``"V3"`` sum, C_out = C. The norm is the hooks' NORM key
 (EvoNormS0 in every log row; the original read FPN.NORM, which those rows set to EvoNormS0),
 with no activation (the log's FPN.ACTIVATION_FN "NA").
+
+Only the hook as rewritten on 2020-06-15 (bilinear resize + 3x3 conv + norm) exists here; the
+earlier 1x1-conv-to-64-channels version is not reproduced. Following SEPH_SPEC B §4 item 29,
+the June C3 row "use FuseBackbone" is read as this rewritten version.
 """
 from typing import Dict, Optional
 

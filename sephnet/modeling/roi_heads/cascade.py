@@ -14,6 +14,7 @@ from sephnet.backend import (
     Matcher,
     ROIPooler,
     ShapeSpec,
+    fast_rcnn_inference,
     import_module,
 )
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
@@ -27,9 +28,9 @@ def check_cascade_config(cfg) -> None:
     """Raise ValueError naming the keys when the Cascade keys are inconsistent.
 
     Checked: class-agnostic regression (``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG``), as
-    many ``MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS`` (4 numbers each) as ``IOUS``, and
-    ``IOUS[0] == MODEL.ROI_HEADS.IOU_THRESHOLDS[0]`` (stage 0 is labelled by the ROI
-    heads' own matcher).
+    many ``MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS`` (4 numbers each) as ``IOUS``, no
+    IoU-branch "rank" test score, and ``IOUS[0] == MODEL.ROI_HEADS.IOU_THRESHOLDS[0]``
+    (stage 0 is labelled by the ROI heads' own matcher).
     """
     cascade = cfg.MODEL.ROI_BOX_CASCADE_HEAD
     ious, weights = list(cascade.IOUS), [list(w) for w in cascade.BBOX_REG_WEIGHTS]
@@ -43,6 +44,12 @@ def check_cascade_config(cfg) -> None:
             f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS={ious} and BBOX_REG_WEIGHTS={weights}: expected "
             "one 4-number weight tuple per stage IoU (at least one stage)."
         )
+    iou = cfg.MODEL.SEPH.IOU_BRANCH
+    if iou.ENABLED and iou.TEST_SCORE == "rank":
+        raise ValueError(
+            "MODEL.SEPH.IOU_BRANCH.TEST_SCORE='rank' is not supported by SephCascadeROIHeads "
+            "(its inference averages the stages' probabilities); use 'off' or 'multiply'."
+        )
     thresholds = list(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS)
     if not thresholds or ious[0] != thresholds[0]:
         raise ValueError(
@@ -50,6 +57,18 @@ def check_cascade_config(cfg) -> None:
             f"MODEL.ROI_HEADS.IOU_THRESHOLDS[0] (got {thresholds}): stage 0 trains on the "
             "ROI heads' own labelling."
         )
+
+
+def _best_class_only(probs: torch.Tensor) -> torch.Tensor:
+    """Zero all foreground columns of ``probs[R, K+1]`` but each row's largest (background
+    column kept), so ``fast_rcnn_inference`` (strict ``>`` threshold) emits at most one
+    detection per ROI."""
+    foreground = probs[:, :-1]
+    if foreground.numel() == 0:
+        return probs
+    best = foreground.max(dim=1, keepdim=True).indices
+    kept = torch.zeros_like(foreground).scatter_(1, best, foreground.gather(1, best))
+    return torch.cat([kept, probs[:, -1:]], dim=1)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -79,8 +98,11 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
     ``gt_is_matched``, so the predictor's IoU-weighted losses work at every stage.
 
     detectron2 conventions kept (Part A item 1): later stages append no gt boxes (the
-    original appended 8 random gt boxes, B §4 item 21); the predictor's ``top1`` and
-    IoU-``rank`` test options do not apply (the backend's cascade inference is used).
+    original appended 8 random gt boxes, B §4 item 21). The last stage's predictor decides
+    the test-time options: with ``classes_per_roi_test="top1"`` the averaged probabilities
+    keep each ROI's best foreground class only (the original, B §2.17); the IoU branch's
+    "rank" test score is not supported (rejected at setup). Otherwise inference is the
+    backend's own.
     """
 
     @classmethod
@@ -122,6 +144,34 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
             "box_predictors": box_predictors,
             "proposal_matchers": matchers,
         }
+
+    def _forward_box(self, features, proposals, targets=None):
+        """The backend's cascade forward; at test time with top-1 classes, its mean-of-stages
+        scoring followed by the top-1 rule (see the class docstring)."""
+        last = self.box_predictor[-1]
+        if self.training or getattr(last, "classes_per_roi_test", "all") != "top1":
+            return super()._forward_box(features, proposals, targets)
+        maps = [features[f] for f in self.box_in_features]
+        image_sizes = [p.image_size for p in proposals]
+        mean_probs, boxes = None, None
+        for stage in range(self.num_cascade_stages):
+            if stage > 0:
+                proposals = self._create_proposals_from_boxes(boxes, image_sizes)
+            predictions = self._run_stage(maps, proposals, stage)
+            predictor = self.box_predictor[stage]
+            probs = predictor.predict_probs(predictions, proposals)
+            share = [p / self.num_cascade_stages for p in probs]
+            mean_probs = share if mean_probs is None else [a + b for a, b in zip(mean_probs, share)]
+            boxes = predictor.predict_boxes(predictions, proposals)
+        instances, _ = fast_rcnn_inference(
+            boxes,
+            [_best_class_only(p) for p in mean_probs],
+            image_sizes,
+            last.test_score_thresh,
+            last.test_nms_thresh,
+            last.test_topk_per_image,
+        )
+        return instances
 
     @torch.no_grad()
     def _match_and_label_boxes(

@@ -152,8 +152,19 @@ def test_later_stages_carry_gt_ious_and_matcher_decision():
     assert not labelled[2].gt_is_matched.any() and (labelled[2].gt_classes == K).all()
 
 
-def test_inference_averages_the_stage_probabilities():
-    heads = build_roi_heads(_cfg(), SHAPES).eval()
+def _top1_by_loop(probs):
+    out = torch.zeros_like(probs)
+    out[:, -1] = probs[:, -1]
+    for r in range(len(probs)):
+        c = int(probs[r, :-1].argmax())
+        out[r, c] = probs[r, c]
+    return out
+
+
+@pytest.mark.parametrize("classes_per_roi", ["all", "top1"])
+def test_inference_averages_the_stage_probabilities(classes_per_roi):
+    cfg = _cfg(**{"MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST": classes_per_roi})
+    heads = build_roi_heads(cfg, SHAPES).eval()
     # make the stages disagree so that the mean differs from any single stage
     for k, predictor in enumerate(heads.box_predictor):
         torch.nn.init.normal_(predictor.cls_score.weight, std=0.5 * (k + 1))
@@ -181,6 +192,8 @@ def test_inference_averages_the_stage_probabilities():
         mean = [(a + b + c) / 3 for a, b, c in zip(*stage_probs)]
         for single in stage_probs:
             assert not torch.allclose(single[0], mean[0], atol=1e-3)
+        if classes_per_roi == "top1":
+            mean = [_top1_by_loop(m) for m in mean]
         expected, _ = fast_rcnn_inference(
             list(boxes), mean, [(IMAGE, IMAGE)] * 2, 0.0, 0.5, 20
         )
@@ -202,6 +215,15 @@ def test_cascade_config_errors_name_the_keys():
     with pytest.raises(ValueError, match="BBOX_REG_WEIGHTS"):
         validate_sephnet_config(
             _cfg(**{"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": ((10, 10, 5, 5),)})
+        )
+    with pytest.raises(ValueError, match="TEST_SCORE='rank'"):
+        validate_sephnet_config(
+            _cfg(
+                **{
+                    "MODEL.SEPH.IOU_BRANCH.ENABLED": True,
+                    "MODEL.SEPH.IOU_BRANCH.TEST_SCORE": "rank",
+                }
+            )
         )
     # Cascade1_1: (0.4, 0.6, 0.7) with ROI IOU_THRESHOLDS [0.4] is consistent
     validate_sephnet_config(

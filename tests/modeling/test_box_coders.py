@@ -103,3 +103,54 @@ def test_standard_roi_heads_predictor_uses_the_configured_coder():
     heads = build_roi_heads(cfg, {"p3": ShapeSpec(channels=8, stride=8)})
     coder = heads.box_predictor.box2box_transform
     assert isinstance(coder, CornerOffsetBox2BoxTransform) and coder.steps == (4.0, 4.0, 8.0, 8.0)
+
+
+@pytest.mark.parametrize("loss_type", ["giou", "smooth_l1"])
+def test_sephv24_roi_heads_train_with_the_corner_coder(loss_type):
+    from sephnet.backend import Boxes, EventStorage, ImageList, Instances
+
+    cfg = _cfg()
+    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p3"]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = loss_type
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 8.0
+    cfg.MODEL.SEPH.BOX_CODER.NAME = "CornerOffsetBox2BoxTransform"
+    validate_sephnet_config(cfg)
+    heads = build_roi_heads(cfg, {"p3": ShapeSpec(channels=8, stride=8)}).train()
+    gt = torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 60.0, 30.0]])
+    targets = Instances((64, 64), gt_boxes=Boxes(gt), gt_classes=torch.tensor([0, 2]))
+    proposals = Instances((64, 64), proposal_boxes=Boxes(gt.clone()))
+    proposals.objectness_logits = torch.zeros(2)
+    features = {"p3": torch.randn(1, 8, 8, 8, requires_grad=True)}
+    images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
+
+    # proposals equal to the gt and zero deltas: nothing to regress
+    torch.nn.init.zeros_(heads.box_predictor.bbox_pred.weight)
+    with EventStorage():
+        _, losses = heads(images, features, [proposals], [targets])
+    assert losses["loss_box_reg"].abs().item() < 1e-6
+
+    # proposals shifted by (+4, -2) px: the loss is the corner coder's, times 8
+    moved = Instances((64, 64), proposal_boxes=Boxes(gt + torch.tensor([4.0, -2.0, 4.0, -2.0])))
+    moved.objectness_logits = torch.zeros(2)
+    with EventStorage():
+        _, losses = heads(images, features, [moved], [targets])
+    if loss_type == "smooth_l1":  # L1 of |(-4, 2, -4, 2)| / 16 per ROI, over 2 ROIs
+        expected = 8.0 * 2 * (4 + 2 + 4 + 2) / 16 / 2
+    else:  # 1 - GIoU of each moved box with its gt (boxes of the same size)
+        expected = 0.0
+        for g in gt.tolist():
+            w, h = g[2] - g[0], g[3] - g[1]
+            inter = (w - 4) * (h - 2)
+            union = 2 * w * h - inter
+            hull = (w + 4) * (h + 2)
+            expected += 1 - (inter / union - (hull - union) / hull)
+        expected = 8.0 * expected / 2
+    assert losses["loss_box_reg"].item() == pytest.approx(expected, rel=1e-4)
+    sum(losses.values()).backward()
+    assert heads.box_predictor.bbox_pred.weight.grad.abs().sum() > 0

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -55,9 +56,11 @@ _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 def shapes_smoke_opts(iterations: int) -> List[str]:
     """Config overrides that turn any log row into a CPU smoke run on the shapes dataset.
 
-    ResNet-18 from scratch, 64-channel FPN and heads, 128-192 px images, 2 images per
+    ResNet-18 from scratch, 64-channel FPN and heads, 128-192 px images, at most 1000
+    anchors per level before and 500 / 200 proposals after the RPN's NMS, 2 images per
     iteration on one process, ``iterations`` SGD steps with a checkpoint every quarter of
-    them, evaluation on ``shapes_val`` at the end with every detection kept. The row's own
+    them, evaluation on ``shapes_val`` at the end keeping the 50 best detections per image
+    whatever their score. The row's own
     components (heads, matchers, samplers, losses, norms, pooled levels, anchors) are kept.
 
     Raises:
@@ -72,6 +75,10 @@ def shapes_smoke_opts(iterations: int) -> List[str]:
         "MODEL.RESNETS.DEPTH", "18",
         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
         "MODEL.FPN.OUT_CHANNELS", "64",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000",
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "500",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "200",
         "MODEL.ROI_HEADS.NUM_CLASSES", "3",
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
@@ -94,6 +101,7 @@ def shapes_smoke_opts(iterations: int) -> List[str]:
         "SOLVER.STEPS", f"({iterations * 3 // 4},)",
         "SOLVER.CHECKPOINT_PERIOD", str(max(1, iterations // 4)),
         "TEST.EVAL_PERIOD", "0",
+        "TEST.DETECTIONS_PER_IMAGE", "50",
         "SEED", "42",
     ]
 
@@ -357,6 +365,11 @@ def _write_table(rows: Sequence[AblationRow], output_root: str) -> None:
         print(f"[ablate] wrote {table} and {chart}", flush=True)
 
 
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    # SIGTERM stops the runs like Ctrl-C does: children are terminated, folders resume.
+    raise KeyboardInterrupt
+
+
 def argument_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m sephnet.tools.ablate``."""
     parser = argparse.ArgumentParser(
@@ -388,7 +401,8 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the process exit status (0: every row finished)."""
+    """Entry point; returns the process exit status (0: every row finished, 1: a row
+    failed, 130: interrupted by Ctrl-C or SIGTERM)."""
     args = argument_parser().parse_args(argv)
     if len(args.opts) % 2:
         raise SystemExit(f"--opts needs KEY VALUE pairs, got {args.opts!r}.")
@@ -401,8 +415,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     root = args.output_root or os.path.join(
         "output", "ablations-shapes" if args.shapes_smoke else "ablations"
     )
-    status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
-                      parallel_gpus=args.parallel_gpus, opts=opts)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
+                          parallel_gpus=args.parallel_gpus, opts=opts)
+    except KeyboardInterrupt:
+        print("[ablate] interrupted; running the same command again resumes", flush=True)
+        return 130
     failed = sorted(k for k, v in status.items() if v == "failed")
     if failed:
         print(f"[ablate] failed: {', '.join(failed)}", flush=True)

@@ -271,3 +271,40 @@ def test_cli_smoke_overrides_come_before_user_opts(tmp_path, fake_train_net):
     assert overrides[: len(shapes_smoke_opts(6))] == shapes_smoke_opts(6)
     assert overrides[-2:] == ["SOLVER.MAX_ITER", "7"]
     assert glob.glob(str(root / "*.md")) == [str(root / "results.md")]
+
+
+def test_sigterm_stops_the_running_child_and_the_row_resumes_later(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    sleeper = tmp_path / "sleeping_train_net.py"
+    sleeper.write_text(textwrap.dedent(
+        """
+        import os, sys, time
+        out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+        open(os.path.join(out, "last_checkpoint"), "w").write("model_0000001.pth")
+        open(os.path.join(out, "child.pid"), "w").write(str(os.getpid()))
+        time.sleep(60)
+        """
+    ))
+    index = tmp_path / "ablations.yaml"
+    index.write_text("rows:\n  - {id: a, label: 'row a', table: FPN-3, config: A.yaml}\n")
+    root = tmp_path / "runs"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "sephnet.tools.ablate", "--index", str(index), "--rows", "a",
+         "--output-root", str(root), "--train-net", str(sleeper)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True,
+    )
+    pid_file = root / "a" / "child.pid"
+    deadline = time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    runner.send_signal(signal.SIGTERM)
+    out, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 130
+    assert "interrupted; running the same command again resumes" in out
+    with pytest.raises(ProcessLookupError):  # terminated and reaped by the runner
+        os.kill(child, 0)
+    assert run_state(str(root / "a")) == "interrupted"

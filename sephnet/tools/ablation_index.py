@@ -157,8 +157,9 @@ def load_index(path: str) -> List[AblationRow]:
 def select_rows(rows: Sequence[AblationRow], patterns: Sequence[str]) -> List[AblationRow]:
     """The rows matching any pattern, in index order, each once.
 
-    A pattern matches a row when it equals, or (as an ``fnmatch`` glob) matches, the row's
-    id or label. Pending rows are never selected.
+    A pattern equal to a row's id picks that row; else one equal to labels picks those rows
+    (the log's label "sephv2" is not the row with id "sephv2"); else it is an ``fnmatch``
+    glob over ids and labels. Pending rows are never selected.
 
     Raises:
         ValueError: a pattern matches no row, or only pending rows (the message names the
@@ -166,9 +167,9 @@ def select_rows(rows: Sequence[AblationRow], patterns: Sequence[str]) -> List[Ab
     """
     chosen = set()
     for pattern in patterns:
-        hits = [r for r in rows
-                if pattern in (r.id, r.label)
-                or fnmatch.fnmatchcase(r.id, pattern) or fnmatch.fnmatchcase(r.label, pattern)]
+        hits = [r for r in rows if r.id == pattern] or [r for r in rows if r.label == pattern]
+        hits = hits or [r for r in rows if fnmatch.fnmatchcase(r.id, pattern)
+                        or fnmatch.fnmatchcase(r.label, pattern)]
         if not hits:
             raise ValueError(f"--rows {pattern!r} matches no id or label of the index; ids: "
                              f"{', '.join(r.id for r in rows)}.")

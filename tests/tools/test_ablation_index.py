@@ -79,6 +79,18 @@ def test_select_rows_by_id_label_and_glob_in_index_order_once(tmp_path):
     assert "cascade" not in [r.id for r in select_rows(rows, ["*"])]
 
 
+def test_an_exact_id_wins_over_another_rows_equal_label(tmp_path):
+    path = _write(tmp_path, """
+rows:
+  - {id: sephv2-bn, label: sephv2, table: FPN-3, config: A.yaml}
+  - {id: sephv2, label: "sephv2+cosine+EvoNormS head", table: FPN-3, config: B.yaml}
+""")
+    rows = load_index(path)
+    assert [r.id for r in select_rows(rows, ["sephv2"])] == ["sephv2"]
+    assert [r.id for r in select_rows(rows, ["sephv2+cosine+EvoNormS head"])] == ["sephv2"]
+    assert [r.id for r in select_rows(rows, ["sephv2*"])] == ["sephv2-bn", "sephv2"]
+
+
 def test_select_rows_errors_name_the_pattern_and_pending_component(tmp_path):
     rows = load_index(_index(tmp_path))
     with pytest.raises(ValueError, match="'sephv99' matches no id or label"):

@@ -27,7 +27,7 @@ from torch import nn
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
-from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
+from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, split_head_input
 
 # Registration side effects: importing box_heads registers every decoupled box head.
 from sephnet.modeling.roi_heads import shared_conv_head as _shared_conv_head  # noqa: F401
@@ -114,12 +114,14 @@ class TwinTowerConvFCHead(nn.Module):
     def forward(self, x: torch.Tensor) -> DecoupledFeatures:
         """
         Args:
-            x: pooled ROI features ``Tensor[R, C, S, S]``.
+            x: pooled ROI features ``Tensor[R, C, S, S]``, or an ROI hook's
+                ``DecoupledFeatures(cls_in, box_in, iou_in)`` (each tower reads its field).
 
         Returns:
             ``DecoupledFeatures(cls, box, None)`` with the shapes of :attr:`output_shapes`.
         """
-        return DecoupledFeatures(cls=self.cls_tower(x), box=self.box_tower(x))
+        cls_in, box_in, _ = split_head_input(x)
+        return DecoupledFeatures(cls=self.cls_tower(cls_in), box=self.box_tower(box_in))
 
     @property
     def output_shapes(self) -> Dict[str, ShapeSpec]:
@@ -228,14 +230,17 @@ class FCClsConvBoxHead(nn.Module):
     def forward(self, x: torch.Tensor) -> DecoupledFeatures:
         """
         Args:
-            x: pooled ROI features ``Tensor[R, C, S, S]``.
+            x: pooled ROI features ``Tensor[R, C, S, S]``, or an ROI hook's
+                ``DecoupledFeatures(cls_in, box_in, iou_in)`` (each tower reads its field;
+                the IoU tower reads ``box_in`` when ``iou_in`` is None).
 
         Returns:
             ``DecoupledFeatures(cls[R, fc_dim], box[R, conv_dim, S, S], iou)``; ``iou`` is
             None without the IoU tower.
         """
-        iou = self.iou_tower(x) if self.iou_tower is not None else None
-        return DecoupledFeatures(cls=self.cls_tower(x), box=self.box_tower(x), iou=iou)
+        cls_in, box_in, iou_in = split_head_input(x)
+        iou = self.iou_tower(iou_in) if self.iou_tower is not None else None
+        return DecoupledFeatures(cls=self.cls_tower(cls_in), box=self.box_tower(box_in), iou=iou)
 
     @property
     def output_shapes(self) -> Dict[str, ShapeSpec]:

@@ -17,3 +17,4 @@ from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 __all__ = ["SephStandardROIHeads"]
 from sephnet.modeling.roi_heads import cascade  # noqa: F401,E402  (SephCascadeROIHeads)
 from sephnet.modeling.roi_heads import ge_roi_heads  # noqa: F401,E402  (SephGEROIHeads)
+from sephnet.modeling.roi_heads import roi_hooks  # noqa: F401,E402  (SEPH_ROI_HOOK_REGISTRY)

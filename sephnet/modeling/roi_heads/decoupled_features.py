@@ -39,7 +39,10 @@ class DecoupledFeatures(NamedTuple):
 
 
 class ContextPair(NamedTuple):
-    """Two crops of each ROI from the multi-scale pooler: ``box[R, C, S, S]``, ``context[R, C, M, M]``."""
+    """Two crops of each ROI from the multi-scale pooler.
+
+    ``box[R, C, S, S]`` is the box crop, ``context[R, C, M, M]`` the enlarged context crop.
+    """
 
     box: torch.Tensor
     context: torch.Tensor
@@ -62,5 +65,7 @@ def split_head_input(
     if isinstance(x, DecoupledFeatures):
         return x.cls, x.box, x.box if x.iou is None else x.iou
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"Box-head input must be a Tensor or DecoupledFeatures; got {type(x).__name__}.")
+        raise TypeError(
+            f"Box-head input must be a Tensor or DecoupledFeatures; got {type(x).__name__}."
+        )
     return x, x, x

@@ -29,6 +29,8 @@ from sephnet.backend import (
 )
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead, build_roi_hook
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]
@@ -43,6 +45,8 @@ class SephStandardROIHeads(StandardROIHeads):
         training only:  proposals + gt --append gt--> Matcher (max IoU) --> labels, gt_ious
                                       --roi_sampler--> <= BATCH_SIZE_PER_IMAGE ROIs / image
         features{L levels} --box_pooler--> x[R, C, S, S]
+                              (MULTISCALE_POOLER: ContextPair(box, context))
+            [--roi hook (MODEL.SEPH.ROI_HOOK.NAME)--> x' | DecoupledFeatures(cls_in, box_in[, iou_in])]
             --box_head (SEPH_BOX_HEAD_REGISTRY)--> DecoupledFeatures(cls, box[, iou])
             --box_predictor (SEPH_BOX_PREDICTOR_REGISTRY)--> losses | detections
         features --mask_pooler--> mask_head (ROI_MASK_HEAD.NAME), on foreground ROIs
@@ -127,18 +131,29 @@ class SephStandardROIHeads(StandardROIHeads):
                 f"MODEL.ROI_HEADS.IN_FEATURES={in_features} have different channel counts "
                 f"{channels}; the shared box head needs one."
             )
-        box_pooler = ROIPooler(
+        pooler_kwargs = dict(
             output_size=resolution,
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
         )
+        multiscale = cfg.MODEL.SEPH.MULTISCALE_POOLER
+        if multiscale.ENABLED:  # (box, context) crops, B §2.11
+            box_pooler = MultiScaleROIPooler(
+                context_scale=multiscale.CONTEXT_SCALE,
+                context_resolution=multiscale.CONTEXT_RESOLUTION,
+                **pooler_kwargs,
+            )
+        else:
+            box_pooler = ROIPooler(**pooler_kwargs)
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
-        box_head = head_cls(
-            cfg, ShapeSpec(channels=channels[0], height=resolution, width=resolution)
-        )
+        pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
+        box_head = head_cls(cfg, pooled_shape)
+        roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13
+        if roi_hook is not None:
+            box_head = HookedBoxHead(roi_hook, box_head)
         return {
             "box_in_features": in_features,
             "box_pooler": box_pooler,

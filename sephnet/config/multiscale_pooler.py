@@ -1,0 +1,71 @@
+"""Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*`` (SEPH_SPEC B §2.11).
+
+With it on, ``SephStandardROIHeads`` pools a box crop (``MODEL.ROI_BOX_HEAD.POOLER_*``) and a
+context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.multiscale_pooler`); the box
+head must read the pair: a context-attention head (``ContextQueryAttentionHead``,
+``BoxQueryAttentionHead``, ``ContextStripAttentionHead``) or ``FCClsConvBoxHead`` behind
+``IouHeadNonLocalROIHeadsHook`` (iou5).
+"""
+from sephnet.backend import CfgNode
+
+__all__ = ["add_config", "validate_config", "CONTEXT_HEADS"]
+
+_KEY = "MODEL.SEPH.MULTISCALE_POOLER"
+#: Box heads that read the (box, context) pair.
+CONTEXT_HEADS = ("ContextQueryAttentionHead", "BoxQueryAttentionHead", "ContextStripAttentionHead")
+
+
+def add_config(cfg: CfgNode) -> None:
+    """Add ``MODEL.SEPH.MULTISCALE_POOLER.*`` (default off)."""
+    node = cfg.MODEL.SEPH.MULTISCALE_POOLER = CfgNode()
+    # Pool a context crop as well as the box crop (log sephv19, sephv25, sephv25_1,
+    # sephv25_2, iou5).
+    node.ENABLED = False
+    # The context box's size relative to the box (float > 1), scaled about the box centre,
+    # not clipped. Pooler up to 2020-10-29: 1.5 (sephv19, sephv25, sephv25_1; the only one
+    # the V5/V6 heads type-check with); from 2020-10-30: 13/7 = 1.857142857142857
+    # (sephv25_2, iou5).
+    node.CONTEXT_SCALE = 1.5
+    # Output size M of the context crop (M x M; int >= 1). 7 with CONTEXT_SCALE 1.5; 13 with
+    # 13/7 (the same sampling density as the 7x7 box crop).
+    node.CONTEXT_RESOLUTION = 7
+
+
+def validate_config(cfg: CfgNode) -> None:
+    """Check the pooler keys and that the box head / hook can read the crop pair.
+
+    Raises:
+        ValueError: naming the offending keys and values.
+    """
+    node = cfg.MODEL.SEPH.MULTISCALE_POOLER
+    scale, res = node.CONTEXT_SCALE, node.CONTEXT_RESOLUTION
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 1:
+        raise ValueError(f"{_KEY}.CONTEXT_SCALE={scale!r}; expected a number > 1.")
+    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
+        raise ValueError(f"{_KEY}.CONTEXT_RESOLUTION={res!r}; expected an int >= 1.")
+    head = cfg.MODEL.SEPH.BOX_HEAD.NAME
+    if not node.ENABLED:
+        if head in CONTEXT_HEADS:
+            raise ValueError(
+                f"MODEL.SEPH.BOX_HEAD.NAME={head!r} reads (box, context) crops; set "
+                f"{_KEY}.ENABLED=True."
+            )
+        return
+    roi_heads = cfg.MODEL.ROI_HEADS.NAME
+    if roi_heads != "SephStandardROIHeads":
+        raise ValueError(
+            f"{_KEY}.ENABLED=True is used by SephStandardROIHeads only; "
+            f"MODEL.ROI_HEADS.NAME={roi_heads!r}."
+        )
+    hook = cfg.MODEL.SEPH.ROI_HOOK.NAME
+    if head in CONTEXT_HEADS and hook:
+        raise ValueError(
+            f"MODEL.SEPH.BOX_HEAD.NAME={head!r} reads the pooler's (box, context) crops "
+            f"directly; MODEL.SEPH.ROI_HOOK.NAME={hook!r} must be ''."
+        )
+    if head not in CONTEXT_HEADS and hook != "IouHeadNonLocalROIHeadsHook":
+        raise ValueError(
+            f"{_KEY}.ENABLED=True gives (box, context) crops that MODEL.SEPH.BOX_HEAD.NAME="
+            f"{head!r} cannot read; expected one of {CONTEXT_HEADS}, or MODEL.SEPH.ROI_HOOK."
+            "NAME='IouHeadNonLocalROIHeadsHook' in front of a decoupled head."
+        )

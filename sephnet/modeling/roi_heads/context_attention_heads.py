@@ -13,7 +13,9 @@ box tower = convs; same keys ``MODEL.SEPH.BOX_HEAD.*`` and ``MODEL.ROI_BOX_HEAD.
   strips gates the box crop's channels; needs M > S, M - S even (the 2020-10-30 pooler:
   13/7x, 13x13).
 
-Registered in ``SEPH_BOX_HEAD_REGISTRY``; they need ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``.
+Registered in ``SEPH_BOX_HEAD_REGISTRY``; they need ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``
+and declare ``input_kind = "context_pair"`` (heads reading one pooled map have no such
+attribute, or ``"pooled"``).
 """
 from typing import Dict, List, Optional
 
@@ -77,6 +79,8 @@ class _QueryAttentionHead(nn.Module):
     """
 
     query_is_box = True
+    #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
+    input_kind = "context_pair"
 
     @configurable
     def __init__(
@@ -227,6 +231,9 @@ class ContextStripAttentionHead(nn.Module):
     (``MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV/FC``) reads x^ (sephnet's choice: the log has no V7
     IoU row).
     """
+
+    #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
+    input_kind = "context_pair"
 
     @configurable
     def __init__(self, *, input_shape: ShapeSpec, context_resolution: int, head_kwargs: dict):

@@ -19,7 +19,13 @@ from sephnet.modeling.roi_heads.upstream_box_head import UpstreamBoxHead
 
 C, S = 8, 7  # pooled input channels and resolution
 INPUT = ShapeSpec(channels=C, height=S, width=S)
-HEAD_NAMES = sorted(name for name, _ in SEPH_BOX_HEAD_REGISTRY)
+# Heads that read one pooled map (the context-attention heads read the multi-scale pooler's
+# ContextPair and are tested in test_context_heads.py).
+HEAD_NAMES = sorted(
+    name
+    for name, head in SEPH_BOX_HEAD_REGISTRY
+    if getattr(head, "input_kind", "pooled") == "pooled"
+)
 
 
 def tiny_cfg(name="UpstreamBoxHead", norm="", iou=False):

@@ -23,14 +23,16 @@ In a terminal, a live progress line (iteration, ETA, loss, lr) sits under the lo
 the output goes to a file or pipe, the log holds detectron2's periodic lines only.
 
 Framework names come from :mod:`sephnet.backend` (real detectron2 when it is installed,
-otherwise sephnet's portable core); importing :mod:`sephnet.data` registers the
-``shapes_train``/``shapes_val`` datasets.
+otherwise sephnet's portable core); importing :mod:`sephnet` registers every sephnet
+component and the ``shapes_train``/``shapes_val`` datasets.
 """
 import logging
 import os
 from typing import Any, Dict, List, Optional
 
-import sephnet.data  # noqa: F401  (registers the shapes datasets)
+import torch
+
+from sephnet import add_sephnet_config, validate_sephnet_config
 from sephnet.backend import (
     CfgNode,
     COCOEvaluator,
@@ -45,6 +47,7 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
+from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
 
@@ -60,6 +63,11 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
 
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
+        return build_optimizer(cfg, model)
+
     def build_hooks(self) -> List[Optional[Any]]:
         """detectron2's hooks, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
@@ -69,12 +77,15 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args) -> CfgNode:
-    """The frozen config of this run: defaults ← ``--config-file`` ← command-line overrides,
-    then :func:`default_setup` (output folder, logging, ``config.yaml``, seeding)."""
+    """The frozen config of this run: defaults (detectron2's + sephnet's) ← ``--config-file``
+    ← command-line overrides, checked by :func:`validate_sephnet_config`, then
+    :func:`default_setup` (output folder, logging, ``config.yaml``, seeding)."""
     cfg = get_cfg()
+    add_sephnet_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
+    validate_sephnet_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -19,3 +19,4 @@ from sephnet.modeling.roi_heads import cascade  # noqa: F401,E402  (SephCascadeR
 from sephnet.modeling.roi_heads import ge_roi_heads  # noqa: F401,E402  (SephGEROIHeads)
 from sephnet.modeling.roi_heads import roi_hooks  # noqa: F401,E402  (SEPH_ROI_HOOK_REGISTRY)
 from sephnet.modeling.roi_heads import context_attention_heads  # noqa: F401,E402  (V5-V7 heads)
+from sephnet.modeling.roi_heads import size_expert_head  # noqa: F401,E402  (V9 head)

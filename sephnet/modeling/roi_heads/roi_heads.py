@@ -31,6 +31,7 @@ from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
 from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead, build_roi_hook
+from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]
@@ -45,8 +46,9 @@ class SephStandardROIHeads(StandardROIHeads):
         training only:  proposals + gt --append gt--> Matcher (max IoU) --> labels, gt_ious
                                       --roi_sampler--> <= BATCH_SIZE_PER_IMAGE ROIs / image
         features{L levels} --box_pooler--> x[R, C, S, S]
-                              (MULTISCALE_POOLER: ContextPair(box, context))
-            [--roi hook (MODEL.SEPH.ROI_HOOK.NAME)--> x' | DecoupledFeatures(cls_in, box_in[, iou_in])]
+                              (MULTISCALE_POOLER: ContextPair(box, context);
+                               SizeExpertHead: SizedFeatures(x, sqrt(area)))
+            [--roi hook (MODEL.SEPH.ROI_HOOK.NAME)--> x' | DecoupledFeatures(cls_in, box_in, ..)]
             --box_head (SEPH_BOX_HEAD_REGISTRY)--> DecoupledFeatures(cls, box[, iou])
             --box_predictor (SEPH_BOX_PREDICTOR_REGISTRY)--> losses | detections
         features --mask_pooler--> mask_head (ROI_MASK_HEAD.NAME), on foreground ROIs
@@ -149,6 +151,8 @@ class SephStandardROIHeads(StandardROIHeads):
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
+        if getattr(head_cls, "input_kind", "pooled") == "box_sizes":  # V9 size experts
+            box_pooler = BoxSizeROIPooler(box_pooler)
         pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
         box_head = head_cls(cfg, pooled_shape)
         roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13

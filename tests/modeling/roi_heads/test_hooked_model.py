@@ -1,5 +1,6 @@
-"""Tiny full models (narrow R-50 FPN, 64x64 images) with an ROI hook, and with the multi-scale
-pooler + context heads, train one step and predict through SephStandardROIHeads."""
+"""Tiny full models (narrow R-50 FPN, 64x64 images) with an ROI hook, with the multi-scale
+pooler + context heads, and with the size-expert head train one step and predict through
+SephStandardROIHeads."""
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
 from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
 from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead
+from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
 
 IMAGE = 64
 
@@ -124,3 +126,13 @@ def test_model_with_the_multiscale_pooler_trains_and_predicts(keys):
     assert isinstance(crops, ContextPair)
     m = crops.context.shape[-1]
     assert m == keys.get("MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_RESOLUTION", 7)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_model_with_the_size_expert_head_trains_and_predicts(stacked):
+    # sephv14_20 (V9); stacked=True is the log's literal two linear maps in a row
+    model = _train_step_and_predict(_cfg(**{
+        "MODEL.SEPH.BOX_HEAD.NAME": "SizeExpertHead",
+        "MODEL.SEPH.SIZE_EXPERT_HEAD.STACKED_LINEAR": stacked,
+    }))
+    assert isinstance(model.roi_heads.box_pooler, BoxSizeROIPooler)

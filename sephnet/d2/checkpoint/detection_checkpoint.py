@@ -11,15 +11,27 @@ Formats handled by :meth:`DetectionCheckpointer._load_file`:
 - other ``.pkl``: a Caffe2 / Detectron blob dict (``{"blobs": {...}}`` or ``{name: ndarray}``);
   ``*_momentum`` blobs are dropped, names are converted and matched.
 - ``.pyth``: pycls checkpoints (``"model_state"``), matched by name.
+
+Reliability additions over detectron2 v0.6 (same file format, same API):
+
+- ``save`` writes ``<name>.pth`` and ``last_checkpoint`` atomically (temporary sibling, fsync,
+  rename; see :mod:`.atomic_file`), so ``last_checkpoint`` only ever names a complete file, and
+  refuses (``FloatingPointError``) to write model weights holding NaN or infinity.
+- ``resume_or_load(resume=True)`` falls back to the newest readable ``*.pth`` of ``save_dir``
+  when the file named by ``last_checkpoint`` is missing, truncated or corrupt, logging which
+  file it used and why.
 """
+import glob
+import os
 import pickle
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 from torch import nn
 
 import sephnet.d2.utils.comm as comm
+from sephnet.d2.checkpoint.atomic_file import TEMP_MARKER, atomic_write
 from sephnet.d2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from sephnet.d2.utils.file_io import PathManager
 
@@ -58,6 +70,103 @@ class DetectionCheckpointer(Checkpointer):
             **checkpointables,
         )
         self.path_manager = PathManager
+
+    def _local_save_dir(self) -> bool:
+        return bool(self.save_dir) and os.path.isdir(self.save_dir)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``; fvcore's format)
+        and tag it in ``last_checkpoint``, both atomically when ``save_dir`` is a local folder.
+
+        Raises:
+            FloatingPointError: a floating-point model weight holds NaN or infinity; nothing is
+                written and ``last_checkpoint`` keeps naming the previous (good) checkpoint.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        save_file = os.path.join(self.save_dir, f"{name}.pth")
+        bad = [
+            k for k, v in data["model"].items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise FloatingPointError(
+                f"Refusing to write {save_file}: model weights hold NaN or infinity ({shown}). "
+                f"The last good checkpoint is {self.get_checkpoint_file() or 'none (none written)'}."
+            )
+        if not self._local_save_dir():
+            super().save(name, **kwargs)
+            return
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(os.path.basename(save_file))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Make ``<save_dir>/last_checkpoint`` name ``last_filename_basename`` (atomically for a
+        local ``save_dir``)."""
+        if not self._local_save_dir():
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode("utf-8")))
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """With ``resume`` and a ``last_checkpoint`` in ``save_dir``: load that checkpoint with all
+        checkpointables, or, if it is missing or unreadable, the newest readable ``*.pth`` of
+        ``save_dir`` (logged with the reason). Otherwise load only the model from ``path``.
+
+        Returns:
+            The checkpoint's extra data (see fvcore's ``Checkpointer.load``).
+
+        Raises:
+            ValueError: resuming, but no ``*.pth`` in ``save_dir`` is readable; the message names
+                each file tried and why it failed.
+        """
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        self._remove_stale_temporaries()
+        named = self.get_checkpoint_file()
+        failures: List[Tuple[str, str]] = []
+        for candidate in self._resume_candidates(named):
+            if not os.path.isfile(candidate):
+                failures.append((candidate, "the file does not exist"))
+                continue
+            try:
+                extra = self.load(candidate)
+            except ValueError as e:
+                failures.append((candidate, str(e)))
+                continue
+            if failures:
+                reasons = "; ".join(f"{f}: {why}" for f, why in failures)
+                self.logger.warning(
+                    f"Resumed from {candidate}, the newest readable checkpoint in {self.save_dir}, "
+                    f"because last_checkpoint's {named or '(empty)'} could not be used ({reasons})."
+                )
+            return extra
+        reasons = "\n".join(f"  {f}: {why}" for f, why in failures)
+        raise ValueError(
+            f"Cannot resume from {self.save_dir}: no checkpoint there is readable.\n{reasons}\n"
+            "Remove the broken files (or last_checkpoint) to start from MODEL.WEIGHTS instead."
+        )
+
+    def _resume_candidates(self, named: str) -> List[str]:
+        """``named`` first, then the other ``*.pth`` of ``save_dir``, newest modification first."""
+        others = [f for f in glob.glob(os.path.join(self.save_dir, "*.pth")) if f != named]
+        others.sort(key=lambda f: (os.path.getmtime(f), f), reverse=True)
+        return ([named] if named else []) + others
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files left by saves that were killed (main process only)."""
+        if not self.save_to_disk or not self._local_save_dir():
+            return
+        for tmp in glob.glob(os.path.join(self.save_dir, f"*{TEMP_MARKER}*")):
+            self.logger.info(f"Removing {tmp}, left by a save that did not finish.")
+            os.remove(tmp)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """Read a local checkpoint file into ``{"model": state_dict, ...}``.

@@ -35,7 +35,6 @@ from sephnet.d2.utils.file_io import PathManager
 from sephnet.d2.utils.logger import setup_logger
 
 from . import hooks
-from .atomic_checkpointer import AtomicDetectionCheckpointer
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -258,7 +257,7 @@ class DefaultTrainer(TrainerBase):
     Checkpoints also hold the optimizer, the RNG states and the data position (a
     detectron2 v0.6 DefaultTrainer checkpoint holds only iteration and scheduler), so
     ``resume_or_load(resume=True)`` continues exactly where the run stopped; they are
-    written atomically (:class:`~.atomic_checkpointer.AtomicDetectionCheckpointer`).
+    written atomically (see :class:`DetectionCheckpointer`).
 
     Attributes:
         scheduler: the LR scheduler.
@@ -285,7 +284,7 @@ class DefaultTrainer(TrainerBase):
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Atomic writes: a run killed while saving keeps a complete last checkpoint.
-        self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -346,8 +345,17 @@ class DefaultTrainer(TrainerBase):
 
         Raises:
             RuntimeError: ``TEST.EXPECTED_RESULTS`` is set but no evaluation ran.
+            FloatingPointError: a loss became NaN or infinite; the message names the iteration,
+                the loss dict and the last good checkpoint to resume from.
         """
-        super().train(self.start_iter, self.max_iter)
+        try:
+            super().train(self.start_iter, self.max_iter)
+        except FloatingPointError as e:
+            last = self.checkpointer.get_checkpoint_file() or "none (no checkpoint was written)"
+            raise FloatingPointError(
+                f"{e}\nTraining stopped. Last good checkpoint: {last} "
+                "(resume from it with --resume after fixing the cause, e.g. a lower SOLVER.BASE_LR)."
+            ) from e
         if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
             if not hasattr(self, "_last_eval_results"):
                 raise RuntimeError("TEST.EXPECTED_RESULTS is set but no evaluation ran during training.")

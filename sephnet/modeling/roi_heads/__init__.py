@@ -20,3 +20,5 @@ from sephnet.modeling.roi_heads import ge_roi_heads  # noqa: F401,E402  (SephGER
 from sephnet.modeling.roi_heads import roi_hooks  # noqa: F401,E402  (SEPH_ROI_HOOK_REGISTRY)
 from sephnet.modeling.roi_heads import context_attention_heads  # noqa: F401,E402  (V5-V7 heads)
 from sephnet.modeling.roi_heads import size_expert_head  # noqa: F401,E402  (V9 head)
+from sephnet.modeling.roi_heads import valid_conv_head  # noqa: F401,E402  (V3 head)
+from sephnet.modeling.roi_heads import iou_attention_head  # noqa: F401,E402  (V4 head)

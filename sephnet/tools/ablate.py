@@ -176,8 +176,8 @@ def _gt_json(run_dir: str) -> Optional[str]:
     return None
 
 
-def _coco_stats(run_dir: str) -> Dict[str, List[Optional[float]]]:
-    """All 12 COCO numbers per task, recomputed with pycocotools from the run's
+def _coco_stats(run_dir: str, tasks: Sequence[str]) -> Dict[str, List[Optional[float]]]:
+    """All 12 COCO numbers of each of ``tasks``, recomputed with pycocotools from the run's
     ``inference/coco_instances_results.json`` (detectron2 reports only the six APs)."""
     results_path = os.path.join(run_dir, "inference", "coco_instances_results.json")
     gt_path = _gt_json(run_dir) if os.path.isfile(results_path) else None
@@ -191,14 +191,17 @@ def _coco_stats(run_dir: str) -> Dict[str, List[Optional[float]]]:
     stats: Dict[str, List[Optional[float]]] = {}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(gt_path)
-        for task in _TASKS:
-            task_results = [r for r in results if task != "segm" or "segmentation" in r]
+        for task in tasks:
+            # Fresh copies: loadRes adds fields (a box result gets a polygon "segmentation").
+            if task == "segm":
+                # loadRes derives a mask result's box and area from the mask; without the box
+                # key it takes that route.
+                task_results = [{k: v for k, v in r.items() if k != "bbox"}
+                                for r in results if "segmentation" in r]
+            else:
+                task_results = [dict(r) for r in results]
             if not task_results:
                 continue
-            if task == "segm":
-                # loadRes derives a segm result's bbox and area from its mask; drop the box
-                # so it does not take the box route.
-                task_results = [{k: v for k, v in r.items() if k != "bbox"} for r in task_results]
             evaluator = COCOeval(gt, gt.loadRes(task_results), task)
             evaluator.evaluate()
             evaluator.accumulate()
@@ -220,10 +223,7 @@ def collect_metrics(run_dir: str) -> Dict[str, List[Optional[float]]]:
         None.
     """
     final = _last_evaluation(run_dir)
-    stats = _coco_stats(run_dir) if final else {}
-    for task, values in stats.items():
-        if task in final:
-            final[task] = values
+    final.update(_coco_stats(run_dir, sorted(final)) if final else {})
     return final
 
 

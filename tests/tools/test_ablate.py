@@ -204,6 +204,23 @@ def test_collect_metrics_recomputes_all_twelve_numbers_with_cocoeval(tmp_path):
         assert values[9] is None and values[11] is None
 
 
+def test_collect_metrics_of_a_box_only_run_has_no_segm(tmp_path):
+    # pycocotools' loadRes adds a polygon "segmentation" to box results; that must not make
+    # a box-only run look like it has masks.
+    run = tmp_path / "run"
+    (run / "inference").mkdir(parents=True)
+    (run / "config.yaml").write_text("DATASETS:\n  TEST: [toy_val]\n")
+    gt = _coco_gt(run / "inference" / "toy_val_coco_format.json")
+    results = [{"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+               for a in gt["annotations"]]
+    (run / "inference" / "coco_instances_results.json").write_text(json.dumps(results))
+    (run / "metrics.json").write_text(json.dumps({"bbox/AP": 99.0}) + "\n")
+    final = collect_metrics(str(run))
+    assert list(final) == ["bbox"]
+    assert final["bbox"][:3] == pytest.approx([1.0, 1.0, 1.0])
+    assert final["bbox"][6:9] == pytest.approx([1.0, 1.0, 1.0])
+
+
 def test_collect_metrics_is_empty_without_an_evaluation(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 3, "total_loss": 2.0}) + "\n")
     assert collect_metrics(str(tmp_path)) == {}

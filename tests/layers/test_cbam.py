@@ -24,7 +24,9 @@ def _reference(block, x):
         gap = [sum(sum(row) for row in vals[ch]) / (h * w) for ch in range(c)]
         gmp = [max(max(row) for row in vals[ch]) for ch in range(c)]
         g = gap + gmp
-        hidden = [max(0.0, sum(w1[k][m] * g[m] for m in range(2 * c)) + b1[k]) for k in range(len(b1))]
+        hidden = [
+            max(0.0, sum(w1[k][m] * g[m] for m in range(2 * c)) + b1[k]) for k in range(len(b1))
+        ]
         gate = [_sigmoid(sum(w2[ch][k] * hidden[k] for k in range(len(hidden))) + b2[ch])
                 for ch in range(c)]
         y = [[[vals[ch][i][j] * gate[ch] for j in range(w)] for i in range(h)] for ch in range(c)]

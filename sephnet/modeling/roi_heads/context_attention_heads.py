@@ -17,7 +17,7 @@ Registered in ``SEPH_BOX_HEAD_REGISTRY``; they need ``MODEL.SEPH.MULTISCALE_POOL
 and declare ``input_kind = "context_pair"`` (heads reading one pooled map have no such
 attribute, or ``"pooled"``).
 """
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import nn

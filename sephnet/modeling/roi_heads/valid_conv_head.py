@@ -19,7 +19,6 @@ key.
 from typing import Dict
 
 import fvcore.nn.weight_init as weight_init
-import torch
 from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
@@ -88,7 +87,8 @@ class ValidConvFCHead(nn.Module):
         size = input_shape.height
         if num_conv + num_fc < 1 or num_conv < 0 or num_fc < 0:
             raise ValueError(
-                f"ValidConvFCHead: num_conv={num_conv}, num_fc={num_fc}; each tower needs >= 1 layer."
+                f"ValidConvFCHead: num_conv={num_conv}, num_fc={num_fc}; each tower needs "
+                ">= 1 layer."
             )
         if size is None or size - 2 * num_conv < 1:
             raise ValueError(

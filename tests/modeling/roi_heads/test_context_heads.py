@@ -18,7 +18,9 @@ from sephnet.modeling.roi_heads.decoupled_features import ContextPair, Decoupled
 C, S = 16, 7
 SHAPE = ShapeSpec(channels=C, height=S, width=S)
 CONTEXT_HEADS = sorted(
-    name for name, head in SEPH_BOX_HEAD_REGISTRY if getattr(head, "input_kind", "") == "context_pair"
+    name
+    for name, head in SEPH_BOX_HEAD_REGISTRY
+    if getattr(head, "input_kind", "") == "context_pair"
 )
 RESOLUTION = {"BoxQueryAttentionHead": 7, "ContextQueryAttentionHead": 7,
               "ContextStripAttentionHead": 13}
@@ -51,7 +53,9 @@ def pair(r, m, requires_grad=False, dtype=torch.float32):
 
 
 def shape_of(spec, r):
-    return (r, spec.channels) if spec.height is None else (r, spec.channels, spec.height, spec.width)
+    if spec.height is None:
+        return (r, spec.channels)
+    return (r, spec.channels, spec.height, spec.width)
 
 
 def test_the_three_log_heads_are_registered():

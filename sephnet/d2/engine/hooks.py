@@ -169,6 +169,13 @@ class PeriodicCheckpointer(_PeriodicCheckpointer, HookBase):
     def after_step(self) -> None:
         self.step(self.trainer.iter)
 
+    def after_train(self) -> None:
+        """Write ``{prefix}_final`` when the run was resumed from its last iteration's
+        checkpoint (killed while writing the final file): no step ran to write it (addition
+        over detectron2 v0.6)."""
+        if self.trainer.start_iter == self.max_iter:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.max_iter - 1)
+
 
 class BestCheckpointer(HookBase):
     """Save ``{file_prefix}.pth`` whenever the tracked evaluation metric improves.

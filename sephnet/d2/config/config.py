@@ -9,9 +9,11 @@ does not convert version-1 configs; it raises ``ValueError`` instead of guessing
 config (through its ``from_config`` classmethod), and does the same for plain functions.
 """
 
+import difflib
 import functools
 import inspect
 import logging
+import re
 from typing import Any, Callable, Dict, List, Optional
 
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
@@ -48,8 +50,10 @@ class CfgNode(_FvcoreCfgNode):
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the file's ``VERSION`` differs from this config's.
-            KeyError: the file sets a key that this config does not have.
+            ValueError: the file's ``VERSION`` differs from this config's, or a value's type
+                differs from the existing value's (the message names the file and key).
+            KeyError: the file sets a key that this config does not have (the message names
+                the file and the closest existing keys; also an ``AssertionError``).
         """
         if not PathManager.isfile(cfg_filename):
             raise FileNotFoundError(f"Config file '{cfg_filename}' does not exist!")
@@ -76,7 +80,32 @@ class CfgNode(_FvcoreCfgNode):
                 "Update the file's keys to the current detectron2 names and set VERSION: "
                 f"{_C.VERSION}."
             )
-        self.merge_from_other_cfg(loaded)
+        try:
+            self.merge_from_other_cfg(loaded)
+        except KeyError as e:
+            match = re.search(r"Non-existent config key: (\S+)", str(e.args[0]) if e.args else "")
+            if match is None:
+                raise
+            raise _UnknownConfigKey(
+                self._unknown_key_message(match.group(1)) + f" Set in config file '{cfg_filename}'."
+            ) from e
+        except ValueError as e:
+            raise ValueError(f"{e} (in config file '{cfg_filename}')") from e
+
+    def _unknown_key_message(self, full_key: str) -> str:
+        """"Non-existent config key: K" plus the closest existing keys (a typo's likely fix)."""
+        known: List[str] = []
+
+        def walk(node: Any, prefix: str) -> None:
+            for k, v in node.items():
+                known.append(prefix + k)
+                if isinstance(v, dict):
+                    walk(v, prefix + k + ".")
+
+        walk(self, "")
+        close = difflib.get_close_matches(full_key, known, n=3, cutoff=0.75)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return f"Non-existent config key: {full_key}.{hint}"
 
     def merge_from_list(self, cfg_list: List[str]) -> None:
         """Merge ``[key1, value1, key2, value2, ...]`` (e.g. command-line ``opts``).
@@ -93,9 +122,7 @@ class CfgNode(_FvcoreCfgNode):
             node: Any = self
             for part in str(full_key).split("."):
                 if not isinstance(node, dict) or part not in node:
-                    raise _UnknownConfigKey(
-                        f"Non-existent config key: {full_key} (no '{part}' there)."
-                    )
+                    raise _UnknownConfigKey(self._unknown_key_message(str(full_key)))
                 node = node[part]
         return super().merge_from_list(cfg_list)
 
@@ -105,7 +132,7 @@ class CfgNode(_FvcoreCfgNode):
 
 
 class _UnknownConfigKey(KeyError, AssertionError):
-    """A config key given on the command line does not exist."""
+    """A config key given on the command line or in a file does not exist."""
 
 
 global_cfg = CfgNode()

@@ -112,7 +112,9 @@ def test_index_rows_are_the_logs_rows_in_order_with_its_numbers(index_rows):
             if task == "bbox":
                 assert by_label[(table, label)].log_bbox == numbers, label
             else:
-                matches = [r for r in rows if r.table == table and (r.segm_label or r.label) == label]
+                matches = [
+                    r for r in rows if r.table == table and (r.segm_label or r.label) == label
+                ]
                 assert len(matches) == 1, f"segm row {label!r} has no single index row"
                 assert matches[0].log_segm == numbers, label
     segm_rows = {r.label for r in rows if r.log_segm is not None}
@@ -148,7 +150,8 @@ def test_every_coco_config_is_indexed_or_a_listed_base(index_rows):
     indexed = {r.config for r in index_rows if r.config}
     files = set(glob.glob(os.path.join(COCO, "*.yaml"))) - {INDEX}
     assert files == indexed | bases, (
-        f"not indexed: {sorted(files - indexed - bases)}; missing: {sorted((indexed | bases) - files)}"
+        f"not indexed: {sorted(files - indexed - bases)}; "
+        f"missing: {sorted((indexed | bases) - files)}"
     )
     assert not indexed & bases
     # bases are only inherited from, and inherit the root directly

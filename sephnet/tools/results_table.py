@@ -139,7 +139,8 @@ def write_results(rows: Sequence[AblationRow], measured: Measured, output_root: 
         (table path, chart path).
     """
     shown = [r for r in rows if r.id in measured]
-    parts = ["# sephnet runs beside the experiment log\n", "## bbox\n", render_table(shown, measured)]
+    parts = ["# sephnet runs beside the experiment log\n", "## bbox\n",
+             render_table(shown, measured)]
     if any(r.log_segm is not None or "segm" in measured[r.id] for r in shown):
         parts += ["\n## segm\n", render_table(shown, measured, "segm")]
     os.makedirs(output_root, exist_ok=True)
@@ -157,8 +158,10 @@ def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "config
     waits for instead of a config; AP is the log's bbox mAP (and segm mAP where the log has
     it).
     """
-    lines = ["| table | row (log label) | config | conf. | what it changes | log AP (bbox / segm) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| table | row (log label) | config | conf. | what it changes | log AP (bbox / segm) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if row.config is not None:
             config = f"`{config_prefix}{os.path.basename(row.config)}`"

@@ -40,7 +40,9 @@ def test_table_has_the_logs_columns_and_our_line_beside_the_logs(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "|配置|" + "|".join(LOG_COLUMNS) + "|"
     assert lines[1] == "|" + "---|" * 13
-    assert lines[2] == "|sephv2+x|0.300|0.500|0.310|0.040|0.220|0.450|0.270|0.400|0.420|0.050|0.370|0.570|"
+    assert lines[2] == (
+        "|sephv2+x|0.300|0.500|0.310|0.040|0.220|0.450|0.270|0.400|0.420|0.050|0.370|0.570|"
+    )
     assert lines[3] == "|sephv2+x (ours)|0.123|0.500|0.500|0.500|0.500|0.500|-|-|-|-|-|-|"
     # b and p have log numbers only; e has ours only (an extra has no log line)
     assert lines[4].startswith("|4) + y|0.200|")
@@ -118,7 +120,7 @@ def test_cli_rebuilds_results_from_final_metrics(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no final_metrics.json"):
         main(["--index", str(index), "--output-root", str(root)])
     (root / "a").mkdir(parents=True)
-    (root / "a" / "final_metrics.json").write_text('{"bbox": [0.25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]}')
+    (root / "a" / "final_metrics.json").write_text('{"bbox": [0.25' + ', 0' * 11 + ']}')
     assert load_measured(
         [AblationRow("a", "row a", "FPN-3", "A.yaml", None, "H", "")], str(root)
     ) == {"a": {"bbox": [0.25] + [0] * 11}}

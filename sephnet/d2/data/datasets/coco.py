@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import logging
+import math
 import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -121,6 +122,14 @@ def load_coco_json(
             "Filtered out %d instances without valid segmentation. There might be issues in "
             "your dataset generation process.", num_without_valid_segm,
         )
+    num_zero_area = sum(
+        1 for r in dataset_dicts for a in r["annotations"] if "bbox" in a and min(a["bbox"][2:]) == 0
+    )
+    if num_zero_area > 0:
+        logger.warning(
+            "%d annotations in '%s' have a zero-width or zero-height bbox; training drops them "
+            "(filter_empty_instances).", num_zero_area, json_file,
+        )
     return dataset_dicts
 
 
@@ -165,6 +174,8 @@ def _convert_annotation(
             f"One annotation of image {image_id} contains empty 'bbox' value! "
             "This json does not have valid COCO format."
         )
+    if "bbox" in obj:
+        _check_bbox(obj["bbox"], anno.get("id"), image_id, json_file)
 
     segm = anno.get("segmentation", None)
     if segm:
@@ -192,6 +203,24 @@ def _convert_annotation(
             )
         obj["category_id"] = id_map[dataset_id]
     return obj
+
+
+def _check_bbox(bbox: Any, ann_id: Any, image_id: int, json_file: str) -> None:
+    """Raise ``ValueError`` naming the annotation unless ``bbox`` is 4 finite numbers
+    ``[x, y, width, height]`` with ``width, height >= 0`` (core addition: detectron2 v0.6
+    would silently turn a negative size into a flipped box and NaN into garbage)."""
+    where = f"Annotation {ann_id} of image {image_id} in '{json_file}' has bbox={bbox}"
+    try:
+        values = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}; expected 4 numbers [x, y, width, height].") from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{where}; expected 4 finite numbers [x, y, width, height].")
+    if values[2] < 0 or values[3] < 0:
+        raise ValueError(
+            f"{where}; expected width and height >= 0 (COCO boxes are [x, y, width, height], "
+            "not [x1, y1, x2, y2])."
+        )
 
 
 def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:

@@ -29,6 +29,7 @@ from sephnet.d2.modeling.roi_heads.mask_head import build_mask_head
 from sephnet.d2.modeling.sampling import subsample_labels
 from sephnet.d2.structures import Boxes, ImageList, Instances, pairwise_iou
 from sephnet.d2.utils.events import get_event_storage
+from sephnet.d2.modeling.feature_check import explain_missing_feature
 from sephnet.d2.utils.registry import Registry
 
 __all__ = [
@@ -56,8 +57,18 @@ _KEYPOINTS_UNSUPPORTED = (
 
 
 def build_roi_heads(cfg, input_shape: Dict[str, ShapeSpec]) -> "ROIHeads":
-    """Build the ROI heads named by ``cfg.MODEL.ROI_HEADS.NAME``."""
-    return ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, input_shape)
+    """Build the ROI heads named by ``cfg.MODEL.ROI_HEADS.NAME``.
+
+    Raises:
+        MissingFeatureError: ``MODEL.ROI_HEADS.IN_FEATURES`` names a feature the backbone
+            does not output (a ``KeyError``).
+    """
+    heads = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)
+    try:
+        return heads(cfg, input_shape)
+    except KeyError as e:
+        explain_missing_feature(e, "MODEL.ROI_HEADS.IN_FEATURES", cfg.MODEL.ROI_HEADS.IN_FEATURES,
+                                input_shape)
 
 
 def select_foreground_proposals(

@@ -1,25 +1,33 @@
 """Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*`` (SEPH_SPEC B §2.11).
 
 With it on, ``SephStandardROIHeads`` pools a box crop (``MODEL.ROI_BOX_HEAD.POOLER_*``) and a
-context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.multiscale_pooler`); the box
-head must read the pair: a context-attention head (``ContextQueryAttentionHead``,
-``BoxQueryAttentionHead``, ``ContextStripAttentionHead``) or ``FCClsConvBoxHead`` behind
-``IouHeadNonLocalROIHeadsHook`` (iou5).
+context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.multiscale_pooler`). Who reads
+the pair:
+
+* a context-attention head (``BoxQueryAttentionHead`` V5, ``ContextQueryAttentionHead`` V6,
+  ``ContextStripAttentionHead`` V7), with no ROI hook;
+* ``IouHeadNonLocalROIHeadsHook`` (iou5) in front of a decoupled head;
+* any other decoupled sephnet head, positionally (sephv19: "FCClsConvBoxHead" with the cls
+  tower on the box crop and the box tower on the context crop), which needs
+  CONTEXT_RESOLUTION == MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION (the 1.5x / 7x7 version).
 """
 from sephnet.backend import CfgNode
 
 __all__ = ["add_config", "validate_config", "CONTEXT_HEADS"]
 
 _KEY = "MODEL.SEPH.MULTISCALE_POOLER"
-#: Box heads that read the (box, context) pair.
+#: Box heads that read the (box, context) pair their own way.
 CONTEXT_HEADS = ("ContextQueryAttentionHead", "BoxQueryAttentionHead", "ContextStripAttentionHead")
+#: Heads that read one pooled map only.
+_SINGLE_MAP_HEADS = ("UpstreamBoxHead", "SharedConvHead", "SizeExpertHead")
 
 
 def add_config(cfg: CfgNode) -> None:
     """Add ``MODEL.SEPH.MULTISCALE_POOLER.*`` (default off)."""
     node = cfg.MODEL.SEPH.MULTISCALE_POOLER = CfgNode()
-    # Pool a context crop as well as the box crop (log sephv19, sephv25, sephv25_1,
-    # sephv25_2, iou5).
+    # Pool a context crop as well as the box crop (log sephv19: FCClsConvBoxHead with the cls
+    # tower on the box crop and the box tower on the context crop; sephv25/25_1/25_2: the
+    # V5/V6/V7 context-attention heads; iou5: IouHeadNonLocalROIHeadsHook).
     node.ENABLED = False
     # The context box's size relative to the box (float > 1), scaled about the box centre,
     # not clipped. Pooler up to 2020-10-29: 1.5 (sephv19, sephv25, sephv25_1; the only one
@@ -63,9 +71,16 @@ def validate_config(cfg: CfgNode) -> None:
             f"MODEL.SEPH.BOX_HEAD.NAME={head!r} reads the pooler's (box, context) crops "
             f"directly; MODEL.SEPH.ROI_HOOK.NAME={hook!r} must be ''."
         )
-    if head not in CONTEXT_HEADS and hook != "IouHeadNonLocalROIHeadsHook":
+    if head in _SINGLE_MAP_HEADS:
         raise ValueError(
             f"{_KEY}.ENABLED=True gives (box, context) crops that MODEL.SEPH.BOX_HEAD.NAME="
-            f"{head!r} cannot read; expected one of {CONTEXT_HEADS}, or MODEL.SEPH.ROI_HOOK."
-            "NAME='IouHeadNonLocalROIHeadsHook' in front of a decoupled head."
+            f"{head!r} cannot read; expected a decoupled head (e.g. 'FCClsConvBoxHead', "
+            f"sephv19) or one of {CONTEXT_HEADS}."
+        )
+    resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    if head not in CONTEXT_HEADS and hook != "IouHeadNonLocalROIHeadsHook" and res != resolution:
+        raise ValueError(
+            f"MODEL.SEPH.BOX_HEAD.NAME={head!r} runs its box tower on the context crop, so "
+            f"{_KEY}.CONTEXT_RESOLUTION={res} must equal MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION="
+            f"{resolution} (sephv19 used the 1.5x / 7x7 pooler)."
         )

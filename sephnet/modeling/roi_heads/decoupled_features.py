@@ -22,8 +22,11 @@ box head is one of
 * a ``DecoupledFeatures(cls_in, box_in, iou_in)`` made by an ROI hook (e.g. a non-local
   block on the classification input only): each tower reads its own field, and the IoU
   tower reads ``box_in`` when ``iou_in`` is None (:func:`split_head_input`);
-* a :class:`ContextPair` ``(box, context)`` from the multi-scale pooler, read only by the
-  heads and hooks that say so (context-attention heads, ``IouHeadNonLocalROIHeadsHook``).
+* a :class:`ContextPair` ``(box, context)`` from the multi-scale pooler. The
+  context-attention heads and ``IouHeadNonLocalROIHeadsHook`` read it their own way; any
+  other sephnet head reads it positionally like the original (sephv19): the cls tower reads
+  the box crop, the box (and IoU) tower the context crop, which then has to have the box
+  crop's size for the head's declared shapes to hold.
 """
 from typing import NamedTuple, Optional, Tuple, Union
 
@@ -53,19 +56,19 @@ def split_head_input(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (cls_in, box_in, iou_in) a box head's towers read; see the module docstring.
 
+    A :class:`ContextPair` gives ``(box, context, context)`` (sephv19: the cls tower on the
+    box crop, the box tower on the context crop).
+
     Raises:
-        TypeError: ``x`` is a :class:`ContextPair` (the head needs a context-attention head
-            or a hook that consumes it) or not a tensor.
+        TypeError: ``x`` is not a tensor or one of the tuples above.
     """
     if isinstance(x, ContextPair):
-        raise TypeError(
-            "This box head takes pooled features or DecoupledFeatures, not the multi-scale "
-            "pooler's ContextPair; use a context-attention head or an ROI hook that reads it."
-        )
+        return x.box, x.context, x.context
     if isinstance(x, DecoupledFeatures):
         return x.cls, x.box, x.box if x.iou is None else x.iou
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"Box-head input must be a Tensor or DecoupledFeatures; got {type(x).__name__}."
+            "Box-head input must be a Tensor, DecoupledFeatures or ContextPair; got "
+            f"{type(x).__name__}."
         )
     return x, x, x

@@ -106,6 +106,7 @@ def test_model_with_an_roi_hook_trains_and_predicts(keys):
 @pytest.mark.parametrize(
     "keys",
     [
+        {},  # sephv19: FCClsConvBoxHead, cls tower on the box crop, box tower on the 1.5x context
         {"MODEL.SEPH.BOX_HEAD.NAME": "BoxQueryAttentionHead"},  # V5, sephv25 (1.5x, 7x7)
         {"MODEL.SEPH.BOX_HEAD.NAME": "ContextStripAttentionHead",  # V7, sephv25_2
          "MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 13 / 7,

@@ -126,6 +126,7 @@ def _cfg(**keys):
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.SEPH.BOX_HEAD.NAME = "BoxQueryAttentionHead"
     cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED = True
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
     for key, value in keys.items():
         cfg.merge_from_list([key, value])
     return cfg
@@ -133,6 +134,7 @@ def _cfg(**keys):
 
 def test_valid_combinations_pass():
     validate_sephnet_config(_cfg())
+    validate_sephnet_config(_cfg(**{"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}))  # sephv19
     validate_sephnet_config(_cfg(**{
         "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
         "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook",
@@ -144,7 +146,9 @@ def test_valid_combinations_pass():
     [
         ({"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 0.5}, "CONTEXT_SCALE=0.5"),
         ({"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_RESOLUTION": 0}, "CONTEXT_RESOLUTION=0"),
-        ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}, "FCClsConvBoxHead"),
+        ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
+          "MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_RESOLUTION": 13}, "CONTEXT_RESOLUTION=13"),
+        ({"MODEL.SEPH.BOX_HEAD.NAME": "UpstreamBoxHead"}, "UpstreamBoxHead"),
         ({"MODEL.SEPH.MULTISCALE_POOLER.ENABLED": False}, "ENABLED=True"),
         ({"MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook"}, "ROI_HOOK.NAME"),
         ({"MODEL.ROI_HEADS.NAME": "SephGEROIHeads"}, "SephGEROIHeads"),
@@ -153,3 +157,19 @@ def test_valid_combinations_pass():
 def test_config_errors_name_the_key(keys, match):
     with pytest.raises(ValueError, match=match):
         validate_sephnet_config(_cfg(**keys))
+
+
+def test_sephv19_head_reads_the_pair_positionally():
+    """FCClsConvBoxHead on a ContextPair: cls tower on the box crop, box tower on the context."""
+    from sephnet.backend import ShapeSpec
+    from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+
+    torch.manual_seed(0)
+    head = FCClsConvBoxHead(input_shape=ShapeSpec(channels=4, height=7, width=7), num_fc=1,
+                            fc_dim=8, num_conv=1, conv_dim=4, iou_tower=True, iou_num_conv=1,
+                            iou_num_fc=0)
+    box, ctx = torch.randn(3, 4, 7, 7), torch.randn(3, 4, 7, 7)
+    out = head(ContextPair(box, ctx))
+    torch.testing.assert_close(out.cls, head.cls_tower(box))
+    torch.testing.assert_close(out.box, head.box_tower(ctx))
+    torch.testing.assert_close(out.iou, head.iou_tower(ctx))

@@ -31,8 +31,9 @@ def add_config(cfg: CfgNode) -> None:
     # every other hook 1. Log default 1.
     node.VERSION = 1
     # Non-local hooks: True = y = norm(gamma * O + x) with a learnable gamma initialised to 0
-    # (the blocks before 2020-10-30: the log's "nonlocal head hook" rows sephv7/sephv14_7);
-    # False = y = norm(O + x) (the later code; log "(no gamma scale)", every later row).
+    # (the blocks up to 2020-10-29: the log's row "nonlocal head hook (sephv14_7)");
+    # False = y = norm(O + x) (the later code: the row "(no gamma scale)" and every other
+    # ROI-hook row).
     # sephnet's choice: one key for all non-local hooks (the original had the switch inside
     # non_local_blockv1, shared by all of them).
     node.WEIGHTED_RESIDUAL = False

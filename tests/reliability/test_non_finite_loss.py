@@ -37,7 +37,8 @@ def _trainer(tmp_path, value):
 
         @classmethod
         def build_train_loader(cls, cfg):
-            data = [{"x": [float(i), 1.0], "width": 4, "height": 4, "image_id": i} for i in range(4)]
+            data = [{"x": [float(i), 1.0], "width": 4, "height": 4, "image_id": i}
+                    for i in range(4)]
             return build_detection_train_loader(data, mapper=lambda d: d, total_batch_size=2,
                                                 num_workers=0)
 

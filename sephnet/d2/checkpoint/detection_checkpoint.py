@@ -94,7 +94,8 @@ class DetectionCheckpointer(Checkpointer):
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise FloatingPointError(
                 f"Refusing to write {save_file}: model weights hold NaN or infinity ({shown}). "
-                f"The last good checkpoint is {self.get_checkpoint_file() or 'none (none written)'}."
+                "The last good checkpoint is "
+                f"{self.get_checkpoint_file() or 'none (none was written)'}."
             )
         if not self._local_save_dir():
             super().save(name, **kwargs)

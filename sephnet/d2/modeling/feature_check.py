@@ -1,8 +1,9 @@
 """Explain a feature name from the config that the backbone does not output (core addition).
 
 detectron2 v0.6 reports ``MODEL.ROI_HEADS.IN_FEATURES = ["p9"]`` as a bare ``KeyError: 'p9'``
-from deep inside a head's ``from_config``; :func:`build_roi_heads` calls :func:`explain_missing_feature`
-to turn it into a message naming the config key, its value and the available features.
+from deep inside a head's ``from_config``; ``build_roi_heads`` calls
+:func:`explain_missing_feature` to turn it into a message naming the config key, its value and
+the available features.
 """
 from typing import Mapping, NoReturn, Sequence
 

@@ -123,7 +123,8 @@ def load_coco_json(
             "your dataset generation process.", num_without_valid_segm,
         )
     num_zero_area = sum(
-        1 for r in dataset_dicts for a in r["annotations"] if "bbox" in a and min(a["bbox"][2:]) == 0
+        1 for r in dataset_dicts for a in r["annotations"]
+        if "bbox" in a and min(a["bbox"][2:]) == 0
     )
     if num_zero_area > 0:
         logger.warning(

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # import this checkout's sephnet even when it is not installed
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_R_18_FPN_shapes.yaml")
 
 

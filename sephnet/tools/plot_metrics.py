@@ -204,6 +204,8 @@ def plot_runs(runs: Sequence[RunMetrics], output: str, columns: int = 3) -> List
         ax.grid(alpha=0.3)
         if title.startswith("loss") or title == "total_loss":
             ax.set_ylim(bottom=0)
+        else:
+            ax.margins(y=0.12)  # room for the value labels above the highest point
         if len(runs) > 1 or len(names) > 1:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:

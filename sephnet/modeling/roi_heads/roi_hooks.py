@@ -36,7 +36,7 @@ hook norm (``MODEL.SEPH.ROI_HOOK.NORM``, the log's EvoNormS0 G=32) after the res
 activation; ``WEIGHTED_RESIDUAL`` gives the pre-2020-10-30 "gamma" residual (gamma init 0).
 ClsNonLocal version 5 (``non_local_blockv5``, not in the log) is not offered.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -176,20 +176,18 @@ class _NonLocalHook(nn.Module):
         super().__init__()
         name = type(self).__name__
         self.version = _check_version(name, version)
-        self._block_kwargs = dict(
+        self.input_shape = input_shape
+        block_kwargs = dict(
             weighted_residual=weighted_residual,
             norm=norm,
             norm_groups=norm_groups,
             norm_eps=norm_eps,
         )
-        self.input_shape = input_shape
-        self._build(self._FORMS[self.version])
-        del self._block_kwargs
+        form = self._FORMS[self.version]
+        self._build(lambda: _non_local(form, input_shape, **block_kwargs))
 
-    def _block(self, form) -> NonLocalBlock:
-        return _non_local(form, self.input_shape, **self._block_kwargs)
-
-    def _build(self, form) -> None:
+    def _build(self, make_block: Callable[[], NonLocalBlock]) -> None:
+        """Create the hook's blocks; ``make_block()`` returns a new block of its version."""
         raise NotImplementedError
 
     @classmethod
@@ -210,9 +208,9 @@ class NonLocalROIHeadsHook(_NonLocalHook):
     output_kind = "decoupled"
     _FORMS = {1: _V1}
 
-    def _build(self, form):
-        self.cls_block = self._block(form)
-        self.box_block = self._block(form)
+    def _build(self, make_block):
+        self.cls_block = make_block()
+        self.box_block = make_block()
 
     def forward(self, x: torch.Tensor) -> DecoupledFeatures:
         """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in, box_in)``, each ``[R, C, S, S]``."""
@@ -231,8 +229,8 @@ class OneHeadNonLocalROIHeadsHook(_NonLocalHook):
 
     _FORMS = {1: _V1, 2: _POS_1_4, 3: _PLAIN_1_1}
 
-    def _build(self, form):
-        self.block = self._block(form)
+    def _build(self, make_block):
+        self.block = make_block()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x[R, C, S, S]`` -> ``[R, C, S, S]``."""
@@ -255,8 +253,8 @@ class ClsNonLocalROIHeadsHook(_NonLocalHook):
     output_kind = "decoupled"
     _FORMS = {1: _V1, 2: _POS_1_4, 3: _POS_2_2, 4: _POS_1_4}
 
-    def _build(self, form):
-        self.block = self._block(form)
+    def _build(self, make_block):
+        self.block = make_block()
         self.se = SqueezeExcite(self.input_shape.channels, ratio=16) if self.version == 4 else None
 
     def forward(self, x: torch.Tensor) -> DecoupledFeatures:
@@ -278,8 +276,8 @@ class BoxNonLocalROIHeadsHook(_NonLocalHook):
     output_kind = "decoupled"
     _FORMS = {1: _V1, 2: _POS_1_4}
 
-    def _build(self, form):
-        self.block = self._block(form)
+    def _build(self, make_block):
+        self.block = make_block()
 
     def forward(self, x: torch.Tensor) -> DecoupledFeatures:
         """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in=x, box_in)``."""

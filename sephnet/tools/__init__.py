@@ -1,4 +1,7 @@
-"""Command-line tools that work on a run's outputs (``python -m sephnet.tools.<name>``).
+"""sephnet's command-line tools (``python -m sephnet.tools.<name>``).
 
-* :mod:`sephnet.tools.plot_metrics`: loss, learning-rate and AP curves from ``metrics.json``.
+* :mod:`~sephnet.tools.plot_metrics`: loss, learning-rate and AP curves from ``metrics.json``;
+* :mod:`~sephnet.tools.ablate`: run rows of the experiment log through ``train_net.py``;
+* :mod:`~sephnet.tools.ablation_index`: the experiment log's rows as data;
+* :mod:`~sephnet.tools.results_table`: our results beside the log's (table and chart).
 """

@@ -158,14 +158,14 @@ class NonLocalBlock(nn.Module):
         heads = self.num_heads
 
         def split(t: torch.Tensor) -> torch.Tensor:  # [N, D, a, b] -> [N, heads, a*b, D/heads]
-            d = t.shape[1]
-            return t.flatten(2).reshape(n, heads, d // heads, -1).transpose(2, 3)
+            d, positions = t.shape[1], t.shape[2] * t.shape[3]  # explicit: N may be 0
+            return t.flatten(2).reshape(n, heads, d // heads, positions).transpose(2, 3)
 
         q, k, v = split(self.query(q_in)), split(self.key(k_in)), split(self.value(context))
         scale = 1.0 / math.sqrt(v.shape[-1])  # per-head V width (the original's choice)
         attn = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * scale, dim=-1)
         o = torch.matmul(attn, v)  # [N, heads, HW, Dv/heads]
-        o = o.transpose(2, 3).reshape(n, -1, h, w)
+        o = o.transpose(2, 3).reshape(n, heads * v.shape[-1], h, w)
         o = self.out(o)
         y = x + (self.gamma * o if self.gamma is not None else o)
         if self.norm is not None:

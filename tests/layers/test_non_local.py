@@ -122,3 +122,12 @@ def test_backward_reaches_input_and_all_weights():
     block(x).square().sum().backward()
     assert x.grad.abs().sum() > 0
     assert all(p.grad is not None for p in block.parameters())
+
+
+def test_empty_batch_gives_an_empty_output():
+    block = NonLocalBlock(32, multipliers=(8, 8, 2), num_heads=2)
+    x = torch.zeros(0, 32, 7, 7, requires_grad=True)
+    y = block(x)
+    assert y.shape == (0, 32, 7, 7)
+    y.sum().backward()
+    assert x.grad.shape == x.shape

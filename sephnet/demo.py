@@ -23,7 +23,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-import sephnet.data  # noqa: F401  (registers the shapes datasets and their class names)
+from sephnet import add_sephnet_config, validate_sephnet_config  # also registers components
 from sephnet.backend import (
     CfgNode,
     DefaultPredictor,
@@ -81,21 +81,25 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Config file ← ``--opts`` ← the confidence threshold (test score threshold of the box
-    heads: ``MODEL.ROI_HEADS``, ``MODEL.RETINANET``, ``MODEL.PANOPTIC_FPN.COMBINE``); frozen.
+    """The config ``train_net.py`` would build (detectron2's and sephnet's defaults ← config
+    file ← ``--opts``), then the confidence threshold as the test score threshold of the box
+    heads (``MODEL.ROI_HEADS``, ``MODEL.RETINANET``, ``MODEL.PANOPTIC_FPN.COMBINE``); checked
+    by :func:`validate_sephnet_config` and frozen.
 
     Raises:
-        ValueError: the threshold is outside [0, 1].
+        ValueError: the threshold is outside [0, 1], or sephnet's keys disagree.
     """
     threshold = args.confidence_threshold
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--confidence-threshold={threshold}; expected a score in [0, 1].")
     cfg = get_cfg()
+    add_sephnet_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = threshold
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = threshold
+    validate_sephnet_config(cfg)
     cfg.freeze()
     return cfg
 

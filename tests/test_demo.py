@@ -12,8 +12,8 @@ import torch
 import sephnet.demo as demo
 from sephnet.backend import Boxes, Instances
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart",
-                      "mask_rcnn_R_18_FPN_shapes.yaml")
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+CONFIG = os.path.join(CONFIGS, "quickstart", "mask_rcnn_R_18_FPN_shapes.yaml")
 
 
 def _images(folder, count=2, size=(48, 64)):
@@ -44,6 +44,13 @@ def test_setup_cfg_applies_threshold_after_opts():
     args.confidence_threshold = 1.5
     with pytest.raises(ValueError, match=r"threshold=1.5; expected a score in \[0, 1\]"):
         demo.setup_cfg(args)
+
+
+def test_setup_cfg_reads_sephnet_configs_like_train_net():
+    seph = os.path.join(CONFIGS, "coco", "Mask-RCNN-FPN-sephv14_10.yaml")
+    args = demo.get_parser().parse_args(["--config-file", seph, "--input", "x", "--output", "o"])
+    cfg = demo.setup_cfg(args)
+    assert "SEPH" in cfg.MODEL and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.5
 
 
 def test_inputs_and_outputs(tmp_path):

@@ -89,8 +89,11 @@ def test_resume_falls_back_to_newest_readable_checkpoint_and_says_why(tmp_path, 
     (tmp_path / "model_0000003.pth.tmp-12345").write_bytes(b"half")
     model = nn.Linear(2, 2)
     ckpt = DetectionCheckpointer(model, str(tmp_path))
-    with caplog.at_level("WARNING", logger=ckpt.logger.name):
+    ckpt.logger.addHandler(caplog.handler)  # captured even if setup_logger stopped propagation
+    try:
         extra = ckpt.resume_or_load("", resume=True)
+    finally:
+        ckpt.logger.removeHandler(caplog.handler)
     assert extra["iteration"] == 1
     assert torch.equal(model.weight, weights[1])
     message = " ".join(r.getMessage() for r in caplog.records)

@@ -4,7 +4,9 @@ checkpoint, between a checkpoint and its ``last_checkpoint`` tag, during evaluat
 weights (bit for bit) and the same final evaluation as one uninterrupted run.
 
 Tiny setup (CPU, one thread, NUM_WORKERS 0, 64-80 px images, 6 iterations, checkpoints every 2,
-an evaluation at iteration 4 and at the end); each process takes ~10 s on a free core.
+an evaluation at iteration 4 and at the end); each process takes ~10 s on a free core. After the
+evaluation kill the newest checkpoint is also truncated on disk, so the next --resume must fall
+back to the one before and say so.
 """
 import json
 import os
@@ -55,7 +57,7 @@ KILLS = [
 ]
 
 
-def _run(data: str, out: str, kill: str = "") -> int:
+def _run(data: str, out: str, kill: str = "") -> subprocess.CompletedProcess:
     env = dict(os.environ, RELIABILITY_DATA=data, RELIABILITY_KILL=kill, OMP_NUM_THREADS="1")
     cmd = [sys.executable, os.path.join(HERE, "kill_switch_train_net.py"), "--config-file", CONFIG,
            "--resume", "OUTPUT_DIR", out, *OVERRIDES]
@@ -63,7 +65,7 @@ def _run(data: str, out: str, kill: str = "") -> int:
                           timeout=600)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"{kill or 'run'} failed:\n{proc.stdout.decode()[-4000:]}")
-    return proc.returncode
+    return proc
 
 
 def _final_weights(out: str) -> Dict[str, torch.Tensor]:
@@ -89,17 +91,28 @@ def test_sigkilled_runs_resume_to_identical_weights_and_metrics(tmp_path):
     generate_shapes(data, ShapesParams(num_train=4, num_val=2, image_sizes=((64, 64), (64, 80)),
                                        max_objects=2, min_extent=12, max_extent=30))
     reference = str(tmp_path / "reference")
-    assert _run(data, reference) == 0
+    assert _run(data, reference).returncode == 0
 
     killed = str(tmp_path / "killed")
     for kill in KILLS:
-        assert _run(data, killed, kill) == -signal.SIGKILL, f"{kill} was never reached"
+        proc = _run(data, killed, kill)
+        assert proc.returncode == -signal.SIGKILL, f"{kill} was never reached"
         assert not os.path.exists(os.path.join(killed, "model_final.pth"))
+        if kill == "save:model_final":
+            # the previous run's newest checkpoint was truncated: this one fell back
+            log = proc.stdout.decode()
+            assert "Resumed from" in log and "model_0000001.pth" in log, log[-3000:]
+        if kill.startswith("eval:"):
+            with open(os.path.join(killed, "last_checkpoint")) as f:
+                newest = os.path.join(killed, f.read().strip())
+            assert newest.endswith("model_0000003.pth")
+            with open(newest, "r+b") as f:
+                f.truncate(os.path.getsize(newest) // 3)
     # One more at a random moment (the process may also finish first: then nothing was killed).
     delay = random.Random(os.getpid()).uniform(2.0, 12.0)
     _run(data, str(tmp_path / "random"), f"timer:{delay:.2f}")
     for out in (killed, str(tmp_path / "random")):
-        assert _run(data, out) == 0
+        assert _run(data, out).returncode == 0
         want, got = _final_weights(reference), _final_weights(out)
         assert want.keys() == got.keys()
         different = [k for k in want if not torch.equal(want[k], got[k])]

@@ -279,3 +279,14 @@ def test_num_gpus_larger_than_visible_gpus(monkeypatch):
     assert str(info.value) == (
         "--num-gpus 4 asks for more processes than the 1 visible CUDA device(s)."
     )
+
+
+def test_num_gpus_without_cuda_larger_than_cpu_cores(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(ValueError) as info:
+        launch(lambda: None, 3)
+    assert str(info.value) == (
+        "--num-gpus 3: no CUDA device is visible, so it asks for 3 CPU worker processes, but "
+        "this machine has 2 CPU core(s). Use --num-gpus 1, or at most the number of cores."
+    )

@@ -10,6 +10,7 @@ backend is NCCL and local rank ``i`` uses GPU ``i``; without CUDA the backend is
 ``num_gpus_per_machine`` counts CPU worker processes.
 """
 import logging
+import os
 import socket
 from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
@@ -59,8 +60,8 @@ def launch(
 
     Raises:
         ValueError: a non-positive process count, ``machine_rank`` out of range, a missing
-            ``dist_url``, ``"auto"`` with several machines, or more processes than visible
-            GPUs when CUDA is used.
+            ``dist_url``, ``"auto"`` with several machines, more processes than visible
+            GPUs when CUDA is used, or (without CUDA) more worker processes than CPU cores.
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ValueError(
@@ -78,6 +79,18 @@ def launch(
         raise ValueError(
             f"--num-gpus {num_gpus_per_machine} asks for more processes than the "
             f"{torch.cuda.device_count()} visible CUDA device(s)."
+        )
+    cores = os.cpu_count() or 1
+    if not torch.cuda.is_available():
+        if num_gpus_per_machine > cores:
+            raise ValueError(
+                f"--num-gpus {num_gpus_per_machine}: no CUDA device is visible, so it asks for "
+                f"{num_gpus_per_machine} CPU worker processes, but this machine has {cores} CPU "
+                "core(s). Use --num-gpus 1, or at most the number of cores."
+            )
+        logger.warning(
+            "No CUDA device is visible: --num-gpus %d starts %d CPU worker processes (gloo).",
+            num_gpus_per_machine, num_gpus_per_machine,
         )
     if dist_url == "auto":
         if num_machines != 1:

@@ -233,7 +233,9 @@ class DetectionCheckpointer(Checkpointer):
             try:
                 return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
             except pickle.UnpicklingError as e:
-                if "weights only" not in str(e).lower() and "weights_only" not in str(e):
+                # Only a refused (non-allowlisted) global means "other objects"; any other
+                # weights-only failure (e.g. "Unsupported operand") is a corrupt file.
+                if "Unsupported global" not in str(e) and "add_safe_globals" not in str(e):
                     raise
                 self.logger.warning(
                     f"{filename} holds objects other than tensors and containers; loading it with "
@@ -242,8 +244,10 @@ class DetectionCheckpointer(Checkpointer):
                 return torch.load(filename, map_location=torch.device("cpu"), weights_only=False)
         except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, AttributeError,
                 ImportError, IndexError) as e:
+            # torch's weights-only message is a page long; its last part says what failed
+            reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
             raise ValueError(
-                f"Cannot read checkpoint {filename}: {type(e).__name__}: {e}. The file is "
+                f"Cannot read checkpoint {filename}: {type(e).__name__}: {reason}. The file is "
                 "truncated, corrupt or not a torch checkpoint."
             ) from e
 

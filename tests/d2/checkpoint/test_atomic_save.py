@@ -122,3 +122,17 @@ def test_no_checkpoint_with_non_finite_weights_is_written(tmp_path):
         ckpt.save("model_0000001", iteration=1)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000000.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
+
+
+def test_garbage_file_is_reported_corrupt_without_trying_the_full_unpickler(tmp_path, caplog):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"xx")
+    ckpt = DetectionCheckpointer(nn.Linear(2, 2))
+    ckpt.logger.addHandler(caplog.handler)
+    try:
+        expected = r"garbage\.pth: UnpicklingError: Unsupported operand 120\. The file is truncated"
+        with pytest.raises(ValueError, match=expected):
+            ckpt.load(str(path))
+    finally:
+        ckpt.logger.removeHandler(caplog.handler)
+    assert "full unpickler" not in caplog.text

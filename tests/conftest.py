@@ -1,13 +1,19 @@
-"""Shared pytest setup: deterministic seeds for every test, one intra-op thread per worker."""
+"""Shared pytest setup: deterministic seeds, one intra-op thread per worker, and framework
+loggers that propagate to pytest's log capture whatever ran before."""
+import logging
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from sephnet.backend import setup_logger
+
 # CI runs the suite on 2 cores with 2 pytest-xdist workers: one torch thread each avoids
 # oversubscription, which makes the many tiny convolutions of these tests far slower.
 torch.set_num_threads(1)
+
+_FRAMEWORK_LOGGERS = ("sephnet", "sephnet.d2", "d2", "detectron2", "fvcore")
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +22,22 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _propagating_framework_loggers():
+    """``setup_logger`` (run by ``default_setup`` and trainers) stops the framework loggers
+    from propagating to the root logger, where ``caplog`` listens. Every test starts with
+    them propagating and leaves them as it found them."""
+    saved = {}
+    for name in _FRAMEWORK_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.propagate, logger.level)
+        logger.propagate = True
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    setup_logger.cache_clear()

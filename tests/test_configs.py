@@ -1,8 +1,8 @@
 """Every config under configs/ merges with sephnet's keys, validates and builds its model.
 
-One config per distinct combination of components (backbone and FPN norm, proposal
-generator and anchor matcher, ROI heads, box head and its norm, sampler, classifier layer,
-IoU branch, box loss, mask head) also runs one training step (forward, losses, backward) and
+One config per distinct combination of components (backbone and FPN norm, backbone hooks,
+multi-scale pooler, proposal generator and anchor matcher, ROI heads, box head and its norm,
+sampler, classifier layer, IoU branch, box loss, mask head) also runs one training step (forward, losses, backward) and
 one inference on a 64x64 image on CPU, with the config's own depth and widths (ResNet-50
 included) but only 16 proposals and 16 sampled ROIs per image, which keeps the heads cheap.
 """
@@ -58,8 +58,10 @@ def _components(cfg):
     """The keys that choose which modules are built (not their sizes or loss weights)."""
     m, seph = cfg.MODEL, cfg.MODEL.SEPH
     box_head = seph.BOX_HEAD.NAME if m.ROI_HEADS.NAME.startswith("Seph") else m.ROI_BOX_HEAD.NAME
+    hooks = seph.BACKBONE_HOOKS
     return (
         m.BACKBONE.NAME, m.RESNETS.DEPTH, m.FPN.NORM, seph.FPN.TOP_BLOCK,
+        hooks.BEFORE, hooks.AFTER, hooks.RPN, seph.MULTISCALE_POOLER.ENABLED,
         m.PROPOSAL_GENERATOR.NAME, m.RPN.HEAD_NAME, seph.RPN.MATCHER.NAME,
         m.ROI_HEADS.NAME, box_head, m.ROI_BOX_HEAD.NORM, seph.SAMPLER.NAME,
         seph.PREDICTOR.CLS_LAYER, seph.IOU_BRANCH.ENABLED, m.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,
@@ -120,7 +122,8 @@ def test_config_merges_validates_and_builds(path):
     model.train()
     with EventStorage(0):
         losses = model([data])
-    assert "loss_cls" in losses and "loss_rpn_cls" in losses
+    # Cascade names its losses per stage (detectron2's loss_cls_stage0, ...)
+    assert ("loss_cls" in losses or "loss_cls_stage0" in losses) and "loss_rpn_cls" in losses
     assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
     total = sum(losses.values())
     assert torch.isfinite(total), losses

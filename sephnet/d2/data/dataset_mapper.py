@@ -85,49 +85,63 @@ class DatasetMapper:
         """Arguments from ``INPUT.*`` (augmentations, FORMAT, MASK_FORMAT, CROP),
         ``MODEL.MASK_ON``, ``MODEL.KEYPOINT_ON`` and ``MODEL.LOAD_PROPOSALS`` /
         ``DATASETS.PRECOMPUTED_PROPOSAL_TOPK_{TRAIN,TEST}``."""
-        augs = utils.build_augmentation(cfg, is_train)
-        recompute_boxes = False
-        if cfg.INPUT.CROP.ENABLED and is_train:
-            augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
-            recompute_boxes = cfg.MODEL.MASK_ON
-        ret = {
-            "is_train": is_train,
-            "augmentations": augs,
-            "image_format": cfg.INPUT.FORMAT,
-            "use_instance_mask": cfg.MODEL.MASK_ON,
-            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
-            "use_keypoint": cfg.MODEL.KEYPOINT_ON,
-            "recompute_boxes": recompute_boxes,
-        }
+        crop = cfg.INPUT.CROP.ENABLED and is_train
+        # A training crop runs before the resize/flip of build_augmentation; cropped masks
+        # then define tighter boxes than the cropped boxes, hence recompute_boxes.
+        leading = [T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)] if crop else []
+        topk_key = "PRECOMPUTED_PROPOSAL_TOPK_" + ("TRAIN" if is_train else "TEST")
+        kwargs = dict(
+            is_train=is_train,
+            augmentations=leading + utils.build_augmentation(cfg, is_train),
+            image_format=cfg.INPUT.FORMAT,
+            use_instance_mask=cfg.MODEL.MASK_ON,
+            instance_mask_format=cfg.INPUT.MASK_FORMAT,
+            use_keypoint=cfg.MODEL.KEYPOINT_ON,
+            recompute_boxes=bool(crop and cfg.MODEL.MASK_ON),
+        )
         if cfg.MODEL.LOAD_PROPOSALS:
-            ret["precomputed_proposal_topk"] = (
-                cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN
-                if is_train
-                else cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST
-            )
-        return ret
+            kwargs["precomputed_proposal_topk"] = cfg.DATASETS[topk_key]
+        return kwargs
 
-    def _transform_annotations(
-        self, dataset_dict: Dict[str, Any], transforms: T.TransformList, image_shape
-    ) -> None:
-        for anno in dataset_dict["annotations"]:
-            if not self.use_instance_mask:
-                anno.pop("segmentation", None)
-            if not self.use_keypoint:
-                anno.pop("keypoints", None)
-        annos = [
-            utils.transform_instance_annotations(
-                obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
+    def _augmented(self, record: Dict[str, Any]):
+        """Read the record's image (and semantic map, if any) and augment them together.
+
+        Returns:
+            ``(image HxWxC ndarray, sem_seg HxW ndarray or None, the applied transforms)``.
+        """
+        image = utils.read_image(record["file_name"], format=self.image_format)
+        utils.check_image_size(record, image)
+        seg_file = record.pop("sem_seg_file_name", None)
+        sem_seg = None if seg_file is None else utils.read_image(seg_file, "L")[:, :, 0]
+        state = T.AugInput(image, sem_seg=sem_seg)
+        transforms = self.augmentations(state)
+        return state.image, state.sem_seg, transforms
+
+    def _instances(self, annotations: List[Dict[str, Any]], transforms, image_hw):
+        """The non-crowd annotations, transformed like the image, as ``Instances``
+        (empty boxes/masks removed)."""
+        dropped = () if self.use_instance_mask else ("segmentation",)
+        dropped += () if self.use_keypoint else ("keypoints",)
+        kept = []
+        for annotation in annotations:
+            if annotation.get("iscrowd", 0) != 0:
+                continue
+            for key in dropped:
+                annotation.pop(key, None)
+            kept.append(
+                utils.transform_instance_annotations(
+                    annotation,
+                    transforms,
+                    image_hw,
+                    keypoint_hflip_indices=self.keypoint_hflip_indices,
+                )
             )
-            for obj in dataset_dict.pop("annotations")
-            if obj.get("iscrowd", 0) == 0
-        ]
         instances = utils.annotations_to_instances(
-            annos, image_shape, mask_format=self.instance_mask_format
+            kept, image_hw, mask_format=self.instance_mask_format
         )
         if self.recompute_boxes:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return utils.filter_empty_instances(instances)
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         """Map one dataset dict (see the class docstring); the input is not modified.
@@ -136,33 +150,17 @@ class DatasetMapper:
             A new dict with ``image`` ((C, H, W) uint8 tensor), the original keys, and
             ``instances`` (training) / ``proposals`` (when configured).
         """
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
-
-        sem_seg_gt = None
-        if "sem_seg_file_name" in dataset_dict:
-            sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
-
-        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
-        transforms = self.augmentations(aug_input)
-        image, sem_seg_gt = aug_input.image, aug_input.sem_seg
-
-        image_shape = image.shape[:2]
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if sem_seg_gt is not None:
-            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
-
+        record = copy.deepcopy(dataset_dict)
+        image, sem_seg, transforms = self._augmented(record)
+        image_hw = image.shape[:2]
+        record["image"] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+        if sem_seg is not None:
+            record["sem_seg"] = torch.from_numpy(sem_seg.astype(np.int64))
         if self.proposal_topk is not None:
             utils.transform_proposals(
-                dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk
+                record, image_hw, transforms, proposal_topk=self.proposal_topk
             )
-
-        if not self.is_train:
-            dataset_dict.pop("annotations", None)
-            dataset_dict.pop("sem_seg_file_name", None)
-            return dataset_dict
-
-        if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
-        return dataset_dict
+        annotations = record.pop("annotations", None)
+        if self.is_train and annotations is not None:
+            record["instances"] = self._instances(annotations, transforms, image_hw)
+        return record

@@ -86,31 +86,38 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     ``--dist-url`` and trailing ``KEY VALUE`` config overrides (``opts``).
     """
     prog = sys.argv[0]
-    parser = argparse.ArgumentParser(
-        epilog=epilog
-        or (
-            "Examples:\n\n"
-            f"Train on one machine:\n    $ {prog} --num-gpus 8 --config-file cfg.yaml\n\n"
-            "Override config keys:\n"
-            f"    $ {prog} --config-file cfg.yaml MODEL.WEIGHTS /path/to/weight.pth SOLVER.BASE_LR 0.001\n\n"
-            "Train on two machines:\n"
-            f"    (machine0)$ {prog} --machine-rank 0 --num-machines 2 --dist-url <URL> [--other-flags]\n"
-            f"    (machine1)$ {prog} --machine-rank 1 --num-machines 2 --dist-url <URL> [--other-flags]\n"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    usage_examples = (
+        "Examples:\n\n"
+        f"  one machine, 8 processes:   {prog} --config-file c.yaml --num-gpus 8\n"
+        f"  with config overrides:      {prog} --config-file c.yaml SOLVER.BASE_LR 0.01 "
+        "MODEL.WEIGHTS w.pth\n"
+        f"  two machines (run on each): {prog} --config-file c.yaml --num-machines 2 "
+        "--machine-rank <0|1> --dist-url tcp://<host0>:<port>\n"
     )
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser = argparse.ArgumentParser(
+        epilog=epilog or usage_examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="the YAML config to run")
     parser.add_argument(
         "--resume",
         action="store_true",
         help="resume from the last checkpoint in OUTPUT_DIR if there is one "
         "(see DefaultTrainer.resume_or_load)",
     )
-    parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
-    parser.add_argument("--num-gpus", type=int, default=1, help="number of gpus *per machine*")
-    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument(
-        "--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)"
+        "--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS, do not train"
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        help="processes on this machine: one per GPU, or CPU worker processes without CUDA",
+    )
+    parser.add_argument(
+        "--num-machines", type=int, default=1, help="how many machines take part in the job"
+    )
+    parser.add_argument(
+        "--machine-rank", type=int, default=0, help="this machine's index, 0 .. num-machines-1"
     )
     parser.add_argument(
         "--dist-url",

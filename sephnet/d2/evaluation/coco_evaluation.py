@@ -116,8 +116,8 @@ class COCOEvaluator(DatasetEvaluator):
             if not kpt_oks_sigmas:
                 kpt_oks_sigmas = tasks.TEST.KEYPOINT_OKS_SIGMAS
             self._logger.warning(
-                "COCO Evaluator instantiated using config, this is deprecated behavior."
-                " Please pass in explicit arguments instead."
+                "COCOEvaluator(dataset_name, cfg) is the deprecated form; pass tasks, "
+                "output_dir and the other options as arguments."
             )
             self._tasks = None
         else:
@@ -133,10 +133,10 @@ class COCOEvaluator(DatasetEvaluator):
         if not hasattr(self._metadata, "json_file"):
             if output_dir is None:
                 raise ValueError(
-                    "output_dir must be provided to COCOEvaluator "
-                    f"for datasets not in COCO format (dataset '{dataset_name}' has no json_file)."
+                    f"COCOEvaluator needs output_dir for dataset '{dataset_name}': it has no "
+                    "json_file in its metadata, so a COCO json is written there first."
                 )
-            self._logger.info(f"Trying to convert '{dataset_name}' to COCO format ...")
+            self._logger.info(f"'{dataset_name}' has no COCO json; writing one for evaluation.")
             cache_path = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
             self._metadata.json_file = cache_path
             convert_to_coco_json(dataset_name, cache_path, allow_cached=allow_cached_coco)
@@ -190,7 +190,7 @@ class COCOEvaluator(DatasetEvaluator):
             predictions = self._predictions
 
         if not predictions:
-            self._logger.warning("[COCOEvaluator] Did not receive valid predictions.")
+            self._logger.warning("[COCOEvaluator] No predictions to evaluate.")
             return {}
 
         if self._output_dir:
@@ -219,7 +219,7 @@ class COCOEvaluator(DatasetEvaluator):
     def _eval_predictions(
         self, predictions: List[Dict[str, Any]], img_ids: Optional[Sequence[int]] = None
     ) -> None:
-        self._logger.info("Preparing results for COCO format ...")
+        self._logger.info("Converting predictions to COCO results ...")
         # copies, so that mapping category ids below leaves the stored predictions as they
         # were (evaluate() may be called more than once)
         coco_results = [dict(r) for p in predictions for r in p["instances"]]
@@ -247,20 +247,18 @@ class COCOEvaluator(DatasetEvaluator):
 
         if self._output_dir:
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")
-            self._logger.info("Saving results to {}".format(file_path))
+            self._logger.info("Writing COCO results to %s", file_path)
             with PathManager.open(file_path, "w") as f:
                 f.write(json.dumps(coco_results))
                 f.flush()
 
         if not self._do_evaluation:
-            self._logger.info("Annotations are not available for evaluation.")
+            self._logger.info("The dataset has no annotations; nothing to evaluate.")
             return
 
         fast = self._use_fast_impl and _fast_coco_api() is not None
         self._logger.info(
-            "Evaluating predictions with {} COCO API...".format(
-                "unofficial" if fast else "official"
-            )
+            "COCO evaluation with %s", "faster-coco-eval" if fast else "pycocotools"
         )
         for task in sorted(tasks):
             if task not in _TASKS:
@@ -297,10 +295,10 @@ class COCOEvaluator(DatasetEvaluator):
                 pickle.dump(proposal_data, f)
 
         if not self._do_evaluation:
-            self._logger.info("Annotations are not available for evaluation.")
+            self._logger.info("The dataset has no annotations; nothing to evaluate.")
             return
 
-        self._logger.info("Evaluating bbox proposals ...")
+        self._logger.info("Evaluating box proposals (average recall) ...")
         res: Dict[str, float] = {}
         for limit in (100, 1000):
             for area, suffix in (("all", ""), ("small", "s"), ("medium", "m"), ("large", "l")):
@@ -338,7 +336,7 @@ class COCOEvaluator(DatasetEvaluator):
             "Evaluation results for {}: \n".format(iou_type) + create_small_table(results)
         )
         if not np.isfinite(sum(results.values())):
-            self._logger.info("Some metrics cannot be computed and is shown as NaN.")
+            self._logger.info("Metrics without ground truth in their range are reported as NaN.")
         if class_names is None or len(class_names) <= 1:
             return results
 
@@ -671,8 +669,7 @@ def _evaluate_predictions_on_coco(
                 f"[COCOEvaluator] Prediction contain {num_dt} keypoints. "
                 f"Ground truth contains {num_gt} keypoints. "
                 f"The length of cfg.TEST.KEYPOINT_OKS_SIGMAS is {num_oks}. "
-                "They have to agree with each other. For meaning of OKS, please refer to "
-                "http://cocodataset.org/#keypoints-eval."
+                "These three numbers must be equal (OKS sigmas are defined per keypoint)."
             )
 
     with contextlib.redirect_stdout(io.StringIO()):

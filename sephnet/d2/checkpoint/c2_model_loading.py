@@ -307,7 +307,7 @@ def align_and_update_state_dicts(
         ckpt_to_model[key_ckpt] = key_model
 
     if not ckpt_to_model:
-        logger.warning("No weights in checkpoint matched with model.")
+        logger.warning("No checkpoint weight matched any model parameter.")
         return dict(ckpt_state_dict)
 
     model_to_original = {m: original_keys[c] for c, m in ckpt_to_model.items()}

@@ -56,7 +56,7 @@ class CfgNode(_FvcoreCfgNode):
                 the file and the closest existing keys; also an ``AssertionError``).
         """
         if not PathManager.isfile(cfg_filename):
-            raise FileNotFoundError(f"Config file '{cfg_filename}' does not exist!")
+            raise FileNotFoundError(f"Config file '{cfg_filename}' not found.")
         loaded = type(self)(self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe))
 
         from sephnet.d2.config.defaults import _C

@@ -241,7 +241,7 @@ def build_batch_data_loader(
     batch_size = _per_rank_batch_size(total_batch_size)
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
-            raise ValueError("sampler must be None if dataset is IterableDataset")
+            raise ValueError("an IterableDataset brings its own order: pass sampler=None")
     else:
         dataset = ToIterableDataset(dataset, sampler)
 
@@ -348,7 +348,7 @@ def build_detection_train_loader(
 
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
-            raise ValueError("sampler must be None if dataset is IterableDataset")
+            raise ValueError("an IterableDataset brings its own order: pass sampler=None")
         return build_batch_data_loader(
             dataset,
             None,
@@ -360,7 +360,7 @@ def build_detection_train_loader(
     if sampler is None:
         sampler = TrainingSampler(len(dataset))
     if not isinstance(sampler, torchdata.Sampler):
-        raise TypeError(f"Expect a Sampler but got {type(sampler)}")
+        raise TypeError(f"sampler must be a torch Sampler, got {type(sampler)}")
     return ResumableTrainLoader(
         dataset,
         sampler,
@@ -407,7 +407,7 @@ def build_detection_test_loader(dataset, *, mapper, sampler=None, num_workers=0,
         dataset = MapDataset(dataset, mapper)
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
-            raise ValueError("sampler must be None if dataset is IterableDataset")
+            raise ValueError("an IterableDataset brings its own order: pass sampler=None")
     elif sampler is None:
         sampler = InferenceSampler(len(dataset))
     return torchdata.DataLoader(

@@ -293,7 +293,7 @@ def annotations_to_instances(
                 target.gt_masks = PolygonMasks(segms)
             except ValueError as e:
                 raise ValueError(
-                    "Failed to use mask_format=='polygon' from the given annotations!"
+                    "Annotations cannot be read as polygons (mask_format='polygon'); use 'bitmask' for RLE masks."
                 ) from e
         elif mask_format == "bitmask":
             masks = [_segmentation_to_bitmask(s, image_size) for s in segms]

@@ -464,8 +464,8 @@ class DefaultTrainer(TrainerBase):
                     evaluator = cls.build_evaluator(cfg, dataset_name)
                 except NotImplementedError:
                     logger.warning(
-                        "No evaluator found. Use `DefaultTrainer.test(evaluators=)`, "
-                        "or implement its `build_evaluator` method."
+                        "DefaultTrainer.test needs evaluators: pass `evaluators=` "
+                        "or override `build_evaluator` in your Trainer."
                     )
                     results[dataset_name] = {}
                     continue

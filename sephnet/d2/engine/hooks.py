@@ -301,7 +301,7 @@ class LRScheduler(HookBase):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler):
-            logger.info("Loading scheduler from state_dict ...")
+            logger.info("Restoring the LR scheduler's state ...")
             self.scheduler.load_state_dict(state_dict)
 
 

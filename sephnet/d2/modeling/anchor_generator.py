@@ -76,15 +76,15 @@ def _broadcast_params(params, num_features: int, name: str) -> List[List[float]]
     if not isinstance(params, collections.abc.Sequence) or isinstance(params, str):
         raise TypeError(f"{name} in anchor generator has to be a list! Got {params!r}.")
     if len(params) == 0:
-        raise ValueError(f"{name} in anchor generator cannot be empty!")
+        raise ValueError(f"The anchor generator's {name} is empty.")
     if not isinstance(params[0], collections.abc.Sequence):
         return [list(params)] * num_features
     if len(params) == 1:
         return [list(params[0])] * num_features
     if len(params) != num_features:
         raise ValueError(
-            f"Got {name} of length {len(params)} in anchor generator, "
-            f"but the number of input features is {num_features}!"
+            f"The anchor generator has {len(params)} entries of {name} "
+            f"for {num_features} input features."
         )
     return [list(p) for p in params]
 

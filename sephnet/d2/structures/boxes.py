@@ -173,7 +173,7 @@ class Boxes:
             StructureError: if any coordinate is inf or NaN.
         """
         if not torch.isfinite(self.tensor).all():
-            raise StructureError("Box tensor contains infinite or NaN!")
+            raise StructureError("Boxes hold NaN or infinite coordinates.")
         h, w = box_size
         x0 = self.tensor[:, 0].clamp(min=0, max=w)
         y0 = self.tensor[:, 1].clamp(min=0, max=h)

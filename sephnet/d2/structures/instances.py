@@ -114,10 +114,10 @@ class Instances:
         for value in self._fields.values():
             # __len__ rather than len(): len() must return an int, which breaks tracing
             return value.__len__()
-        raise NotImplementedError("Empty Instances does not support __len__!")
+        raise NotImplementedError("len() of an Instances with no fields is undefined.")
 
     def __iter__(self):
-        raise NotImplementedError("`Instances` object is not iterable!")
+        raise NotImplementedError("Instances cannot be iterated; index it or read its fields.")
 
     @staticmethod
     def cat(instance_lists: List["Instances"]) -> "Instances":

@@ -269,14 +269,14 @@ class PolygonMasks:
         """
         if not isinstance(polygons, list):
             raise ValueError(
-                "Cannot create PolygonMasks: Expect a list of list of polygons per image. "
+                "PolygonMasks takes, per instance, a list of polygons (flat coordinate arrays). "
                 f"Got '{type(polygons)}' instead."
             )
         self.polygons: List[List[np.ndarray]] = []
         for per_instance in polygons:
             if not isinstance(per_instance, list):
                 raise ValueError(
-                    "Cannot create polygons: Expect a list of polygons per instance. "
+                    "Each instance of PolygonMasks must be a list of polygons. "
                     f"Got '{type(per_instance)}' instead."
                 )
             self.polygons.append([_as_polygon(p) for p in per_instance])

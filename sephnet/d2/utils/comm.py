@@ -58,7 +58,7 @@ def get_local_rank() -> int:
         return 0
     if _LOCAL_PROCESS_GROUP is None:
         raise RuntimeError(
-            "Local process group is not created! Please use launch() to spawn processes!"
+            "No local process group: start the processes with launch()."
         )
     return dist.get_rank(group=_LOCAL_PROCESS_GROUP)
 

@@ -42,7 +42,7 @@ def get_event_storage() -> "EventStorage":
     """
     if not _CURRENT_STORAGE_STACK:
         raise _NoEventStorageError(
-            "get_event_storage() has to be called inside a 'with EventStorage(...)' context!"
+            "get_event_storage() is only valid inside a 'with EventStorage(...):' block."
         )
     return _CURRENT_STORAGE_STACK[-1]
 

@@ -45,7 +45,7 @@ def retry_if_cuda_oom(func: Callable) -> Callable:
             if attempt == 0:
                 torch.cuda.empty_cache()
         logging.getLogger(__name__).info(
-            "Attempting to copy inputs of {} to CPU due to CUDA OOM".format(str(func))
+            "CUDA out of memory in {}; retrying with inputs on the CPU".format(str(func))
         )
         cpu_args = [_to_cpu_if_cuda(x) for x in args]
         cpu_kwargs = {k: _to_cpu_if_cuda(v) for k, v in kwargs.items()}

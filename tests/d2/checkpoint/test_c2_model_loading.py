@@ -164,7 +164,7 @@ def test_nothing_matches_returns_checkpoint_and_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="sephnet.d2.checkpoint.c2_model_loading"):
         out = align_and_update_state_dicts(_model_sd(), ckpt, c2_conversion=False)
     assert out == ckpt and out is not ckpt
-    assert "No weights in checkpoint matched with model." in caplog.text
+    assert "No checkpoint weight matched any model parameter." in caplog.text
 
 
 def test_match_table_groups_by_module_and_names_common_prefix(caplog):

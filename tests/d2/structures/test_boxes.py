@@ -55,7 +55,7 @@ def test_area_clip_nonempty_centers_scale():
 
 def test_clip_rejects_non_finite():
     b = Boxes(torch.tensor([[0.0, 0, float("inf"), 1]]))
-    with pytest.raises(ValueError, match="infinite or NaN"):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         b.clip((5, 5))
 
 

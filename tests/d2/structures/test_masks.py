@@ -25,9 +25,9 @@ def test_polygon_validation_errors(coords, n):
 
 
 def test_polygon_structure_errors():
-    with pytest.raises(ValueError, match="list of list of polygons per image"):
+    with pytest.raises(ValueError, match="PolygonMasks takes, per instance, a list of polygons"):
         PolygonMasks(np.zeros((1, 6)))
-    with pytest.raises(ValueError, match="list of polygons per instance"):
+    with pytest.raises(ValueError, match="must be a list of polygons"):
         PolygonMasks([np.array(SQUARE)])
 
 

@@ -172,8 +172,8 @@ def _convert_annotation(
     obj = {key: anno[key] for key in ann_keys if key in anno}
     if "bbox" in obj and len(obj["bbox"]) == 0:
         raise ValueError(
-            f"One annotation of image {image_id} contains empty 'bbox' value! "
-            "This json does not have valid COCO format."
+            f"Image {image_id} has an annotation without a 'bbox'. "
+            "The json is not in COCO instances format."
         )
     if "bbox" in obj:
         _check_bbox(obj["bbox"], anno.get("id"), image_id, json_file)
@@ -247,7 +247,7 @@ def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
     categories = [
         {"id": to_dataset_id(i), "name": name} for i, name in enumerate(metadata.thing_classes)
     ]
-    logger.info("Converting dataset dicts into COCO format")
+    logger.info("Writing the dataset dicts as a COCO json")
     coco_images, coco_annotations = [], []
     for index, image_dict in enumerate(dataset_dicts):
         coco_image = {
@@ -269,7 +269,7 @@ def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
     )
     info = {
         "date_created": str(datetime.datetime.now()),
-        "description": "Automatically generated COCO json file for Detectron2.",
+        "description": "COCO json written by sephnet's core from registered dataset dicts.",
     }
     coco_dict = {"info": info, "images": coco_images, "categories": categories, "licenses": None}
     if coco_annotations:
@@ -282,7 +282,7 @@ def _to_coco_annotation(annotation: Dict[str, Any], to_dataset_id: Callable[[int
     bbox = annotation["bbox"]
     if isinstance(bbox, np.ndarray):
         if bbox.ndim != 1:
-            raise ValueError(f"bbox has to be 1-dimensional. Got shape={bbox.shape}.")
+            raise ValueError(f"bbox must be a flat sequence of 4 numbers, got shape={bbox.shape}.")
         bbox = bbox.tolist()
     if len(bbox) != 4:
         raise ValueError(

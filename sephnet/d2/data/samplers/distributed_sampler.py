@@ -45,9 +45,9 @@ class TrainingSampler(Sampler):
             TypeError / ValueError: ``size`` is not a positive int.
         """
         if not isinstance(size, int):
-            raise TypeError(f"TrainingSampler(size=) expects an int. Got type {type(size)}.")
+            raise TypeError(f"TrainingSampler(size=...) needs an int, got {type(size)}.")
         if size <= 0:
-            raise ValueError(f"TrainingSampler(size=) expects a positive int. Got {size}.")
+            raise ValueError(f"TrainingSampler(size=...) needs a positive size, got {size}.")
         self._size = size
         self._shuffle = shuffle
         self._seed = int(comm.shared_random_seed() if seed is None else seed)

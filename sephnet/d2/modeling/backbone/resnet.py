@@ -458,7 +458,7 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                 f"Must set MODEL.RESNETS.RES2_OUT_CHANNELS = 64 for R18/R34, got {out_channels}"
             )
         if any(deform_on_per_stage):
-            raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE unsupported for R18/R34")
+            raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE cannot be used with R18/R34")
         if res5_dilation != 1:
             raise ValueError(
                 f"Must set MODEL.RESNETS.RES5_DILATION = 1 for R18/R34, got {res5_dilation}"

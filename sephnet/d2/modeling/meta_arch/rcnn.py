@@ -147,7 +147,7 @@ class GeneralizedRCNN(nn.Module):
         proposal_panel = Visualizer(image, None).overlay_instances(boxes=shown)
         both = np.concatenate((gt_panel.get_image(), proposal_panel.get_image()), axis=1)
         storage.put_image(
-            "Left: GT bounding boxes;  Right: Predicted proposals", both.transpose(2, 0, 1)
+            "left: ground-truth boxes, right: top proposals", both.transpose(2, 0, 1)
         )
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
@@ -305,7 +305,7 @@ class ProposalNetwork(nn.Module):
         if "instances" in batched_inputs[0]:
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         elif "targets" in batched_inputs[0]:
-            logger.warning("'targets' in the model inputs is now renamed to 'instances'!")
+            logger.warning("The input key 'targets' is called 'instances' now.")
             gt_instances = [x["targets"].to(self.device) for x in batched_inputs]
 
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)

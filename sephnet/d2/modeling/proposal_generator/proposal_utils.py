@@ -88,7 +88,7 @@ def find_top_rpn_proposals(
         if not bool(finite.all()):
             if training:
                 raise FloatingPointError(
-                    "Predicted boxes or scores contain Inf/NaN. Training has diverged."
+                    "Proposals or their scores are NaN/Inf: training diverged."
                 )
             boxes, scores, levels = boxes[finite], scores[finite], levels[finite]
 

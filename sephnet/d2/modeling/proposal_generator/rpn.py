@@ -395,7 +395,7 @@ class RPN(nn.Module):
         losses: Dict[str, torch.Tensor] = {}
         if self.training:
             if gt_instances is None:
-                raise ValueError("RPN requires gt_instances in training!")
+                raise ValueError("RPN in training mode needs gt_instances.")
             gt_labels, gt_boxes = self.label_and_sample_anchors(anchors, gt_instances)
             losses = self.losses(anchors, logits, gt_labels, deltas, gt_boxes)
         proposals = self.predict_proposals(anchors, logits, deltas, images.image_sizes)

@@ -173,7 +173,7 @@ class CascadeROIHeads(StandardROIHeads):
         del images
         if self.training:
             if not targets:
-                raise ValueError("'targets' argument is required during training")
+                raise ValueError("ROI heads in training mode need 'targets'")
             proposals = self.label_and_sample_proposals(proposals, targets)
             losses = self._forward_box(features, proposals, targets)
             losses.update(self._forward_mask(features, proposals))

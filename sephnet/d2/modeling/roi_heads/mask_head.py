@@ -101,7 +101,7 @@ def mask_rcnn_loss(
     )
     if vis_period > 0 and storage.iter % vis_period == 0:
         side_by_side = torch.cat([logits.sigmoid(), target], dim=2)
-        title = "Left: mask prediction;   Right: mask GT"
+        title = "left: predicted masks, right: ground-truth masks"
         for idx, image in enumerate(side_by_side):
             storage.put_image(f"{title} ({idx})", torch.stack([image] * 3, dim=0))
 

@@ -560,7 +560,7 @@ class StandardROIHeads(ROIHeads):
         del images
         if self.training:
             if not targets:
-                raise ValueError("'targets' argument is required during training")
+                raise ValueError("ROI heads in training mode need 'targets'")
             proposals = self.label_and_sample_proposals(proposals, targets)
             del targets
             # _forward_box may replace proposal_boxes (train_on_pred_boxes), so it runs first.

@@ -234,6 +234,6 @@ def test_training_visualization_every_vis_period_iterations():
         images = list(storage._vis_data)
     assert len(images) == 1
     name, picture, iteration = images[0]
-    assert iteration == 0 and "GT bounding boxes" in name
+    assert iteration == 0 and "ground-truth boxes" in name
     # Ground truth (left) and proposals (right) of the first image, side by side, CHW.
     assert picture.shape == (3, 20, 60)

@@ -1,9 +1,9 @@
 """Keys of the decoupled box heads: ``MODEL.SEPH.BOX_HEAD.*`` (SEPH_SPEC B §2.12).
 
 The heads' norm reuses the upstream key ``MODEL.ROI_BOX_HEAD.NORM`` ("" = none; detectron2's
-names; "EvoNormS0", whose groups/epsilon are ``MODEL.SEPH.EVONORM.*``). After a norm that has
-its own non-linearity (EvoNormS0, the log's activation "NA") no ReLU is added; otherwise
-every conv and FC is followed by a ReLU.
+names; "EvoNormS0", whose groups/epsilon are ``MODEL.SEPH.EVONORM.*``). Every conv and FC of
+a decoupled head is followed by its norm and no activation (the original's activation "NA"
+or "" next to every norm the log used, BN and GN included), or by a ReLU when NORM is "".
 """
 from sephnet.backend import CfgNode
 from sephnet.layers.norm import is_sephnet_norm, resolve_norm
@@ -31,6 +31,9 @@ def add_config(cfg: CfgNode) -> None:
     #   sephv14*, iou1..7, the reference recipe sephv14_10).
     # "SharedConvHead": NUM_CONV shared convs of CONV_DIM, then a SAME cls conv and a VALID
     #   box conv of BRANCH_CONV_DIM (log "sephv10 (shared head)": 4 x 384, branches 256).
+    # "NormFCBoxHead": one tower for classes and boxes, NUM_CONV plain convs + ReLU, then
+    #   NUM_FC FCs with MODEL.ROI_BOX_HEAD.NORM + ReLU (log "base line" family: 0 conv, 2 FC
+    #   x 1024 with GN, which detectron2's FastRCNNConvFCHead cannot normalise).
     node.NAME = _UPSTREAM
     # Number of 3x3 SAME convs (int >= 0): both towers of TwinTowerConvFCHead, the box tower
     # of FCClsConvBoxHead (>= 1), the shared convs of SharedConvHead. Log: 4 in every row
@@ -73,6 +76,8 @@ def _used_widths(cfg: CfgNode, name: str):
         widths += [("FC_DIM", node.FC_DIM)] if node.NUM_FC else []
     elif name == "FCClsConvBoxHead":
         widths += [("CONV_DIM", node.CONV_DIM), ("FC_DIM", node.FC_DIM)]
+    elif name == "NormFCBoxHead":
+        widths += [("FC_DIM", node.FC_DIM)]
     elif name == "SharedConvHead":
         widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
         widths += [("BRANCH_CONV_DIM", node.BRANCH_CONV_DIM)]
@@ -119,6 +124,8 @@ def validate_config(cfg: CfgNode) -> None:
     counts = f"{_KEY}.NUM_CONV={node.NUM_CONV}, {_KEY}.NUM_FC={node.NUM_FC}"
     if name == "TwinTowerConvFCHead" and node.NUM_CONV + node.NUM_FC < 1:
         raise ValueError(f"{name} needs at least one layer per tower; got {counts}.")
+    if name == "NormFCBoxHead" and node.NUM_FC < 1:
+        raise ValueError(f"{name} needs NUM_FC >= 1 (its FCs carry the norm); got {counts}.")
     if name == "FCClsConvBoxHead":
         if node.NUM_CONV < 1 or node.NUM_FC < 1:
             raise ValueError(

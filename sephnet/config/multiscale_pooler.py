@@ -19,7 +19,9 @@ _KEY = "MODEL.SEPH.MULTISCALE_POOLER"
 #: Box heads that read the (box, context) pair their own way.
 CONTEXT_HEADS = ("ContextQueryAttentionHead", "BoxQueryAttentionHead", "ContextStripAttentionHead")
 #: Heads that read one pooled map only.
-_SINGLE_MAP_HEADS = ("UpstreamBoxHead", "SharedConvHead", "SizeExpertHead")
+_SINGLE_MAP_HEADS = (
+    "UpstreamBoxHead", "SharedConvHead", "SizeExpertHead", "NormFCBoxHead"
+)
 
 
 def add_config(cfg: CfgNode) -> None:

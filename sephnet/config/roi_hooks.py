@@ -11,7 +11,7 @@ __all__ = ["add_config", "validate_config"]
 
 _KEY = "MODEL.SEPH.ROI_HOOK"
 # Hooks whose output is DecoupledFeatures: only sephnet's decoupled heads can read them.
-_TENSOR_ONLY_HEADS = ("UpstreamBoxHead", "SharedConvHead")
+_TENSOR_ONLY_HEADS = ("UpstreamBoxHead", "SharedConvHead", "NormFCBoxHead")
 
 
 def add_config(cfg: CfgNode) -> None:

@@ -9,6 +9,7 @@
 """
 from sephnet.modeling.roi_heads import box_heads  # noqa: F401
 from sephnet.modeling.roi_heads import shared_conv_head  # noqa: F401
+from sephnet.modeling.roi_heads import norm_fc_head  # noqa: F401
 from sephnet.modeling.roi_heads import upstream_box_head  # noqa: F401
 from sephnet.modeling.roi_heads import box_predictor  # noqa: F401
 from sephnet.modeling.roi_heads import mask_head  # noqa: F401

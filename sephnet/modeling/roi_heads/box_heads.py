@@ -31,6 +31,7 @@ from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, spl
 
 # Registration side effects: importing box_heads registers every decoupled box head.
 from sephnet.modeling.roi_heads import shared_conv_head as _shared_conv_head  # noqa: F401
+from sephnet.modeling.roi_heads import norm_fc_head as _norm_fc_head  # noqa: F401
 from sephnet.modeling.roi_heads import upstream_box_head as _upstream_box_head  # noqa: F401
 
 __all__ = ["TwinTowerConvFCHead", "FCClsConvBoxHead"]
@@ -74,7 +75,7 @@ class TwinTowerConvFCHead(nn.Module):
                 width=S)``.
             num_conv, conv_dim: 3x3 SAME convs per tower and their width.
             num_fc, fc_dim: FC layers per tower and their width.
-            norm: norm after every conv and FC ("" = none; "EvoNormS0" skips the ReLU).
+            norm: norm after every conv and FC ("" = none, then a ReLU follows each layer instead).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
 
         Raises:
@@ -175,7 +176,7 @@ class FCClsConvBoxHead(nn.Module):
             iou_tower: build the IoU tower (the IoU branch is on).
             iou_num_conv, iou_num_fc: its convs (width ``conv_dim``) and FCs (width
                 ``fc_dim``); ignored when ``iou_tower`` is False.
-            norm: norm after every conv and FC ("" = none; "EvoNormS0" skips the ReLU).
+            norm: norm after every conv and FC ("" = none, then a ReLU follows each layer instead).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
 
         Raises:

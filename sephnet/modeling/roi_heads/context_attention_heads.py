@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import get_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
-from sephnet.modeling.roi_heads.conv_fc_tower import conv_block
+from sephnet.modeling.roi_heads.conv_fc_tower import conv_block, head_activation
 from sephnet.modeling.roi_heads.cross_attention import CrossAttention
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
 
@@ -43,12 +43,12 @@ def _pair(name: str, x) -> ContextPair:
 
 
 class _NormAct(nn.Module):
-    """The box head's norm then ReLU (no ReLU after a norm with its own non-linearity)."""
+    """The box head's norm, or a ReLU without a norm (as the towers' layers, ``head_activation``)."""
 
     def __init__(self, channels: int, *, norm: str, norm_groups: int, norm_eps: float):
         super().__init__()
         self.norm = get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
-        self.relu = not norm_includes_activation(norm)
+        self.relu = head_activation(norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:

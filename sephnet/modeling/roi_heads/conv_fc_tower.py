@@ -3,11 +3,14 @@
 A tower is the experiment log's basic head block (SEPH_SPEC B §2.12)::
 
     x[R, C, S, S]
-      -> num_conv x ( conv 3x3 SAME, conv_dim -> norm -> ReLU )   # spatial size kept
-      -> num_fc   x ( flatten -> FC, fc_dim   -> norm -> ReLU )   # only if num_fc > 0
+      -> num_conv x ( conv 3x3 SAME, conv_dim -> norm | ReLU )    # spatial size kept
+      -> num_fc   x ( flatten -> FC, fc_dim   -> norm | ReLU )    # only if num_fc > 0
       -> [R, conv_dim, S, S] (num_fc == 0) or [R, fc_dim] (num_fc > 0)
 
-Layer order, "no bias before a norm" and "no ReLU after EvoNormS0" come from the blocks in
+Each layer is followed by its norm, or by a ReLU when there is no norm, never both: the
+original's decoupled heads ran with the activation "NA" (identity) next to every norm the log
+used (EvoNormS0, BN, GN), and with its default ReLU only without a norm
+(:func:`head_activation`). Layer order and "no bias before a norm" come from the blocks in
 :mod:`sephnet.layers.blocks`. Weights use detectron2's initialisation of its box head
 (``c2_msra_fill`` for convs, ``c2_xavier_fill`` for FCs) rather than the TF original's
 Glorot-uniform: the framework's conventions win (Part A item 1), and the upstream
@@ -22,7 +25,16 @@ from torch import nn
 from sephnet.backend import ShapeSpec
 from sephnet.layers.blocks import FCNormAct, conv_norm_act
 
-__all__ = ["ConvFCTower", "norm_kwargs_from_config", "conv_block"]
+__all__ = ["ConvFCTower", "norm_kwargs_from_config", "conv_block", "head_activation"]
+
+
+def head_activation(norm: str) -> bool:
+    """Whether a decoupled box-head layer with ``norm`` is followed by a ReLU.
+
+    Only without a norm: after a norm the layer's activation is the identity, as in every
+    log row (BN and GN heads included, not only EvoNormS0, which has its own non-linearity).
+    """
+    return norm == ""
 
 
 def conv_block(
@@ -34,7 +46,7 @@ def conv_block(
     norm_groups: int,
     norm_eps: float,
 ) -> nn.Module:
-    """One 3x3 conv -> norm -> ReLU (no ReLU after EvoNormS0), MSRA-initialised.
+    """One 3x3 conv -> norm, or conv -> ReLU without a norm (:func:`head_activation`), MSRA-initialised.
 
     Args:
         in_channels, out_channels: C_in and C_out.
@@ -50,6 +62,7 @@ def conv_block(
         kernel_size=3,
         padding=padding,
         norm=norm,
+        activation=head_activation(norm),
         norm_groups=norm_groups,
         norm_eps=norm_eps,
     )
@@ -58,7 +71,7 @@ def conv_block(
 
 
 class ConvFCTower(nn.Sequential):
-    """``num_conv`` 3x3 convs, then ``num_fc`` FCs, each with norm and activation.
+    """``num_conv`` 3x3 convs, then ``num_fc`` FCs, each with its norm (or a ReLU without one).
 
     ::
 
@@ -128,7 +141,12 @@ class ConvFCTower(nn.Sequential):
         in_features = channels * height * width
         for k in range(num_fc):
             fc = FCNormAct(
-                in_features, fc_dim, norm=norm, norm_groups=norm_groups, norm_eps=norm_eps
+                in_features,
+                fc_dim,
+                norm=norm,
+                activation=head_activation(norm),
+                norm_groups=norm_groups,
+                norm_eps=norm_eps,
             )
             weight_init.c2_xavier_fill(fc)
             self.add_module(f"fc{k + 1}", fc)

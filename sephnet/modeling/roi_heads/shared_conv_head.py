@@ -60,7 +60,7 @@ class SharedConvHead(nn.Module):
                 width=S)`` with S >= 3 (the VALID conv removes a border of 1).
             num_conv, conv_dim: shared 3x3 SAME convs (may be 0) and their width.
             branch_dim: width of the class and box branch convs (256 in the log).
-            norm: norm after every conv ("" = none; "EvoNormS0" skips the ReLU).
+            norm: norm after every conv ("" = none, then a ReLU follows each layer instead).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
 
         Raises:

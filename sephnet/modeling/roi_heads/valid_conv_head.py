@@ -24,7 +24,11 @@ from torch import nn
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.layers.blocks import FCNormAct
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import conv_block, norm_kwargs_from_config
+from sephnet.modeling.roi_heads.conv_fc_tower import (
+    conv_block,
+    head_activation,
+    norm_kwargs_from_config,
+)
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, split_head_input
 
 __all__ = ["ValidConvFCHead"]
@@ -40,7 +44,7 @@ def _valid_tower(input_shape: ShapeSpec, *, num_conv, conv_dim, width_step, num_
         channels, size = width, size - 2
     in_features = channels * size * size
     for k in range(num_fc):
-        fc = FCNormAct(in_features, fc_dim, **norms)
+        fc = FCNormAct(in_features, fc_dim, activation=head_activation(norms["norm"]), **norms)
         weight_init.c2_xavier_fill(fc)
         tower.add_module(f"fc{k + 1}", fc)
         in_features = fc_dim

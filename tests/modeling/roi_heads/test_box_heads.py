@@ -32,7 +32,7 @@ def tiny_cfg(name="UpstreamBoxHead", norm="", iou=False):
     """A validated-size config: 16-wide layers, or 64 with EvoNormS0 (2 channels per group)."""
     cfg = get_cfg()
     add_sephnet_config(cfg)
-    dim = 64 if norm == "EvoNormS0" else 16
+    dim = 64 if norm in ("EvoNormS0", "GN") else 16
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
     cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 1
@@ -79,11 +79,13 @@ def test_all_four_heads_are_registered():
     )
 
 
-@pytest.mark.parametrize("norm", ["", "EvoNormS0"])
+@pytest.mark.parametrize("norm", ["", "EvoNormS0", "GN"])
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_registered_head_matches_its_output_shapes(name, norm):
     cfg = tiny_cfg(name, norm)
-    if name == "UpstreamBoxHead" and norm:
+    if name == "UpstreamBoxHead" and norm == "GN":
+        return  # detectron2's head with GN: detectron2's own tests
+    if name == "UpstreamBoxHead" and norm == "EvoNormS0":
         # detectron2's head cannot build sephnet's norm: rejected at setup, not at build.
         with pytest.raises(ValueError, match="ROI_BOX_HEAD.NORM='EvoNormS0'"):
             validate_config(cfg)
@@ -102,7 +104,15 @@ def test_registered_head_matches_its_output_shapes(name, norm):
     empty = head(torch.zeros(0, C, S, S))
     check_outputs(empty, shapes, 0)
 
-    if norm == "EvoNormS0":
+    layers = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if name in ("UpstreamBoxHead", "NormFCBoxHead"):
+        pass  # single-output baseline heads: their own tests
+    elif norm == "GN":
+        # The original's decoupled heads run with the activation "NA" after every norm.
+        assert not any(isinstance(m, nn.ReLU) for m in head.modules())
+        normed = [m for m in layers if isinstance(getattr(m, "norm", None), nn.GroupNorm)]
+        assert normed and all(m.activation is None for m in normed)
+    elif norm == "EvoNormS0":
         norms = [m for m in head.modules() if isinstance(m, EvoNormS0)]
         assert norms, "NORM=EvoNormS0 must put EvoNormS0 layers in the head"
         # EvoNormS0 has its own non-linearity: no ReLU anywhere in the head, and every
@@ -112,10 +122,9 @@ def test_registered_head_matches_its_output_shapes(name, norm):
             if isinstance(getattr(m, "norm", None), EvoNormS0):
                 assert m.activation is None
     else:
-        # Without a norm every conv / FC is followed by a ReLU and carries a bias.
-        layers = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        if name != "UpstreamBoxHead":  # detectron2's FC ReLUs are separate modules
-            assert layers and all(isinstance(m.activation, nn.ReLU) for m in layers)
+        # Without a norm every conv / FC is followed by a ReLU (the original's default
+        # activation) and carries a bias.
+        assert layers and all(isinstance(m.activation, nn.ReLU) for m in layers)
         assert all(m.bias is not None for m in layers)
 
 
@@ -147,6 +156,36 @@ def test_registered_head_feeds_the_configured_predictor(name, iou):
         assert (iou_pred is not None) == iou
         if iou:
             assert iou_pred.shape == (r, 1)
+
+
+def test_bn_sephv2_head_has_no_activation_after_its_norms_by_value():
+    """The log's "sephv2" (BN) head: every layer is linear map -> BN, with no ReLU after it."""
+    torch.manual_seed(0)
+    head = FCClsConvBoxHead(
+        input_shape=INPUT, num_conv=2, conv_dim=16, num_fc=2, fc_dim=16, norm="BN"
+    ).double().eval()
+    with torch.no_grad():  # eval-mode BN with non-trivial statistics
+        for m in head.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1.0, 1.0)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-1.0, 1.0)
+
+    def bn(layer, z):
+        n = layer.norm
+        return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, eps=n.eps)
+
+    x = torch.randn(6, C, S, S, dtype=torch.float64)
+    cls = x.flatten(1)
+    for fc in (head.cls_tower.fc1, head.cls_tower.fc2):
+        cls = bn(fc, F.linear(cls, fc.weight)[:, :, None, None]).flatten(1)
+    box = x
+    for conv in (head.box_tower.conv1, head.box_tower.conv2):
+        box = bn(conv, F.conv2d(box, conv.weight, padding=1))
+    out = head(x)
+    torch.testing.assert_close(out.cls, cls, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.box, box, rtol=1e-12, atol=1e-12)
+    assert (out.cls < 0).any() and (out.box < 0).any()  # a ReLU would have removed these
 
 
 # ---------------------------------------------------------------- functional references
@@ -350,7 +389,7 @@ def test_defaults_select_the_upstream_head_and_validate():
         ("TwinTowerConvFCHead", "", {"NUM_CONV": 0, "NUM_FC": 0}, r"at least one layer"),
         ("FCClsConvBoxHead", "", {"NUM_FC": 0}, r"NUM_FC >= 1"),
         ("FCClsConvBoxHead", "EvoNormS0", {"CONV_DIM": 48}, r"CONV_DIM=48 is not divisible"),
-        ("FCClsConvBoxHead", "GN", {"CONV_DIM": 32}, r"FC_DIM=16 is not divisible by 32"),
+        ("FCClsConvBoxHead", "GN", {"CONV_DIM": 32, "FC_DIM": 16}, r"FC_DIM=16 is not divisible by 32"),
         ("SharedConvHead", "EvoNormS0", {"BRANCH_CONV_DIM": 40}, r"BRANCH_CONV_DIM=40"),
         ("TwinTowerConvFCHead", "EvoNormS0", {"FC_DIM": 32}, r"FC_DIM=32 leaves one channel"),
         ("FCClsConvBoxHead", "GN", {"CONV_DIM": 32, "FC_DIM": 32}, r"FC_DIM >= 64"),

@@ -24,7 +24,7 @@ _CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
 _CLASSES_PER_ROI = ("all", "top1")
 _BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
 _IOU_VERSIONS = (0, 1, 3, 4, 5)
-_IOU_TEST_SCORES = ("off", "multiply", "rank")
+_IOU_TEST_SCORES = ("by_version", "off", "multiply", "rank")
 _BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
@@ -87,11 +87,12 @@ def add_config(cfg: CfgNode) -> None:
     # code behind the "sephv2+cosine+EvoNormS head+pred iou1" row.
     cfg.MODEL.SEPH.IOU_BRANCH.NEG_WEIGHT = 0.5
     # How the predicted IoU q (sigmoid of the output; clip to [0, 1] for version 5) enters
-    # the test score: "off" (ignored; HEAD default, all iou* rows), "multiply" (class
-    # probabilities * q before thresholding/NMS: version 3 "pred centerness" always, and the
-    # 07-27..08-14 "pred iou1" row), "rank" (candidates ranked and NMS-ed by q while the
-    # reported score stays the class probability: the original's USE_IOU_IN_TEST).
-    cfg.MODEL.SEPH.IOU_BRANCH.TEST_SCORE = "off"
+    # the test score: "by_version" (the original's rule: "multiply" for VERSION 3, the
+    # "pred centerness" row; "off" for every other version, all iou* rows), "off" (ignored),
+    # "multiply" (class probabilities * q before thresholding/NMS: also the 07-27..08-14
+    # "pred iou1" row), "rank" (candidates ranked and NMS-ed by q while the reported score
+    # stays the class probability: the original's USE_IOU_IN_TEST).
+    cfg.MODEL.SEPH.IOU_BRANCH.TEST_SCORE = "by_version"
 
 
 def _check_number(value, key: str, *, low: float, low_inclusive: bool, high: float = None) -> None:
@@ -119,7 +120,7 @@ def validate_config(cfg: CfgNode) -> None:
     when it is on; every choice key holds an allowed value; COSINE_SCALE > 0; loss weights
     >= 0; POS_LABELS_THRESHOLD in [0, 1); ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE`` is one
     of smooth_l1 / giou / diou / ciou (detectron2 only checks it at the first loss);
-    ``IOU_BRANCH.TEST_SCORE`` other than "off" needs ``IOU_BRANCH.ENABLED``;
+    ``IOU_BRANCH.TEST_SCORE`` other than "by_version" / "off" needs ``IOU_BRANCH.ENABLED``;
     ``BOX_LOSS_WEIGHTING`` other than "none" needs the "giou" loss type.
     Deliberately allowed: an IoU branch with a box head that has no IoU tower (the branch
     reads the box features).
@@ -156,7 +157,7 @@ def validate_config(cfg: CfgNode) -> None:
     _check_number(iou.LOSS_WEIGHT, f"{_IOU}.LOSS_WEIGHT", low=0.0, low_inclusive=True)
     _check_number(iou.NEG_WEIGHT, f"{_IOU}.NEG_WEIGHT", low=0.0, low_inclusive=True)
     _check_choice(iou.TEST_SCORE, f"{_IOU}.TEST_SCORE", _IOU_TEST_SCORES)
-    if iou.TEST_SCORE != "off" and not iou.ENABLED:
+    if iou.TEST_SCORE not in ("by_version", "off") and not iou.ENABLED:
         raise ValueError(
             f"{_IOU}.TEST_SCORE={iou.TEST_SCORE!r} needs {_IOU}.ENABLED=True (there is no "
             "predicted IoU to use at test time); set TEST_SCORE 'off' or enable the branch."

@@ -1,8 +1,10 @@
 """The IoU-prediction branch of the box predictor ("pred iou", iou1...iou7, "pred centerness").
 
 B §2.16: one class-agnostic output per ROI, trained towards a quality target that
-depends on ``VERSION``; Part A item 5: how it enters the test score is a config choice
-(:data:`IOU_TEST_SCORES`), applied by the predictor.
+depends on ``VERSION``. How it enters the test score is a config choice
+(:data:`IOU_TEST_SCORES`), applied by the predictor; the default, "by_version", is the
+original's rule: version 3 (centerness) always multiplies the class probabilities, every other
+version is ignored at test time (:func:`test_score_of_version`).
 
 "FL-BCE" below is the sigmoid focal binary cross-entropy with soft labels (alpha 0.25,
 gamma 2): with ``p = sigmoid(x)`` and a real target ``y``,
@@ -39,13 +41,19 @@ __all__ = [
     "IOU_TEST_SCORES",
     "IoUBranch",
     "centerness_targets",
+    "test_score_of_version",
     "paired_giou",
 ]
 
 #: Values of ``MODEL.SEPH.IOU_BRANCH.VERSION`` (the original's ``PRED_IOU_VERSION``).
 IOU_BRANCH_VERSIONS = (0, 1, 3, 4, 5)
 #: Values of ``MODEL.SEPH.IOU_BRANCH.TEST_SCORE``.
-IOU_TEST_SCORES = ("off", "multiply", "rank")
+IOU_TEST_SCORES = ("by_version", "off", "multiply", "rank")
+
+
+def test_score_of_version(version: int) -> str:
+    """The original's test-time use of a branch version: "multiply" for 3, else "off"."""
+    return "multiply" if version == 3 else "off"
 
 # Versions 4 and 5 keep low-IoU ROIs only when the branch over-predicts them.
 _LOW_TARGET = 0.4
@@ -112,7 +120,7 @@ class IoUBranch(nn.Module):
         *,
         version: int = 0,
         neg_weight: float = 0.5,
-        test_score: str = "off",
+        test_score: str = "by_version",
     ):
         """
         Args:
@@ -121,6 +129,8 @@ class IoUBranch(nn.Module):
             neg_weight: version 1 only: weight of the background term (0.5; the 07-30 code
                 behind the "pred iou1" row used 0.3).
             test_score: one of :data:`IOU_TEST_SCORES`; read by the predictor at inference.
+                "by_version" is resolved here with :func:`test_score_of_version`, so
+                :attr:`test_score` is always "off", "multiply" or "rank".
         """
         super().__init__()
         if version not in IOU_BRANCH_VERSIONS:
@@ -133,6 +143,8 @@ class IoUBranch(nn.Module):
             )
         self.version = version
         self.neg_weight = neg_weight
+        if test_score == "by_version":
+            test_score = test_score_of_version(version)
         self.test_score = test_score
         self.iou_pred = nn.Linear(in_features, 1)
         nn.init.normal_(self.iou_pred.weight, std=0.01)

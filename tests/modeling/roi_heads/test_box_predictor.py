@@ -421,6 +421,19 @@ def test_multiply_score_fusion_is_monotonic_in_predicted_iou():
     assert torch.allclose(unfused, logits.softmax(-1))
 
 
+@pytest.mark.parametrize("version,multiplied", [(3, True), (0, False), (1, False), (4, False)])
+def test_default_test_score_is_the_originals_rule_of_each_version(version, multiplied):
+    """Version 3 ("pred centerness") always multiplies sigmoid(output) into the class
+    probabilities at test time; the other versions leave them alone, with default keys."""
+    predictor = make_predictor(iou={"version": version})
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0]]).repeat(3, 1)
+    iou_logits = torch.tensor([[-1.0], [0.0], [2.0]])
+    probs = predictor.predict_probs(_fixed_predictions(logits, iou_logits), [_image_proposals(3)])
+    expected = logits.softmax(-1) * (iou_logits.sigmoid() if multiplied else 1.0)
+    torch.testing.assert_close(probs[0], expected)
+    assert _cfg().MODEL.SEPH.IOU_BRANCH.TEST_SCORE == "by_version"
+
+
 def test_rank_score_orders_and_suppresses_by_predicted_iou_but_reports_probability():
     predictor = make_predictor(iou={"version": 0, "test_score": "rank"}, test_score_thresh=0.05)
     p = Instances((100, 100))

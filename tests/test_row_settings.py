@@ -1,0 +1,57 @@
+"""Every config of the experiment log uses the original's behaviour where detectron2's
+framework differs (keys whose defaults stay detectron2's), checked on the merged config and,
+where it is a module's setting, on the module built from it."""
+import glob
+import os
+
+import pytest
+import torch
+
+import sephnet.modeling  # noqa: F401  (registration)
+from sephnet.backend import ShapeSpec, build_proposal_generator, get_cfg
+from sephnet.config import add_sephnet_config, validate_sephnet_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROW_CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(REPO, "configs", "coco", "*.yaml"))
+    if os.path.basename(p) != "ablations.yaml"
+)
+IDS = [os.path.basename(p) for p in ROW_CONFIGS]
+
+
+def _load(path):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    validate_sephnet_config(cfg)
+    return cfg
+
+
+def test_defaults_stay_detectron2s():
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    assert cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST == "all"
+    assert tuple(cfg.MODEL.RPN.BBOX_REG_WEIGHTS) == (1.0, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("path", ROW_CONFIGS, ids=IDS)
+def test_row_config_uses_the_originals_framework_choices(path):
+    cfg = _load(path)
+    # One detection per ROI, its top class (the log's APs were measured so).
+    assert cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST == "top1"
+    # The original RPN's box coder.
+    assert tuple(cfg.MODEL.RPN.BBOX_REG_WEIGHTS) == (10.0, 10.0, 5.0, 5.0)
+
+
+def test_row_rpn_encodes_deltas_with_the_originals_weights_by_value():
+    cfg = _load(os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephv14_10.yaml"))
+    shapes = {f"p{k}": ShapeSpec(channels=256, stride=2**k) for k in range(3, 7)}
+    rpn = build_proposal_generator(cfg, shapes)
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
+    gt = torch.tensor([[1.0, 4.0, 11.0, 24.0]], dtype=torch.float64)  # centre +1, +4; same size
+    deltas = rpn.box2box_transform.get_deltas(anchors, gt)
+    # (wx dx / w, wy dy / h, ww log(w'/w), wh log(h'/h)) with weights (10, 10, 5, 5)
+    torch.testing.assert_close(
+        deltas, torch.tensor([[10 * 1 / 10, 10 * 4 / 20, 0.0, 0.0]], dtype=torch.float64)
+    )

@@ -17,6 +17,7 @@ from sephnet.backend import (
     fast_rcnn_inference,
     import_module,
 )
+from sephnet.config.roi_pooler import canonical_level
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
@@ -121,6 +122,7 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+            canonical_level=canonical_level(cfg, input_shape, in_features),
         )
         pooled = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
         head_cls = get_registered(

@@ -27,6 +27,7 @@ from sephnet.backend import (
     import_module,
     pairwise_iou,
 )
+from sephnet.config.roi_pooler import canonical_level
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
@@ -138,6 +139,7 @@ class SephStandardROIHeads(StandardROIHeads):
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+            canonical_level=canonical_level(cfg, input_shape, in_features),
         )
         multiscale = cfg.MODEL.SEPH.MULTISCALE_POOLER
         if multiscale.ENABLED:  # (box, context) crops, B §2.11
@@ -165,6 +167,21 @@ class SephStandardROIHeads(StandardROIHeads):
             # with the coder of MODEL.SEPH.BOX_CODER.NAME (sephv24's corner offsets)
             "box_predictor": build_box_predictor(cfg, box_head.output_shapes),
         }
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """detectron2's mask head; its pooler gets ``MODEL.SEPH.ROI_POOLER``'s level rule."""
+        ret = super()._init_mask_head(cfg, input_shape)
+        if ret.get("mask_pooler") is not None:
+            in_features = ret["mask_in_features"]
+            ret["mask_pooler"] = ROIPooler(
+                output_size=cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION,
+                scales=tuple(1.0 / input_shape[f].stride for f in in_features),
+                sampling_ratio=cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO,
+                pooler_type=cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE,
+                canonical_level=canonical_level(cfg, input_shape, in_features),
+            )
+        return ret
 
     @torch.no_grad()
     def label_and_sample_proposals(

@@ -47,7 +47,7 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
-from sephnet.solver import build_optimizer
+from sephnet.solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
 
@@ -67,6 +67,11 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
         """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        """detectron2's schedule, or the original's cosine (``MODEL.SEPH.SOLVER.COSINE_*``)."""
+        return build_lr_scheduler(cfg, optimizer)
 
     def build_hooks(self) -> List[Optional[Any]]:
         """detectron2's hooks, then :class:`TerminalProgress` (main process)."""

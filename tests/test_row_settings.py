@@ -34,6 +34,9 @@ def test_defaults_stay_detectron2s():
     assert cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST == "all"
     assert tuple(cfg.MODEL.RPN.BBOX_REG_WEIGHTS) == (1.0, 1.0, 1.0, 1.0)
     assert cfg.MODEL.SEPH.ROI_POOLER.CANONICAL_LEVEL_INDEX == -1
+    solver = cfg.MODEL.SEPH.SOLVER
+    assert (solver.COSINE_AFTER_WARMUP, solver.COSINE_END_LR) == (False, 0.0)
+    assert (solver.CLIP_GLOBAL_NORM, solver.WEIGHT_DECAY_SCOPE) == (False, "all")
 
 
 @pytest.mark.parametrize("path", ROW_CONFIGS, ids=IDS)
@@ -45,6 +48,13 @@ def test_row_config_uses_the_originals_framework_choices(path):
     assert tuple(cfg.MODEL.RPN.BBOX_REG_WEIGHTS) == (10.0, 10.0, 5.0, 5.0)
     # The original's ROI level rule: canonical level = IN_FEATURES[1].
     assert cfg.MODEL.SEPH.ROI_POOLER.CANONICAL_LEVEL_INDEX == 1
+    # The original's solver: cosine after warm-up to 1e-6, global-norm clipping at 32,
+    # weight decay on the backbone's convs only.
+    solver = cfg.MODEL.SEPH.SOLVER
+    assert (solver.COSINE_AFTER_WARMUP, solver.COSINE_END_LR) == (True, 1e-6)
+    assert (solver.CLIP_GLOBAL_NORM, solver.WEIGHT_DECAY_SCOPE) == (True, "backbone_convs")
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 32.0)
 
 
 def test_row_rpn_encodes_deltas_with_the_originals_weights_by_value():

@@ -6,7 +6,7 @@ its own non-linearity (EvoNormS0, the log's activation "NA") no ReLU is added; o
 every conv and FC is followed by a ReLU.
 """
 from sephnet.backend import CfgNode
-from sephnet.layers.norm import is_sephnet_norm, resolve_norm
+from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
@@ -151,6 +151,15 @@ def validate_config(cfg: CfgNode) -> None:
                 f"Seph ROI head (MODEL.ROI_HEADS.NAME, got {roi_heads!r}): detectron2's "
                 "box heads cannot build it."
             )
+        if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
+            fc_keys = [key for key, _ in _used_widths(cfg, name) if key == "FC_DIM"]
+            if fc_keys:
+                raise ValueError(
+                    f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
+                    f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
+                    f"{node.NUM_FC} has FC layers (use a conv-only head or another norm)."
+                )
+            return
         groups, groups_key = cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     elif norm == "GN":
         groups, groups_key = 32, "GN's fixed group count"

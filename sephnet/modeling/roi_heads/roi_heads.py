@@ -17,6 +17,7 @@ features on to ``label_and_sample_proposals``.
 from typing import Dict, List, Optional
 
 import torch
+from torch import nn
 
 from sephnet.backend import (
     ROI_HEADS_REGISTRY,
@@ -29,6 +30,7 @@ from sephnet.backend import (
     import_module,
     pairwise_iou,
 )
+from sephnet.modeling.head_tricks import apply_head_tricks
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
@@ -122,6 +124,12 @@ class SephStandardROIHeads(StandardROIHeads):
         ret = super().from_config(cfg, input_shape)
         ret["roi_sampler"] = build_roi_sampler(cfg)
         ret["pos_labels_threshold"] = cfg.MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD
+        # MODEL.SEPH.HEAD_ACTIVATION / DROPBLOCK.HEADS (cascade: "box_heads")
+        box = ret.get("box_head") or nn.ModuleList(ret.get("box_heads", []))
+        heads = {"box": box}
+        if "mask_head" in ret:
+            heads["mask"] = ret["mask_head"]
+        apply_head_tricks(cfg, heads)
         return ret
 
     @classmethod

@@ -25,7 +25,8 @@ class GradientDensityWeights(nn.Module):
     """Maps gradient norms ``g[...]`` in [0, 1] to GHM weights of the same shape.
 
     With ``momentum > 0`` the smoothed bin counts are a buffer ``acc_count[bins]`` (saved in
-    checkpoints, so a resumed run continues them); with 0 the module has no state.
+    checkpoints, so a resumed run continues them), updated in training mode only; with 0
+    the module has no state.
     """
 
     def __init__(self, *, bins: int = 10, momentum: float = 0.0):
@@ -65,7 +66,8 @@ class GradientDensityWeights(nn.Module):
         if self.momentum > 0:
             acc = self.acc_count.to(flat.dtype)
             acc = torch.where(nonempty, self.momentum * acc + (1 - self.momentum) * counts, acc)
-            self.acc_count.copy_(acc)
+            if self.training:  # evaluation-mode calls (e.g. validation losses) leave it
+                self.acc_count.copy_(acc)
             counts = acc
         total, num_nonempty = flat.numel(), int(nonempty.sum())
         weights = total / (counts[index] * num_nonempty)

@@ -23,14 +23,18 @@ __all__ = ["FRN"]
 class FRN(nn.Module):
     """FRN + TLU over ``[N, C, H, W]`` maps with per-channel gamma (1), beta (0), tau (0).
 
-    A 1 x 1 map (an FC output) is refused: there ``x / sqrt(x^2 + eps)`` is just the sign
-    of x, which the paper avoids with a learned epsilon that sephnet does not offer.
+    On a 1 x 1 map ``x / sqrt(x^2 + eps)`` is about the sign of x (the paper adds a learned
+    epsilon there, which sephnet does not offer). Coarse pyramid levels of small images may
+    be 1 x 1 and are computed as the formula says; FC layers, always 1 x 1, refuse FRN
+    (``needs_spatial_extent``, read by :class:`~sephnet.layers.blocks.FCNormAct`).
     """
 
     # Read by norm_includes_activation: heads append no ReLU after this layer.
     includes_activation = True
     # Read by the config checks: FRN normalises each channel alone (no channel groups).
     uses_groups = False
+    # Read by FCNormAct: an FC output has no H x W to take statistics over.
+    needs_spatial_extent = True
 
     def __init__(self, num_channels: int, *, groups: int = 1, eps: float = 1e-6):
         """
@@ -59,7 +63,7 @@ class FRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            x: ``Tensor[N, C, H, W]`` with H * W > 1; N may be 0.
+            x: ``Tensor[N, C, H, W]``; N may be 0.
 
         Returns:
             A tensor of ``x``'s shape and dtype.
@@ -67,11 +71,6 @@ class FRN(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.num_channels:
             raise ValueError(
                 f"FRN: expected input [N, {self.num_channels}, H, W], got {list(x.shape)}."
-            )
-        if x.shape[2] * x.shape[3] == 1:
-            raise ValueError(
-                "FRN: a 1x1 map (an FC output) would be normalised to sign(x); use FRN on "
-                "conv layers only."
             )
         shape = (1, self.num_channels, 1, 1)
         nu2 = x.pow(2).mean(dim=(2, 3), keepdim=True)

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from sephnet.layers.blocks import FCNormAct
 from sephnet.layers.frn import FRN
 from sephnet.layers.norm import get_norm, norm_includes_activation, norm_uses_groups, resolve_norm
 
@@ -53,11 +54,14 @@ def test_frn_is_batch_independent_and_has_no_running_state():
     assert list(layer.state_dict()) == ["weight", "bias", "tau"]
 
 
-def test_frn_refuses_fc_outputs_and_bad_shapes():
-    with pytest.raises(ValueError, match="1x1 map"):
-        FRN(4)(torch.randn(2, 4, 1, 1))
+def test_frn_on_a_1x1_map_follows_the_formula_and_fc_layers_refuse_it():
+    x = torch.tensor([[[[2.0]], [[-0.5]]]], dtype=D)  # 1 x 1 maps: nu2 = x^2
+    out = FRN(2, eps=1e-6).double()(x)
+    assert out.flatten().tolist() == pytest.approx([2 / math.sqrt(4 + 1e-6), 0.0])
     with pytest.raises(ValueError, match="expected input"):
         FRN(4)(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="FCNormAct: norm 'FRN'"):
+        FCNormAct(8, 4, norm="FRN")
 
 
 def test_frn_is_a_sephnet_norm_with_its_own_activation_and_no_groups():

@@ -55,8 +55,8 @@ def add_config(cfg: CfgNode) -> None:
     node.IOU_NUM_FC = 2
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout and
-    # DropBlock (off in every log row) are not offered either.
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 
 def _check_int(value, key: str, minimum: int) -> None:

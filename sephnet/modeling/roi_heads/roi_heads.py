@@ -125,7 +125,7 @@ class SephStandardROIHeads(StandardROIHeads):
         ret["roi_sampler"] = build_roi_sampler(cfg)
         ret["pos_labels_threshold"] = cfg.MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD
         # MODEL.SEPH.HEAD_ACTIVATION / DROPBLOCK.HEADS (cascade: "box_heads")
-        box = ret.get("box_head") or nn.ModuleList(ret.get("box_heads", []))
+        box = ret["box_head"] if "box_head" in ret else nn.ModuleList(ret["box_heads"])
         heads = {"box": box}
         if "mask_head" in ret:
             heads["mask"] = ret["mask_head"]

@@ -30,6 +30,9 @@ def add_config(cfg: CfgNode) -> None:
     # 7 in the paper) and in the heads (an int >= 1; the heads' maps are 7x7 / 14x14).
     node.BACKBONE_BLOCK_SIZE = 7
     node.HEAD_BLOCK_SIZE = 3
+    # Iterations over which the drop probability rises linearly to DROP_PROB (an int >= 0;
+    # 0 = DROP_PROB from the start). The paper ramps over the whole schedule.
+    node.RAMP_ITERS = 0
 
 
 def _positive_int(value, key):
@@ -43,7 +46,7 @@ def validate_config(cfg: CfgNode) -> None:
     Validated: BACKBONE_STAGES within res2..res5 and among MODEL.RESNETS.OUT_FEATURES'
     stages built (a stage up to the last output), used with a backbone builder that reads
     it; HEADS within box/mask, "mask" only with MODEL.MASK_ON, any head only with a Seph ROI
-    head; DROP_PROB in (0, 1); block sizes ints >= 1; DROP_PROB and the block sizes differ
+    head; DROP_PROB in (0, 1); block sizes ints >= 1; RAMP_ITERS an int >= 0; DROP_PROB, RAMP_ITERS and the block sizes differ
     from their defaults only when what reads them is on.
 
     Raises:
@@ -53,6 +56,9 @@ def validate_config(cfg: CfgNode) -> None:
     stages, heads = list(node.BACKBONE_STAGES), list(node.HEADS)
     _positive_int(node.BACKBONE_BLOCK_SIZE, "BACKBONE_BLOCK_SIZE")
     _positive_int(node.HEAD_BLOCK_SIZE, "HEAD_BLOCK_SIZE")
+    ramp = node.RAMP_ITERS
+    if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
+        raise ValueError(f"{_KEY}.RAMP_ITERS={ramp!r}; expected an int >= 0.")
     prob = node.DROP_PROB
     if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 < prob < 1:
         raise ValueError(f"{_KEY}.DROP_PROB={prob!r}; expected a number in (0, 1).")
@@ -92,5 +98,7 @@ def validate_config(cfg: CfgNode) -> None:
         unread.append(f"BACKBONE_BLOCK_SIZE={node.BACKBONE_BLOCK_SIZE!r} (needs BACKBONE_STAGES)")
     if not heads and node.HEAD_BLOCK_SIZE != 3:
         unread.append(f"HEAD_BLOCK_SIZE={node.HEAD_BLOCK_SIZE!r} (needs HEADS)")
+    if not stages and not heads and ramp != 0:
+        unread.append(f"RAMP_ITERS={ramp!r} (needs BACKBONE_STAGES or HEADS)")
     if unread:
         raise ValueError(f"{_KEY}: {', '.join(unread)} would not be read; set what it needs.")

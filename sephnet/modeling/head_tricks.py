@@ -21,7 +21,9 @@ from sephnet.layers.dropblock import DropBlock2d
 __all__ = ["add_dropblock_after_convs", "add_dropblock_to_stages", "apply_head_tricks"]
 
 
-def add_dropblock_after_convs(module: nn.Module, *, drop_prob: float, block_size: int) -> int:
+def add_dropblock_after_convs(
+    module: nn.Module, *, drop_prob: float, block_size: int, ramp_iters: int = 0
+) -> int:
     """Append DropBlock to every hidden conv of ``module``; returns how many.
 
     A hidden conv is a detectron2 ``Conv2d`` with a norm or an activation (output convs,
@@ -31,7 +33,7 @@ def add_dropblock_after_convs(module: nn.Module, *, drop_prob: float, block_size
     count = 0
     for layer in module.modules():
         if isinstance(layer, Conv2d) and (layer.norm is not None or layer.activation is not None):
-            block = DropBlock2d(drop_prob=drop_prob, block_size=block_size)
+            block = DropBlock2d(drop_prob=drop_prob, block_size=block_size, ramp_iters=ramp_iters)
             layer.activation = block if layer.activation is None else nn.Sequential(
                 layer.activation, block
             )
@@ -40,7 +42,12 @@ def add_dropblock_after_convs(module: nn.Module, *, drop_prob: float, block_size
 
 
 def add_dropblock_to_stages(
-    resnet: nn.Module, stages: Iterable[str], *, drop_prob: float, block_size: int
+    resnet: nn.Module,
+    stages: Iterable[str],
+    *,
+    drop_prob: float,
+    block_size: int,
+    ramp_iters: int = 0,
 ) -> None:
     """Append DropBlock to the named stages of a detectron2 ``ResNet`` (``res2``..``res5``).
 
@@ -56,7 +63,8 @@ def add_dropblock_to_stages(
                 f"MODEL.SEPH.DROPBLOCK.BACKBONE_STAGES names {stage!r}; the ResNet has {names}."
             )
         getattr(resnet, stage).add_module(
-            "dropblock", DropBlock2d(drop_prob=drop_prob, block_size=block_size)
+            "dropblock",
+            DropBlock2d(drop_prob=drop_prob, block_size=block_size, ramp_iters=ramp_iters),
         )
 
 
@@ -86,7 +94,10 @@ def apply_head_tricks(cfg, heads: Dict[str, nn.Module]) -> None:
         if where not in heads:
             continue  # "mask" without MASK_ON is refused at setup
         added = add_dropblock_after_convs(
-            heads[where], drop_prob=node.DROP_PROB, block_size=node.HEAD_BLOCK_SIZE
+            heads[where],
+            drop_prob=node.DROP_PROB,
+            block_size=node.HEAD_BLOCK_SIZE,
+            ramp_iters=node.RAMP_ITERS,
         )
         if added == 0:
             raise ValueError(

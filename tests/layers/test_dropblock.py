@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from sephnet.backend import EventStorage
 from sephnet.layers.dropblock import DropBlock2d, dropblock_gamma
 
 
@@ -15,7 +16,7 @@ def test_dropped_fraction_matches_the_seed_probability():
     b, h, p = 3, 16, 0.1
     layer = DropBlock2d(drop_prob=p, block_size=b)
     x = torch.ones(200, 8, h, h)
-    dropped = 1 - layer.block_mask(x)
+    dropped = 1 - layer.block_mask(x, p)
     # A unit is dropped unless none of the c(u) seed positions covering it fires:
     # expected fraction = mean_u 1 - (1 - gamma)^c(u) (c = 9 inside, fewer at the border).
     gamma = dropblock_gamma(p, b, h, h)
@@ -28,7 +29,7 @@ def test_dropped_fraction_matches_the_seed_probability():
 
 def test_dropped_units_form_whole_blocks_inside_the_map():
     b = 3
-    dropped = 1 - DropBlock2d(drop_prob=0.2, block_size=b).block_mask(torch.ones(4, 2, 12, 10))
+    dropped = 1 - DropBlock2d(drop_prob=0.2, block_size=b).block_mask(torch.ones(4, 2, 12, 10), 0.2)
     # morphological opening with a b x b square leaves the dropped set unchanged: every
     # dropped unit lies in some all-dropped b x b window that fits in the map
     fits = F.avg_pool2d(dropped, b, stride=1) > 1 - 1e-6
@@ -56,7 +57,23 @@ def test_block_larger_than_the_map_is_clipped():
     assert set(per_map.tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("kwargs", [dict(drop_prob=1.0, block_size=3), dict(drop_prob=0.1, block_size=0)])
+def test_ramp_raises_the_drop_probability_linearly_with_the_iteration():
+    layer = DropBlock2d(drop_prob=0.2, block_size=3, ramp_iters=10)
+    with EventStorage(start_iter=4):
+        assert layer.current_drop_prob() == pytest.approx(0.1)  # 0.2 * 5 / 10
+    with EventStorage(start_iter=30):
+        assert layer.current_drop_prob() == pytest.approx(0.2)
+    assert DropBlock2d(drop_prob=0.2, block_size=3).current_drop_prob() == 0.2  # no storage needed
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(drop_prob=1.0, block_size=3),
+        dict(drop_prob=0.1, block_size=0),
+        dict(drop_prob=0.1, block_size=3, ramp_iters=-1),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         DropBlock2d(**kwargs)

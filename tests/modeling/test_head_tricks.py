@@ -88,11 +88,15 @@ def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict():
             **keys,
         })
 
-    cfg = backbone_cfg(**{"MODEL.SEPH.DROPBLOCK.BACKBONE_STAGES": ["res4", "res5"]})
+    cfg = backbone_cfg(**{
+        "MODEL.SEPH.DROPBLOCK.BACKBONE_STAGES": ["res4", "res5"],
+        "MODEL.SEPH.DROPBLOCK.RAMP_ITERS": 1000,
+    })
     backbone = build_backbone(cfg)
     assert _count(backbone.bottom_up.res4, DropBlock2d) == 1
     assert _count(backbone.bottom_up.res5, DropBlock2d) == 1
     assert _count(backbone.bottom_up.res3, DropBlock2d) == 0
+    assert backbone.bottom_up.res4.dropblock.ramp_iters == 1000
     assert list(backbone.state_dict()) == list(build_backbone(backbone_cfg()).state_dict())
     backbone.eval()
     with torch.no_grad():
@@ -110,6 +114,8 @@ def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict():
         ({"MODEL.SEPH.DROPBLOCK.HEADS": ["box"], "MODEL.SEPH.DROPBLOCK.DROP_PROB": 1.0}, "DROP_PROB=1.0"),
         ({"MODEL.SEPH.DROPBLOCK.DROP_PROB": 0.2}, "DROP_PROB=0.2 .needs BACKBONE_STAGES or HEADS"),
         ({"MODEL.SEPH.DROPBLOCK.HEAD_BLOCK_SIZE": 5}, "HEAD_BLOCK_SIZE=5"),
+        ({"MODEL.SEPH.DROPBLOCK.RAMP_ITERS": 100}, "RAMP_ITERS=100"),
+        ({"MODEL.SEPH.DROPBLOCK.HEADS": ["box"], "MODEL.SEPH.DROPBLOCK.RAMP_ITERS": -1}, "RAMP_ITERS=-1"),
         ({"MODEL.SEPH.DROPBLOCK.HEADS": ["mask"], "MODEL.MASK_ON": False}, "MASK_ON is False"),
         ({"MODEL.SEPH.DROPBLOCK.BACKBONE_STAGES": ["res4"]}, "MODEL.BACKBONE.NAME='build_resnet_backbone'"),
         ({"MODEL.ROI_BOX_HEAD.NORM": "FRN"}, "an FC output lacks"),
@@ -118,3 +124,20 @@ def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict():
 def test_bad_trick_keys_are_refused(keys, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**keys)
+
+
+def test_cascade_box_heads_get_the_head_tricks_in_every_stage():
+    heads = build_roi_heads(
+        _cfg(**{
+            "MODEL.MASK_ON": False,
+            "MODEL.ROI_HEADS.NAME": "SephCascadeROIHeads",
+            "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
+            "MODEL.SEPH.HEAD_ACTIVATION.NAME": "HardSwish",
+            "MODEL.SEPH.DROPBLOCK.HEADS": ["box"],
+        }),
+        SHAPES,
+    )
+    assert len(heads.box_head) == 3
+    for stage in heads.box_head:
+        assert _count(stage, nn.Hardswish) > 0 and _count(stage, nn.ReLU) == 0
+        assert _count(stage, DropBlock2d) == 4

@@ -202,6 +202,7 @@ def build_seph_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         dropblock.BACKBONE_STAGES,
         drop_prob=dropblock.DROP_PROB,
         block_size=dropblock.BACKBONE_BLOCK_SIZE,
+        ramp_iters=dropblock.RAMP_ITERS,
     )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     if not in_features:

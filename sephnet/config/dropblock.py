@@ -46,7 +46,8 @@ def validate_config(cfg: CfgNode) -> None:
     Validated: BACKBONE_STAGES within res2..res5 and among MODEL.RESNETS.OUT_FEATURES'
     stages built (a stage up to the last output), used with a backbone builder that reads
     it; HEADS within box/mask, "mask" only with MODEL.MASK_ON, any head only with a Seph ROI
-    head; DROP_PROB in (0, 1); block sizes ints >= 1; RAMP_ITERS an int >= 0; DROP_PROB, RAMP_ITERS and the block sizes differ
+    head; DROP_PROB in (0, 1); block sizes ints >= 1; RAMP_ITERS an int >= 0; DROP_PROB,
+    RAMP_ITERS and the block sizes differ
     from their defaults only when what reads them is on.
 
     Raises:

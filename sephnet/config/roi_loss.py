@@ -137,7 +137,9 @@ def validate_config(cfg: CfgNode) -> None:
                 f"{_KEY}.BOX_TYPE={node.BOX_TYPE!r} cannot be combined with "
                 f"MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING={weighting!r} (it weights the GIoU loss)."
             )
-    changed = node.CLS_TYPE != "cross_entropy" or node.LABEL_SMOOTHING > 0 or node.BOX_TYPE != "upstream"
+    changed = (
+        node.CLS_TYPE != "cross_entropy" or node.LABEL_SMOOTHING > 0 or node.BOX_TYPE != "upstream"
+    )
     roi_heads, predictor = cfg.MODEL.ROI_HEADS.NAME, cfg.MODEL.SEPH.PREDICTOR.NAME
     if changed and (not roi_heads.startswith("Seph") or predictor != "SephOutputLayers"):
         raise ValueError(

@@ -1,4 +1,6 @@
-"""Keys of the validation-loss hook: ``MODEL.SEPH.VAL_LOSS.*`` (see ``sephnet/engine/validation_loss.py``).
+"""Keys of the validation-loss hook: ``MODEL.SEPH.VAL_LOSS.*``.
+
+See ``sephnet/engine/validation_loss.py``.
 
 Read by ``train_net.Trainer.build_hooks``. Off by default.
 """

@@ -96,4 +96,7 @@ class DropBlock2d(nn.Module):
         return x * mask * (mask.numel() / mask.sum().clamp(min=1.0))
 
     def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}, block_size={self.block_size}, ramp_iters={self.ramp_iters}"
+        return (
+            f"drop_prob={self.drop_prob}, block_size={self.block_size}, "
+            f"ramp_iters={self.ramp_iters}"
+        )

@@ -94,7 +94,10 @@ class ROIClassificationLoss(nn.Module):
         return ce
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, label_smoothing={self.label_smoothing}, focal_gamma={self.focal_gamma}"
+        return (
+            f"kind={self.kind!r}, label_smoothing={self.label_smoothing}, "
+            f"focal_gamma={self.focal_gamma}"
+        )
 
 
 class ROIBoxRegressionLoss(nn.Module):
@@ -144,10 +147,14 @@ class ROIBoxRegressionLoss(nn.Module):
             if not value > 0:
                 raise ValueError(f"{name}={value!r}; expected a number > 0.")
         self.kind = kind
-        self.balanced_l1 = dict(alpha=balanced_l1_alpha, gamma=balanced_l1_gamma, beta=balanced_l1_beta)
+        self.balanced_l1 = dict(
+            alpha=balanced_l1_alpha, gamma=balanced_l1_gamma, beta=balanced_l1_beta
+        )
         self.ghm_r_mu = float(ghm_r_mu)
         self.ghm = (
-            GradientDensityWeights(bins=ghm_bins, momentum=ghm_momentum) if kind == "ghm_r" else None
+            GradientDensityWeights(bins=ghm_bins, momentum=ghm_momentum)
+            if kind == "ghm_r"
+            else None
         )
 
     def forward(

@@ -32,7 +32,7 @@ def add_config(cfg: CfgNode) -> None:
 
 def validate_config(cfg: CfgNode) -> None:
     """Check the keys: ENABLED a bool; when on, DATASETS a non-empty list of strings and
-    PERIOD a positive multiple of 20; when off, DATASETS and PERIOD left at their defaults (unread).
+    PERIOD a positive multiple of 20, MODEL.LOAD_PROPOSALS off; when off, DATASETS and PERIOD left at their defaults (unread).
 
     Whether the datasets are registered is checked when the hook is built (datasets may be
     registered after the config is read).
@@ -57,6 +57,11 @@ def validate_config(cfg: CfgNode) -> None:
         raise ValueError(f"{_KEY}.DATASETS={names!r}; expected a non-empty list of dataset names.")
     if isinstance(period, bool) or not isinstance(period, int) or period < 1:
         raise ValueError(f"{_KEY}.PERIOD={period!r}; expected an int >= 1.")
+    if cfg.MODEL.LOAD_PROPOSALS:
+        raise ValueError(
+            f"{_KEY}.ENABLED=True with MODEL.LOAD_PROPOSALS=True: the validation images are read "
+            "without precomputed proposals; validation losses need the model's own proposals."
+        )
     if period % _WRITER_PERIOD:
         raise ValueError(
             f"{_KEY}.PERIOD={period}; expected a multiple of {_WRITER_PERIOD}, the writers' "

@@ -118,6 +118,7 @@ def test_ghm_counts_move_only_in_training_mode():
 def _cfg(**keys):
     cfg = get_cfg()
     add_sephnet_config(cfg)
+    cfg.MODEL.LOAD_PROPOSALS = keys.pop("LOAD", False)
     for key, value in keys.items():
         cfg.MODEL.SEPH.VAL_LOSS[key] = value
     return cfg
@@ -132,6 +133,7 @@ def _cfg(**keys):
         ({"ENABLED": True, "DATASETS": ("a",), "PERIOD": 0}, "PERIOD=0"),
         ({"ENABLED": True, "DATASETS": ("a",), "PERIOD": 30}, "multiple of 20"),
         ({"ENABLED": 1}, "ENABLED=1"),
+        ({"ENABLED": True, "DATASETS": ("a",), "PERIOD": 20, "LOAD": True}, "LOAD_PROPOSALS"),
     ],
 )
 def test_bad_val_loss_keys_are_refused(keys, match):

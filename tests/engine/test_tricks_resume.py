@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train_net
+from sephnet import backend
 from sephnet.backend import DatasetCatalog, register_coco_instances
 from sephnet.data import ShapesParams, generate_shapes
 
@@ -42,6 +43,11 @@ def _main(out, names, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    backend.BACKEND != "core",
+    reason="exact resume (RNG states and loader position in checkpoints) is the core's; "
+    "detectron2 v0.6 checkpoints hold neither",
+)
 def test_resumed_run_with_model_tricks_ends_with_identical_weights(tmp_path):
     root = tmp_path / "shapes"
     generate_shapes(str(root), ShapesParams(num_train=4, num_val=2))

@@ -43,8 +43,12 @@ from sephnet.modeling.losses.ghm import GradientDensityWeights
 __all__ = ["ValidationLoss"]
 
 # Modules whose training-mode forward updates state or is random.
-_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, DropBlock2d,
-             GradientDensityWeights)
+_STATEFUL = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.dropout._DropoutNd,
+    DropBlock2d,
+    GradientDensityWeights,
+)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ class InferenceAdapter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.train(model.training)  # exporters restore the adapter's mode onto the model
         self.with_masks = bool(getattr(getattr(model, "roi_heads", None), "mask_on", False))
 
     @property

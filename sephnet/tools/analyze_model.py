@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")
     try:
-        cfg = load_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, args.opts, device="cpu")
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"analyze_model: {e}", file=sys.stderr)
         return 1

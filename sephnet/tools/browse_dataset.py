@@ -104,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.num < 1 or args.scale <= 0:
             raise ValueError(f"--num must be >= 1 and --scale > 0; got {args.num}, {args.scale}")
-        cfg = load_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, args.opts, device="cpu")
         source = annotation_images if args.source == "annotation" else dataloader_images
         os.makedirs(args.output, exist_ok=True)
         written = 0

@@ -7,7 +7,8 @@ detectron2's ``tools/deploy/export_model.py`` (tracing method) for sephnet confi
     python -m sephnet.tools.export_model --config-file X --format torchscript --output DIR \\
         --sample-image a.png --sample-image b.png MODEL.WEIGHTS W
 
-What is exported is :class:`~sephnet.tools.inference_adapter.InferenceAdapter`: one image tensor
+The model is built and exported on the CPU (``MODEL.DEVICE`` is set to cpu). What is exported
+is :class:`~sephnet.tools.inference_adapter.InferenceAdapter`: one image tensor
 (3, H, W), already resized by the test resize and in ``INPUT.FORMAT``, to ``pred_boxes`` (R, 4,
 input coordinates), ``scores`` (R), ``pred_classes`` (R) and, with masks, ``pred_masks``
 (R, 1, M, M mask probabilities; paste them with ``paste_adapter_masks``). The model is traced on
@@ -161,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args = get_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, args.opts, device="cpu")
         model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -50,7 +50,7 @@ def _latency(cfg, size: Tuple[int, int], iterations: int) -> float:
 def measure_row(config_file: str, size: Tuple[int, int], latency_iter: int) -> Dict[str, float]:
     """{"gflops", "params_m", "latency_s"} of one config (latency_s is None when
     ``latency_iter`` is 0)."""
-    cfg = load_config(config_file)
+    cfg = load_config(config_file, device="cpu")
     counts = analyze(cfg, ["flop", "parameter"], size)
     return {
         "gflops": counts["flop"]["total"] / 1e9,

@@ -48,7 +48,7 @@ def test_parameter_count_is_the_sum_of_tensor_sizes(quickstart_counts):
 
 
 def test_default_input_size_is_the_test_resize_of_a_4_3_image():
-    cfg = load_config("configs/Base-RCNN-FPN.yaml")
+    cfg = load_config("configs/Base-RCNN-FPN.yaml", device="cpu")
     assert default_input_size(cfg) == (800, 1067)
     assert default_input_size(cfg, aspect=2.0) == (667, 1333)  # long side capped at 1333
 
@@ -59,3 +59,11 @@ def test_cli_reports_totals_and_rejects_a_missing_config(capsys):
     assert "Parameters: 12.39 M" in out
     assert main(["--config-file", "nope.yaml"]) == 1
     assert "--config-file 'nope.yaml' does not exist." in capsys.readouterr().err
+
+
+def test_cuda_config_on_a_machine_without_cuda_is_refused_with_the_fix():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="MODEL.DEVICE='cuda' but CUDA is not available here; "
+                                         "add `MODEL.DEVICE cpu` to the overrides."):
+        load_config("configs/Base-RCNN-FPN.yaml")

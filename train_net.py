@@ -46,7 +46,7 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
-from sephnet.engine import TerminalProgress, ValidationLoss
+from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -67,6 +67,11 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
         """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
         return build_optimizer(cfg, model)
+
+    def build_writers(self):
+        """detectron2's writers (console, metrics.json, TensorBoard), then the experiment
+        trackers ``MODEL.SEPH.TRACKING`` enables (Weights & Biases, MLflow)."""
+        return super().build_writers() + build_tracking_writers(self.cfg)
 
     def build_hooks(self) -> List[Optional[Any]]:
         """detectron2's hooks, with :class:`ValidationLoss` before the writer when

@@ -6,7 +6,7 @@ a decoupled head is followed by its norm and no activation (the original's activ
 or "" next to every norm the log used, BN and GN included), or by a ReLU when NORM is "".
 """
 from sephnet.backend import CfgNode
-from sephnet.layers.norm import is_sephnet_norm, resolve_norm
+from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
@@ -56,10 +56,16 @@ def add_config(cfg: CfgNode) -> None:
     # original's defaults), 4/0 (iou2, iou4..iou7, sephv27).
     node.IOU_NUM_CONV = 0
     node.IOU_NUM_FC = 2
+    # Decoupled heads (not UpstreamBoxHead / NormFCBoxHead) with a MODEL.ROI_BOX_HEAD.NORM:
+    # False = no activation after the norm (the original's "NA"/"" in every log row, BN and
+    # GN heads included); True = a ReLU after norms without a non-linearity of their own
+    # (BN, GN), e.g. for MODEL.SEPH.HEAD_ACTIVATION to swap. Without a norm a ReLU always
+    # follows each layer.
+    node.RELU_AFTER_NORM = False
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout and
-    # DropBlock (off in every log row) are not offered either.
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 
 def _check_int(value, key: str, minimum: int) -> None:
@@ -119,6 +125,8 @@ def validate_config(cfg: CfgNode) -> None:
         _check_int(node[key], f"{_KEY}.{key}", 0)
     for key in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM"):
         _check_int(node[key], f"{_KEY}.{key}", 1)
+    if not isinstance(node.RELU_AFTER_NORM, bool):
+        raise ValueError(f"{_KEY}.RELU_AFTER_NORM={node.RELU_AFTER_NORM!r}; expected True or False.")
 
     iou_on = cfg.MODEL.SEPH.IOU_BRANCH.ENABLED  # the predictor component's switch
     counts = f"{_KEY}.NUM_CONV={node.NUM_CONV}, {_KEY}.NUM_FC={node.NUM_FC}"
@@ -158,6 +166,15 @@ def validate_config(cfg: CfgNode) -> None:
                 f"Seph ROI head (MODEL.ROI_HEADS.NAME, got {roi_heads!r}): detectron2's "
                 "box heads cannot build it."
             )
+        if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
+            fc_keys = [key for key, _ in _used_widths(cfg, name) if key == "FC_DIM"]
+            if fc_keys:
+                raise ValueError(
+                    f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
+                    f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
+                    f"{node.NUM_FC} has FC layers (use a conv-only head or another norm)."
+                )
+            return
         groups, groups_key = cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     elif norm == "GN":
         groups, groups_key = 32, "GN's fixed group count"

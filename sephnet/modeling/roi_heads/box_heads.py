@@ -68,6 +68,7 @@ class TwinTowerConvFCHead(nn.Module):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -77,6 +78,8 @@ class TwinTowerConvFCHead(nn.Module):
             num_fc, fc_dim: FC layers per tower and their width.
             norm: norm after every conv and FC ("" = none, then a ReLU follows each layer instead).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
+            relu_after_norm: a ReLU after norms without their own non-linearity too
+                (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``; the original: none).
 
         Raises:
             ValueError: a tower would have no layer (``num_conv + num_fc == 0``), or as
@@ -96,6 +99,7 @@ class TwinTowerConvFCHead(nn.Module):
             norm=norm,
             norm_groups=norm_groups,
             norm_eps=norm_eps,
+            relu_after_norm=relu_after_norm,
         )
         self.cls_tower = ConvFCTower(input_shape, **tower)
         self.box_tower = ConvFCTower(input_shape, **tower)
@@ -166,6 +170,7 @@ class FCClsConvBoxHead(nn.Module):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -178,6 +183,8 @@ class FCClsConvBoxHead(nn.Module):
                 ``fc_dim``); ignored when ``iou_tower`` is False.
             norm: norm after every conv and FC ("" = none, then a ReLU follows each layer instead).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
+            relu_after_norm: a ReLU after norms without their own non-linearity too
+                (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``; the original: none).
 
         Raises:
             ValueError: ``num_fc`` or ``num_conv`` is 0 (that tower would be empty), the
@@ -194,7 +201,9 @@ class FCClsConvBoxHead(nn.Module):
                 f"FCClsConvBoxHead: the IoU tower is on but iou_num_conv={iou_num_conv} and "
                 f"iou_num_fc={iou_num_fc}; it needs at least one layer."
             )
-        norms = dict(norm=norm, norm_groups=norm_groups, norm_eps=norm_eps)
+        norms = dict(
+            norm=norm, norm_groups=norm_groups, norm_eps=norm_eps, relu_after_norm=relu_after_norm
+        )
         self.cls_tower = ConvFCTower(
             input_shape, num_conv=0, conv_dim=conv_dim, num_fc=num_fc, fc_dim=fc_dim, **norms
         )

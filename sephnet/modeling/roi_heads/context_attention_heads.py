@@ -45,10 +45,13 @@ def _pair(name: str, x) -> ContextPair:
 class _NormAct(nn.Module):
     """The box head's norm, or a ReLU without a norm (as the towers' layers, ``head_activation``)."""
 
-    def __init__(self, channels: int, *, norm: str, norm_groups: int, norm_eps: float):
+    def __init__(
+        self, channels: int, *, norm: str, norm_groups: int, norm_eps: float,
+        relu_after_norm: bool = False,
+    ):
         super().__init__()
         self.norm = get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
-        self.relu = head_activation(norm)
+        self.relu = head_activation(norm, relu_after_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
@@ -115,7 +118,11 @@ class _QueryAttentionHead(nn.Module):
             )
         c = input_shape.channels
         kwargs = {k: v for k, v in head_kwargs.items() if k not in ("input_shape", "iou_tower")}
-        norms = {k: kwargs[k] for k in ("norm", "norm_groups", "norm_eps") if k in kwargs}
+        norms = {
+            k: kwargs[k]
+            for k in ("norm", "norm_groups", "norm_eps", "relu_after_norm")
+            if k in kwargs
+        }
         self.attention = CrossAttention(c, context_channels=c, multipliers=(1, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(()))
         self.norm_act = _NormAct(c, **{"norm": "", "norm_groups": 32, "norm_eps": 1e-5, **norms})
@@ -132,6 +139,7 @@ class _QueryAttentionHead(nn.Module):
                 norm=norms.get("norm", ""),
                 norm_groups=norms.get("norm_groups", 32),
                 norm_eps=norms.get("norm_eps", 1e-5),
+                relu_after_norm=norms.get("relu_after_norm", False),
             )
             self._iou_shape = ShapeSpec(channels=conv_dim, height=size, width=size)
 
@@ -263,6 +271,7 @@ class ContextStripAttentionHead(nn.Module):
             norm=kwargs.get("norm", ""),
             norm_groups=kwargs.get("norm_groups", 32),
             norm_eps=kwargs.get("norm_eps", 1e-5),
+            relu_after_norm=kwargs.get("relu_after_norm", False),
         )
         self.attentions = nn.ModuleList(
             CrossAttention(c, context_channels=c, multipliers=(2, 2, 2)) for _ in range(4)

@@ -7,10 +7,11 @@ A tower is the experiment log's basic head block (SEPH_SPEC B §2.12)::
       -> num_fc   x ( flatten -> FC, fc_dim   -> norm | ReLU )    # only if num_fc > 0
       -> [R, conv_dim, S, S] (num_fc == 0) or [R, fc_dim] (num_fc > 0)
 
-Each layer is followed by its norm, or by a ReLU when there is no norm, never both: the
+Each layer is followed by its norm, or by a ReLU when there is no norm, not both: the
 original's decoupled heads ran with the activation "NA" (identity) next to every norm the log
 used (EvoNormS0, BN, GN), and with its default ReLU only without a norm
-(:func:`head_activation`). Layer order and "no bias before a norm" come from the blocks in
+(:func:`head_activation`). ``relu_after_norm=True`` (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``)
+adds the ReLU after norms that have no non-linearity of their own. Layer order and "no bias before a norm" come from the blocks in
 :mod:`sephnet.layers.blocks`. Weights use detectron2's initialisation of its box head
 (``c2_msra_fill`` for convs, ``c2_xavier_fill`` for FCs) rather than the TF original's
 Glorot-uniform: the framework's conventions win (Part A item 1), and the upstream
@@ -24,17 +25,19 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec
 from sephnet.layers.blocks import FCNormAct, conv_norm_act
+from sephnet.layers.norm import norm_includes_activation
 
 __all__ = ["ConvFCTower", "norm_kwargs_from_config", "conv_block", "head_activation"]
 
 
-def head_activation(norm: str) -> bool:
+def head_activation(norm: str, relu_after_norm: bool = False) -> bool:
     """Whether a decoupled box-head layer with ``norm`` is followed by a ReLU.
 
-    Only without a norm: after a norm the layer's activation is the identity, as in every
-    log row (BN and GN heads included, not only EvoNormS0, which has its own non-linearity).
+    Without a norm, always. After a norm only with ``relu_after_norm`` and a norm without its
+    own non-linearity: by default the activation after a norm is the identity, as in every
+    log row (BN and GN heads included, not only EvoNormS0).
     """
-    return norm == ""
+    return norm == "" or (relu_after_norm and not norm_includes_activation(norm))
 
 
 def conv_block(
@@ -45,13 +48,14 @@ def conv_block(
     norm: str,
     norm_groups: int,
     norm_eps: float,
+    relu_after_norm: bool = False,
 ) -> nn.Module:
     """One 3x3 conv -> norm, or conv -> ReLU without a norm (:func:`head_activation`), MSRA-initialised.
 
     Args:
         in_channels, out_channels: C_in and C_out.
         padding: 1 = "SAME" (S -> S), 0 = "VALID" (S -> S - 2).
-        norm, norm_groups, norm_eps: see :class:`ConvFCTower`.
+        norm, norm_groups, norm_eps, relu_after_norm: see :class:`ConvFCTower`.
 
     Returns:
         A detectron2 ``Conv2d`` carrying its norm and activation.
@@ -62,7 +66,7 @@ def conv_block(
         kernel_size=3,
         padding=padding,
         norm=norm,
-        activation=head_activation(norm),
+        activation=head_activation(norm, relu_after_norm),
         norm_groups=norm_groups,
         norm_eps=norm_eps,
     )
@@ -95,6 +99,7 @@ class ConvFCTower(nn.Sequential):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -105,6 +110,7 @@ class ConvFCTower(nn.Sequential):
             norm: a ``NORM`` config value ("", "BN", "GN", "EvoNormS0", ...), resolved by
                 :func:`sephnet.layers.norm.resolve_norm`; "" means no norm (and biases).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
+            relu_after_norm: a ReLU after norms without their own non-linearity too.
 
         Raises:
             ValueError: a negative count, a non-positive width, or FCs without a known
@@ -128,6 +134,7 @@ class ConvFCTower(nn.Sequential):
                     norm=norm,
                     norm_groups=norm_groups,
                     norm_eps=norm_eps,
+                    relu_after_norm=relu_after_norm,
                 ),
             )
             channels = conv_dim
@@ -144,7 +151,7 @@ class ConvFCTower(nn.Sequential):
                 in_features,
                 fc_dim,
                 norm=norm,
-                activation=head_activation(norm),
+                activation=head_activation(norm, relu_after_norm),
                 norm_groups=norm_groups,
                 norm_eps=norm_eps,
             )
@@ -175,13 +182,15 @@ def norm_kwargs_from_config(cfg) -> Dict[str, Any]:
     """The box heads' norm arguments from a config.
 
     Reads ``MODEL.ROI_BOX_HEAD.NORM`` (the upstream key, reused: "EvoNormS0" is resolved by
-    sephnet) and, for sephnet's group-wise norms, ``MODEL.SEPH.EVONORM.GROUPS`` / ``.EPS``.
+    sephnet), for sephnet's group-wise norms ``MODEL.SEPH.EVONORM.GROUPS`` / ``.EPS``, and
+    ``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``.
 
     Returns:
-        ``{"norm": str, "norm_groups": int, "norm_eps": float}``.
+        ``{"norm": str, "norm_groups": int, "norm_eps": float, "relu_after_norm": bool}``.
     """
     return {
         "norm": cfg.MODEL.ROI_BOX_HEAD.NORM,
         "norm_groups": cfg.MODEL.SEPH.EVONORM.GROUPS,
         "norm_eps": cfg.MODEL.SEPH.EVONORM.EPS,
+        "relu_after_norm": cfg.MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM,
     }

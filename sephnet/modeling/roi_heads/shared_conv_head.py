@@ -53,6 +53,7 @@ class SharedConvHead(nn.Module):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -75,7 +76,9 @@ class SharedConvHead(nn.Module):
             )
         if not isinstance(branch_dim, int) or branch_dim < 1:
             raise ValueError(f"SharedConvHead: branch_dim={branch_dim!r}; expected an int >= 1.")
-        norms = dict(norm=norm, norm_groups=norm_groups, norm_eps=norm_eps)
+        norms = dict(
+            norm=norm, norm_groups=norm_groups, norm_eps=norm_eps, relu_after_norm=relu_after_norm
+        )
         self.shared = ConvFCTower(
             input_shape, num_conv=num_conv, conv_dim=conv_dim, num_fc=0, fc_dim=1, **norms
         )

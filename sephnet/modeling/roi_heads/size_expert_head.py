@@ -97,6 +97,7 @@ class SizeExpertHead(nn.Module):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -125,7 +126,9 @@ class SizeExpertHead(nn.Module):
                 f"SizeExpertHead: num_experts={num_experts} (>= 1) and size_step={size_step} "
                 "(> 0 px) expected."
             )
-        norms = dict(norm=norm, norm_groups=norm_groups, norm_eps=norm_eps)
+        norms = dict(
+            norm=norm, norm_groups=norm_groups, norm_eps=norm_eps, relu_after_norm=relu_after_norm
+        )
         experts = []
         for _ in range(num_experts):
             expert = nn.Module()

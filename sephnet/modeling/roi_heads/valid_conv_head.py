@@ -44,7 +44,14 @@ def _valid_tower(input_shape: ShapeSpec, *, num_conv, conv_dim, width_step, num_
         channels, size = width, size - 2
     in_features = channels * size * size
     for k in range(num_fc):
-        fc = FCNormAct(in_features, fc_dim, activation=head_activation(norms["norm"]), **norms)
+        fc = FCNormAct(
+            in_features,
+            fc_dim,
+            norm=norms["norm"],
+            activation=head_activation(norms["norm"], norms["relu_after_norm"]),
+            norm_groups=norms["norm_groups"],
+            norm_eps=norms["norm_eps"],
+        )
         weight_init.c2_xavier_fill(fc)
         tower.add_module(f"fc{k + 1}", fc)
         in_features = fc_dim
@@ -75,6 +82,7 @@ class ValidConvFCHead(nn.Module):
         norm: str = "",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        relu_after_norm: bool = False,
     ):
         """
         Args:
@@ -101,7 +109,8 @@ class ValidConvFCHead(nn.Module):
             )
         kwargs = dict(num_conv=num_conv, conv_dim=conv_dim, width_step=width_step, num_fc=num_fc,
                       fc_dim=fc_dim,
-                      norms=dict(norm=norm, norm_groups=norm_groups, norm_eps=norm_eps))
+                      norms=dict(norm=norm, norm_groups=norm_groups, norm_eps=norm_eps,
+                                 relu_after_norm=relu_after_norm))
         self.cls_tower = _valid_tower(input_shape, **kwargs)
         self.box_tower = _valid_tower(input_shape, **kwargs)
 

@@ -188,6 +188,20 @@ def test_bn_sephv2_head_has_no_activation_after_its_norms_by_value():
     assert (out.cls < 0).any() and (out.box < 0).any()  # a ReLU would have removed these
 
 
+@pytest.mark.parametrize("relu_after_norm", [False, True])
+def test_relu_after_norm_key_adds_the_relu_after_bn_and_gn_only(relu_after_norm):
+    for norm in ("GN", "EvoNormS0"):
+        cfg = tiny_cfg("FCClsConvBoxHead", norm)
+        cfg.MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM = relu_after_norm
+        validate_config(cfg)
+        head = build(cfg)
+        relus = any(isinstance(m, nn.ReLU) for m in head.modules())
+        assert relus == (relu_after_norm and norm == "GN"), norm
+    cfg.MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM = "yes"
+    with pytest.raises(ValueError, match="RELU_AFTER_NORM='yes'"):
+        validate_config(cfg)
+
+
 # ---------------------------------------------------------------- functional references
 
 

@@ -1,7 +1,7 @@
 """Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*`` (SEPH_SPEC B §2.11).
 
 With it on, ``SephStandardROIHeads`` pools a box crop (``MODEL.ROI_BOX_HEAD.POOLER_*``) and a
-context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.multiscale_pooler`). Who reads
+context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.poolers.multiscale_pooler`). Who reads
 the pair:
 
 * a context-attention head (``BoxQueryAttentionHead`` V5, ``ContextQueryAttentionHead`` V6,

@@ -17,7 +17,7 @@ __all__ = ["add_config", "validate_config"]
 _PRED = "MODEL.SEPH.PREDICTOR"
 _IOU = "MODEL.SEPH.IOU_BRANCH"
 
-# Mirrors sephnet.layers.losses / sephnet.modeling.roi_heads.iou_branch; kept literal here so
+# Mirrors sephnet.layers.losses / sephnet.modeling.roi_heads.predictor.iou_branch; kept literal here so
 # the config package imports no model code at module level.
 _CLS_LAYERS = ("linear", "cosine")
 _CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
@@ -166,7 +166,7 @@ def validate_config(cfg: CfgNode) -> None:
     # import at module level.
     from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY, get_registered
 
-    importlib.import_module("sephnet.modeling.roi_heads.box_predictor")  # registers ours
+    importlib.import_module("sephnet.modeling.roi_heads.predictor.box_predictor")  # registers ours
     predictor = get_registered(SEPH_BOX_PREDICTOR_REGISTRY, pred.NAME, f"{_PRED}.NAME")
     if iou.ENABLED and not getattr(predictor, "supports_iou_branch", False):
         raise ValueError(

@@ -1,7 +1,7 @@
 """Keys of the ROI-head hooks: ``MODEL.SEPH.ROI_HOOK.*`` (SEPH_SPEC B §2.13).
 
 A hook transforms the pooled ROI features before the box head of ``SephStandardROIHeads``
-(see :mod:`sephnet.modeling.roi_heads.roi_hooks` for the hooks and their versions).
+(see :mod:`sephnet.modeling.roi_heads.hooks.roi_hooks` for the hooks and their versions).
 """
 from sephnet.backend import CfgNode
 from sephnet.layers.norm import resolve_norm
@@ -56,7 +56,7 @@ def validate_config(cfg: CfgNode) -> None:
     Raises:
         ValueError: naming the offending keys and values.
     """
-    from sephnet.modeling.roi_heads.roi_hooks import VALID_VERSIONS
+    from sephnet.modeling.roi_heads.hooks.roi_hooks import VALID_VERSIONS
 
     node = cfg.MODEL.SEPH.ROI_HOOK
     name = node.NAME

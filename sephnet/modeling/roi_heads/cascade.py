@@ -18,7 +18,7 @@ from sephnet.backend import (
     import_module,
 )
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
 __all__ = ["SephCascadeROIHeads", "check_cascade_config"]

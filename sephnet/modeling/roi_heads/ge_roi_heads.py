@@ -21,7 +21,7 @@ from sephnet.backend import (
     import_module,
 )
 from sephnet.modeling.dense_tower import SharedConvTower
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 

@@ -28,10 +28,10 @@ from sephnet.backend import (
     pairwise_iou,
 )
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
-from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
-from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead, build_roi_hook
-from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead, build_roi_hook
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import BoxSizeROIPooler
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]

@@ -1,7 +1,7 @@
 """Box heads that read the multi-scale pooler's (box, context) crops (SEPH_SPEC B §2.12 V5-V7).
 
 Each head turns ``ContextPair(box x0[R, C, S, S], context x1[R, C, M, M])`` into the inputs of
-an inner :class:`~sephnet.modeling.roi_heads.box_heads.FCClsConvBoxHead` (cls tower = FCs,
+an inner :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.FCClsConvBoxHead` (cls tower = FCs,
 box tower = convs; same keys ``MODEL.SEPH.BOX_HEAD.*`` and ``MODEL.ROI_BOX_HEAD.NORM``), so
 ``output_shapes`` and ``state_dict`` (``head.*``) follow that head.
 
@@ -25,9 +25,9 @@ from torch import nn
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.layers.norm import get_norm, norm_includes_activation
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
-from sephnet.modeling.roi_heads.conv_fc_tower import conv_block
-from sephnet.modeling.roi_heads.cross_attention import CrossAttention
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import conv_block
+from sephnet.layers.cross_attention import CrossAttention
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
 
 __all__ = ["BoxQueryAttentionHead", "ContextQueryAttentionHead", "ContextStripAttentionHead"]

@@ -12,12 +12,12 @@ Heads (SEPH_SPEC B §2.12; the log's names in brackets):
 * :class:`TwinTowerConvFCHead` ["seph", SeparateFastRCNNConvFCHead]: two identical towers;
 * :class:`FCClsConvBoxHead` ["sephv2", SeparateFastRCNNConvFCHeadV2]: FC tower for
   classes, conv tower for boxes, optional IoU tower;
-* :class:`~sephnet.modeling.roi_heads.shared_conv_head.SharedConvHead` ["sephv10 shared
+* :class:`~sephnet.modeling.roi_heads.box_heads.shared_conv_head.SharedConvHead` ["sephv10 shared
   head", FastRCNNConvHead];
-* :class:`~sephnet.modeling.roi_heads.upstream_box_head.UpstreamBoxHead`: detectron2's
+* :class:`~sephnet.modeling.roi_heads.box_heads.upstream_box_head.UpstreamBoxHead`: detectron2's
   single-output head, so baseline configs run through the sephnet path.
 
-Importing this module registers all four.
+The package `__init__` imports every head module (registration).
 """
 from typing import Dict
 
@@ -26,12 +26,9 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, split_head_input
 
-# Registration side effects: importing box_heads registers every decoupled box head.
-from sephnet.modeling.roi_heads import shared_conv_head as _shared_conv_head  # noqa: F401
-from sephnet.modeling.roi_heads import upstream_box_head as _upstream_box_head  # noqa: F401
 
 __all__ = ["TwinTowerConvFCHead", "FCClsConvBoxHead"]
 

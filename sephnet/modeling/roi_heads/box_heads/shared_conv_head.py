@@ -12,7 +12,7 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import (
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import (
     ConvFCTower,
     conv_block,
     norm_kwargs_from_config,

@@ -24,7 +24,7 @@ from torch import nn
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.layers.blocks import FCNormAct
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import conv_block, norm_kwargs_from_config
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import conv_block, norm_kwargs_from_config
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, split_head_input
 
 __all__ = ["ValidConvFCHead"]

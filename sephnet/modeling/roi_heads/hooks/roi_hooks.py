@@ -47,7 +47,7 @@ from sephnet.layers.non_local import NonLocalBlock, PositionalNonLocalBlock
 from sephnet.layers.norm import get_norm
 from sephnet.layers.squeeze_excite import SqueezeExcite
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.cross_attention import CrossAttention
+from sephnet.layers.cross_attention import CrossAttention
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
 
 __all__ = [

@@ -29,7 +29,7 @@ from sephnet.layers.losses import (
 )
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.iou_branch import IoUBranch
+from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch
 
 __all__ = ["SephPredictions", "SephOutputLayers"]
 

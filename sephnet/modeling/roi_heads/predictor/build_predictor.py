@@ -9,7 +9,7 @@ from typing import Dict, Optional, Union
 from torch import nn
 
 from sephnet.backend import CfgNode, ShapeSpec
-from sephnet.modeling.box_coders import build_box_coder
+from sephnet.modeling.roi_heads.predictor.box_coders import build_box_coder
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY, get_registered
 
 __all__ = ["build_box_predictor"]

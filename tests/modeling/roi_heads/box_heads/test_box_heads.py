@@ -10,12 +10,12 @@ from sephnet.config import add_sephnet_config
 from sephnet.config.box_head import validate_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_BOX_PREDICTOR_REGISTRY
-from sephnet.modeling.roi_heads import box_predictor  # noqa: F401  (registers the predictor)
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead, TwinTowerConvFCHead
-from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower
+from sephnet.modeling.roi_heads import predictor  # noqa: F401  (registers the predictor)
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead, TwinTowerConvFCHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.shared_conv_head import SharedConvHead
-from sephnet.modeling.roi_heads.upstream_box_head import UpstreamBoxHead
+from sephnet.modeling.roi_heads.box_heads.shared_conv_head import SharedConvHead
+from sephnet.modeling.roi_heads.box_heads.upstream_box_head import UpstreamBoxHead
 
 C, S = 8, 7  # pooled input channels and resolution
 INPUT = ShapeSpec(channels=C, height=S, width=S)

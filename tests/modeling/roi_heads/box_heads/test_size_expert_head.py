@@ -6,7 +6,7 @@ import torch
 from sephnet.backend import Boxes, ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.size_expert_head import (
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import (
     BoxSizeROIPooler,
     SizedFeatures,
     SizeExpertHead,

@@ -7,9 +7,9 @@ import torch
 from sephnet.backend import Boxes, EventStorage, Instances, build_model, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
-from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
-from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead
-from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import BoxSizeROIPooler
 
 IMAGE = 64
 

@@ -11,10 +11,10 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.layers.cbam import CBAM
 from sephnet.layers.non_local import PositionalNonLocalBlock
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY
-from sephnet.modeling.roi_heads import roi_hooks
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.hooks import roi_hooks
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
-from sephnet.modeling.roi_heads.roi_hooks import (
+from sephnet.modeling.roi_heads.hooks.roi_hooks import (
     VALID_VERSIONS,
     HookedBoxHead,
     build_roi_hook,

@@ -8,7 +8,7 @@ import torch
 from sephnet.backend import Boxes, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
-from sephnet.modeling.roi_heads.multiscale_pooler import (
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import (
     CONTEXT_VERSIONS,
     MultiScaleROIPooler,
     scale_boxes,
@@ -162,7 +162,7 @@ def test_config_errors_name_the_key(keys, match):
 def test_sephv19_head_reads_the_pair_positionally():
     """FCClsConvBoxHead on a ContextPair: cls tower on the box crop, box tower on the context."""
     from sephnet.backend import ShapeSpec
-    from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+    from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 
     torch.manual_seed(0)
     head = FCClsConvBoxHead(input_shape=ShapeSpec(channels=4, height=7, width=7), num_fc=1,

@@ -5,7 +5,7 @@ import torch
 import sephnet.modeling.roi_heads  # noqa: F401  (registers heads and predictor)
 from sephnet.backend import Box2BoxTransform, ShapeSpec, build_roi_heads, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
-from sephnet.modeling.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
+from sephnet.modeling.roi_heads.predictor.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
 
 
 def _cfg():

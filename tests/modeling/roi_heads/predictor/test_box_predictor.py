@@ -17,9 +17,9 @@ from sephnet.backend import (
     get_cfg,
 )
 from sephnet.config import predictor as predictor_config
-from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers, SephPredictions
+from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.iou_branch import IoUBranch
+from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch
 
 K = 3
 SHAPES = {"cls": ShapeSpec(channels=8), "box": ShapeSpec(channels=4, height=2, width=2)}

@@ -1,0 +1,19 @@
+"""Box heads (``SEPH_BOX_HEAD_REGISTRY``, chosen by ``MODEL.SEPH.BOX_HEAD.NAME``); importing
+this package registers every one.
+
+Contract (:mod:`sephnet.modeling.roi_heads.decoupled_features`): ``forward`` reads the pooled
+ROI features and returns ``DecoupledFeatures(cls, box[, iou])``; ``output_shapes`` gives their
+``ShapeSpec``. What a head can read is declared on its class (``input_kinds``).
+
+* :mod:`.conv_fc_heads`: the conv/FC tower heads (``TwinTowerConvFCHead`` and its presets,
+  ``FCClsConvBoxHead``), built from :mod:`.conv_fc_tower`;
+* :mod:`.shared_conv_head`, :mod:`.upstream_box_head` (detectron2's head, the default),
+  :mod:`.context_attention_heads`, :mod:`.size_expert_head`, :mod:`.iou_attention_head`.
+"""
+from sephnet.modeling.roi_heads.box_heads import conv_fc_heads  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import shared_conv_head  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import upstream_box_head  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import context_attention_heads  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import size_expert_head  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import valid_conv_head  # noqa: F401
+from sephnet.modeling.roi_heads.box_heads import iou_attention_head  # noqa: F401

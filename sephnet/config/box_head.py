@@ -64,21 +64,6 @@ def _check_int(value, key: str, minimum: int) -> None:
         raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
 
 
-def _used_widths(cfg: CfgNode, name: str):
-    """(key, width) of every normalised layer width the named head builds."""
-    node = cfg.MODEL.SEPH.BOX_HEAD
-    widths = []
-    if name == "TwinTowerConvFCHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("FC_DIM", node.FC_DIM)] if node.NUM_FC else []
-    elif name == "FCClsConvBoxHead":
-        widths += [("CONV_DIM", node.CONV_DIM), ("FC_DIM", node.FC_DIM)]
-    elif name == "SharedConvHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("BRANCH_CONV_DIM", node.BRANCH_CONV_DIM)]
-    return widths
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check the box-head keys.
 
@@ -96,13 +81,13 @@ def validate_config(cfg: CfgNode) -> None:
     Raises:
         ValueError: naming the offending keys and values.
     """
-    # Registers every decoupled head; imported here so the config package stays importable
+    # Registers every box head; imported here so the config package stays importable
     # without the model package.
     from sephnet.modeling.roi_heads import box_heads  # noqa: F401
 
     node = cfg.MODEL.SEPH.BOX_HEAD
     name = node.NAME
-    get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
+    head_cls = get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
     roi_heads = cfg.MODEL.ROI_HEADS.NAME
     if name != _UPSTREAM and not roi_heads.startswith("Seph"):
         # detectron2's ROI heads build MODEL.ROI_BOX_HEAD.NAME and would ignore this head.
@@ -158,7 +143,9 @@ def validate_config(cfg: CfgNode) -> None:
         return
     if name == _UPSTREAM:
         return  # detectron2's head: its own widths and checks
-    for key, width in _used_widths(cfg, name):
+    # The widths the head normalises are declared on its class (normed_widths).
+    used = [w for w, count in head_cls.normed_widths if count is None or node[count]]
+    for key, width in ((w, node[w]) for w in used):
         if width % groups:
             raise ValueError(
                 f"{_KEY}.{key}={width} is not divisible by {groups} ({groups_key}), which "

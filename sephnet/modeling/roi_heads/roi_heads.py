@@ -151,7 +151,7 @@ class SephStandardROIHeads(StandardROIHeads):
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
-        if getattr(head_cls, "input_kind", "pooled") == "box_sizes":  # V9 size experts
+        if head_cls.input_kind == "box_sizes":  # V9 size experts
             box_pooler = BoxSizeROIPooler(box_pooler)
         pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
         box_head = head_cls(cfg, pooled_shape)

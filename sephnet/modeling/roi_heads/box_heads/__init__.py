@@ -3,7 +3,17 @@ this package registers every one.
 
 Contract (:mod:`sephnet.modeling.roi_heads.decoupled_features`): ``forward`` reads the pooled
 ROI features and returns ``DecoupledFeatures(cls, box[, iou])``; ``output_shapes`` gives their
-``ShapeSpec``. What a head can read is declared on its class (``input_kinds``).
+``ShapeSpec``. Every registered head declares on its class what it can read, which config
+validation (``sephnet/config/``) reads instead of keeping lists of names:
+
+* ``input_kind``: what the ROI heads must pool for it: "pooled" (one map ``[R, C, S, S]``),
+  "context_pair" (the multi-scale pooler's ``ContextPair``; needs the pooler, no ROI hook)
+  or "box_sizes" (``SizedFeatures`` from ``BoxSizeROIPooler``);
+* ``reads_decoupled``: it also reads an ROI hook's ``DecoupledFeatures`` and, positionally,
+  the ``ContextPair`` (cls tower on the box crop, box tower on the context crop);
+* ``normed_widths``: ``(width key, count key or None)`` pairs of ``MODEL.SEPH.BOX_HEAD``: the
+  widths its norm normalises (when the count is > 0, or always for None), which must divide
+  into the norm's groups.
 
 * :mod:`.conv_fc_heads`: the conv/FC tower heads (``TwinTowerConvFCHead`` and its presets,
   ``FCClsConvBoxHead``), built from :mod:`.conv_fc_tower`;
@@ -15,5 +25,4 @@ from sephnet.modeling.roi_heads.box_heads import shared_conv_head  # noqa: F401
 from sephnet.modeling.roi_heads.box_heads import upstream_box_head  # noqa: F401
 from sephnet.modeling.roi_heads.box_heads import context_attention_heads  # noqa: F401
 from sephnet.modeling.roi_heads.box_heads import size_expert_head  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import valid_conv_head  # noqa: F401
 from sephnet.modeling.roi_heads.box_heads import iou_attention_head  # noqa: F401

@@ -14,8 +14,7 @@ box tower = convs; same keys ``MODEL.SEPH.BOX_HEAD.*`` and ``MODEL.ROI_BOX_HEAD.
   13/7x, 13x13).
 
 Registered in ``SEPH_BOX_HEAD_REGISTRY``; they need ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``
-and declare ``input_kind = "context_pair"`` (heads reading one pooled map have no such
-attribute, or ``"pooled"``).
+and declare ``input_kind = "context_pair"`` (see :mod:`sephnet.modeling.roi_heads.box_heads`).
 """
 from typing import Dict, List
 
@@ -81,6 +80,8 @@ class _QueryAttentionHead(nn.Module):
     query_is_box = True
     #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
     input_kind = "context_pair"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(
@@ -234,6 +235,8 @@ class ContextStripAttentionHead(nn.Module):
 
     #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
     input_kind = "context_pair"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(self, *, input_shape: ShapeSpec, context_resolution: int, head_kwargs: dict):

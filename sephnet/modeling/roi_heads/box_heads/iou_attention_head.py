@@ -30,6 +30,10 @@ __all__ = ["IouGatedConvBoxHead"]
 class IouGatedConvBoxHead(nn.Module):
     """FCClsConvBoxHead whose box output is gated per channel by its IoU tower's features."""
 
+    input_kind = "pooled"
+    reads_decoupled = True  # as its inner FCClsConvBoxHead
+    normed_widths = ()
+
     @configurable
     def __init__(self, *, head: FCClsConvBoxHead):
         """

@@ -42,6 +42,11 @@ class SharedConvHead(nn.Module):
     ``state_dict``: ``shared.conv{i}.*``, ``cls_conv.*``, ``box_conv.*``.
     """
 
+    #: Reads one pooled map only (not a hook's DecoupledFeatures nor the ContextPair).
+    input_kind = "pooled"
+    reads_decoupled = False
+    normed_widths = (("CONV_DIM", "NUM_CONV"), ("BRANCH_CONV_DIM", None))
+
     @configurable
     def __init__(
         self,

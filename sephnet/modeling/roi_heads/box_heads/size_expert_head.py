@@ -79,6 +79,8 @@ class SizeExpertHead(nn.Module):
 
     #: What the head reads: pooled features with box sizes (``BoxSizeROIPooler``).
     input_kind = "box_sizes"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(

@@ -36,6 +36,7 @@ hook norm (``MODEL.SEPH.ROI_HOOK.NORM``, the log's EvoNormS0 G=32) after the res
 activation; ``WEIGHTED_RESIDUAL`` gives the pre-2020-10-30 "gamma" residual (gamma init 0).
 ClsNonLocal version 5 (``non_local_blockv5``, not in the log) is not offered.
 """
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -43,14 +44,17 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.layers.cbam import CBAM
+from sephnet.layers.cross_attention import CrossAttention
 from sephnet.layers.non_local import NonLocalBlock, PositionalNonLocalBlock
-from sephnet.layers.norm import get_norm
+from sephnet.layers.norm import get_norm as build_norm
 from sephnet.layers.squeeze_excite import SqueezeExcite
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY, get_registered
-from sephnet.layers.cross_attention import CrossAttention
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
 
 __all__ = [
+    "ROIHook",
+    "HookPreset",
+    "ROI_HOOK_PRESETS",
     "NonLocalROIHeadsHook",
     "OneHeadNonLocalROIHeadsHook",
     "ClsNonLocalROIHeadsHook",
@@ -62,36 +66,67 @@ __all__ = [
     "OneHeadCBAMROIHeadsHook",
     "HookedBoxHead",
     "build_roi_hook",
-    "VALID_VERSIONS",
 ]
 
 # (positional embedding, (mq, mk, mv), heads) of each non-local form the hooks use.
+NonLocalForm = Tuple[bool, Sequence[int], int]
 _V1 = (False, (8, 8, 2), 1)
 _POS_1_4 = (True, (1, 1, 1), 4)
 _POS_2_2 = (True, (2, 2, 2), 2)
 _PLAIN_1_1 = (False, (1, 1, 1), 1)
+# Reduction of the SE gate after ClsNonLocal version 4 (fixed in the original, not SE_RATIO).
+_GATE_RATIO = 16
 
-#: Versions each hook accepts (``MODEL.SEPH.ROI_HOOK.VERSION``).
-VALID_VERSIONS: Dict[str, Tuple[int, ...]] = {
-    "NonLocalROIHeadsHook": (1,),
-    "OneHeadNonLocalROIHeadsHook": (1, 2, 3),
-    "ClsNonLocalROIHeadsHook": (1, 2, 3, 4),
-    "BoxNonLocalROIHeadsHook": (1, 2),
-    "IouHeadNonLocalROIHeadsHook": (1,),
-    "SEROIHeadsHook": (1,),
-    "ClsSEROIHeadsHook": (1,),
-    "OneHeadSEROIHeadsHook": (1,),
-    "OneHeadCBAMROIHeadsHook": (1,),
+
+@dataclass(frozen=True)
+class HookPreset:
+    """What one registered hook name builds; its properties are the hook's capabilities.
+
+    Attributes:
+        block: the block kind, "non_local", "se" or "cbam".
+        targets: ``(attribute, field)`` pairs: a block stored as ``attribute`` (its
+            ``state_dict`` prefix) computes ``field`` of the output from the pooled map:
+            "all" (the hook returns the block's tensor), or "cls" / "box" / "iou" (a field of
+            ``DecoupledFeatures``; fields no block computes are the pooled map itself, "iou"
+            None).
+        versions: ``MODEL.SEPH.ROI_HOOK.VERSION`` values -> the non-local form (None for
+            SE/CBAM).
+        gated_versions: versions that multiply ``cls`` by ``2 * SE gate`` after the block.
+    """
+
+    block: str
+    targets: Tuple[Tuple[str, str], ...]
+    versions: Dict[int, Optional[NonLocalForm]]
+    gated_versions: Tuple[int, ...] = ()
+
+    @property
+    def output_kind(self) -> str:
+        """"tensor" (one map for both towers) or "decoupled" (``DecoupledFeatures``)."""
+        return "tensor" if self.targets[0][1] == "all" else "decoupled"
+
+    @property
+    def reads_context_pair(self) -> bool:
+        """Whether it reads the multi-scale pooler's ``ContextPair`` (the IoU-field hook)."""
+        return any(field == "iou" for _, field in self.targets)
+
+
+#: The log's hook names and what each builds (see the module table).
+ROI_HOOK_PRESETS: Dict[str, HookPreset] = {
+    "NonLocalROIHeadsHook": HookPreset(
+        "non_local", (("cls_block", "cls"), ("box_block", "box")), {1: _V1}),
+    "OneHeadNonLocalROIHeadsHook": HookPreset(
+        "non_local", (("block", "all"),), {1: _V1, 2: _POS_1_4, 3: _PLAIN_1_1}),
+    "ClsNonLocalROIHeadsHook": HookPreset(
+        "non_local", (("block", "cls"),), {1: _V1, 2: _POS_1_4, 3: _POS_2_2, 4: _POS_1_4},
+        gated_versions=(4,)),
+    "BoxNonLocalROIHeadsHook": HookPreset(
+        "non_local", (("block", "box"),), {1: _V1, 2: _POS_1_4}),
+    "IouHeadNonLocalROIHeadsHook": HookPreset("non_local", (("block", "iou"),), {1: _V1}),
+    "SEROIHeadsHook": HookPreset("se", (("cls_se", "cls"), ("box_se", "box")), {1: None}),
+    "ClsSEROIHeadsHook": HookPreset("se", (("se", "cls"),), {1: None}),
+    "OneHeadSEROIHeadsHook": HookPreset("se", (("se", "all"),), {1: None}),
+    "OneHeadCBAMROIHeadsHook": HookPreset("cbam", (("cbam", "all"),), {1: None}),
 }
-
-
-def _check_version(name: str, version: int) -> int:
-    if version not in VALID_VERSIONS[name]:
-        raise ValueError(
-            f"{name}: version={version!r}; expected one of {VALID_VERSIONS[name]} "
-            "(MODEL.SEPH.ROI_HOOK.VERSION)."
-        )
-    return version
 
 
 def _plain_input(name: str, x) -> torch.Tensor:
@@ -104,7 +139,7 @@ def _plain_input(name: str, x) -> torch.Tensor:
 
 
 def _non_local(
-    form: Tuple[bool, Sequence[int], int],
+    form: NonLocalForm,
     shape: ShapeSpec,
     *,
     weighted_residual: bool,
@@ -132,314 +167,206 @@ def _run(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x if x.shape[0] == 0 else block(x)
 
 
-def _common_from_config(cfg, input_shape: ShapeSpec) -> dict:
-    node = cfg.MODEL.SEPH.ROI_HOOK
-    return {
-        "input_shape": input_shape,
-        "version": node.VERSION,
-        "weighted_residual": node.WEIGHTED_RESIDUAL,
-        "norm": node.NORM,
-        "norm_groups": cfg.MODEL.SEPH.EVONORM.GROUPS,
-        "norm_eps": cfg.MODEL.SEPH.EVONORM.EPS,
-    }
+class ROIHook(nn.Module):
+    """One ROI hook, parameterised by a :class:`HookPreset` (``preset``, a registered name).
 
+    Every block keeps ``[R, C, S, S]``. With ``with_context`` (the IoU-field preset and the
+    multi-scale pooler on) the input is a ``ContextPair(box[R, C, S, S], context[R, C, M,
+    M])`` and the IoU field is ``norm(attention(Q = box, K = V = context))``, no residual
+    (``state_dict``: ``attention.*``, ``norm.*``); cls and box are the box crop.
 
-class _NonLocalHook(nn.Module):
-    """Shared constructor of the non-local hooks: ``version`` picks the block form."""
-
-    output_kind = "tensor"
-    accepts_context_pair = False
-    _FORMS: Dict[int, Tuple[bool, Sequence[int], int]] = {}
+    ``state_dict``: one entry per ``preset.targets`` attribute, plus ``se.*`` for a gated
+    version.
+    """
 
     @configurable
     def __init__(
         self,
         *,
         input_shape: ShapeSpec,
+        preset: str,
         version: int = 1,
         weighted_residual: bool = False,
         norm: str = "EvoNormS0",
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
+        ratio: int = 16,
+        with_context: bool = False,
     ):
         """
         Args:
             input_shape: pooled features ``ShapeSpec(channels=C, height=S, width=S)``; C must
-                be divisible by the block's multipliers (8 for version 1), S fixes the
+                be divisible by the non-local multipliers (8 for version 1), S fixes the
                 positional grid.
+            preset: a key of :data:`ROI_HOOK_PRESETS` (the registered name).
             version: the hook version (see the module table).
-            weighted_residual: ``y = norm(gamma * O + x)`` with gamma initialised to 0 (the
-                pre-2020-10-30 blocks) instead of ``norm(O + x)``.
-            norm: norm after the residual ("" = none; the log: "EvoNormS0").
+            weighted_residual: non-local blocks compute ``y = norm(gamma * O + x)`` with
+                gamma initialised to 0 (the pre-2020-10-30 blocks) instead of ``norm(O + x)``.
+            norm: norm after the non-local residual ("" = none; the log: "EvoNormS0").
             norm_groups, norm_eps: parameters of sephnet's group norms (EvoNormS0).
+            ratio: reduction of the SE / CBAM gates' hidden FC (16 in the log).
+            with_context: read the multi-scale pooler's ``ContextPair`` (iou5); only for a
+                preset that computes the IoU field.
+
+        Raises:
+            ValueError: an unknown preset, a version the preset lacks, or ``with_context``
+                for a preset that cannot read the crop pair.
         """
         super().__init__()
-        name = type(self).__name__
-        self.version = _check_version(name, version)
+        if preset not in ROI_HOOK_PRESETS:
+            raise ValueError(f"ROIHook: preset={preset!r}; expected one of {sorted(ROI_HOOK_PRESETS)}.")
+        spec = ROI_HOOK_PRESETS[preset]
+        if version not in spec.versions:
+            raise ValueError(
+                f"{preset}: version={version!r}; expected one of {tuple(spec.versions)} "
+                "(MODEL.SEPH.ROI_HOOK.VERSION)."
+            )
+        if with_context and not spec.reads_context_pair:
+            raise ValueError(f"{preset} cannot read the multi-scale pooler's ContextPair.")
+        self.preset, self.version, self.with_context = preset, version, bool(with_context)
         self.input_shape = input_shape
-        block_kwargs = dict(
-            weighted_residual=weighted_residual,
-            norm=norm,
-            norm_groups=norm_groups,
-            norm_eps=norm_eps,
-        )
-        form = self._FORMS[self.version]
-        self._build(lambda: _non_local(form, input_shape, **block_kwargs))
-
-    def _build(self, make_block: Callable[[], NonLocalBlock]) -> None:
-        """Create the hook's blocks; ``make_block()`` returns a new block of its version."""
-        raise NotImplementedError
+        c = input_shape.channels
+        if self.with_context:
+            self.attention = CrossAttention(c, context_channels=c, multipliers=(1, 1, 1))
+            self.norm = build_norm(norm, c, groups=norm_groups, eps=norm_eps)
+            return
+        for attribute, _ in spec.targets:
+            if spec.block == "non_local":
+                block = _non_local(
+                    spec.versions[version],
+                    input_shape,
+                    weighted_residual=weighted_residual,
+                    norm=norm,
+                    norm_groups=norm_groups,
+                    norm_eps=norm_eps,
+                )
+            elif spec.block == "se":
+                block = SqueezeExcite(c, ratio=ratio)
+            else:
+                block = CBAM(c, ratio=ratio)
+            setattr(self, attribute, block)
+        self.gated = version in spec.gated_versions
+        if self.gated:
+            self.se = SqueezeExcite(c, ratio=_GATE_RATIO)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: ShapeSpec):
-        return _common_from_config(cfg, input_shape)
+    def from_config(cls, cfg, input_shape: ShapeSpec, *, preset: str):
+        node = cfg.MODEL.SEPH.ROI_HOOK
+        reads_pair = ROI_HOOK_PRESETS[preset].reads_context_pair
+        return {
+            "input_shape": input_shape,
+            "preset": preset,
+            "version": node.VERSION,
+            "weighted_residual": node.WEIGHTED_RESIDUAL,
+            "norm": node.NORM,
+            "norm_groups": cfg.MODEL.SEPH.EVONORM.GROUPS,
+            "norm_eps": cfg.MODEL.SEPH.EVONORM.EPS,
+            "ratio": node.SE_RATIO,
+            "with_context": reads_pair and cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED,
+        }
 
+    @property
+    def output_kind(self) -> str:
+        """The preset's :attr:`HookPreset.output_kind`."""
+        return ROI_HOOK_PRESETS[self.preset].output_kind
 
-@SEPH_ROI_HOOK_REGISTRY.register()
-class NonLocalROIHeadsHook(_NonLocalHook):
-    """Two separate non-local v1 blocks (8, 8, 2): one for each tower (sephv7, sephv14_7/44).
-
-    ::
-
-        x[R, C, S, S] --+-- non_local_cls --> cls_in [R, C, S, S]
-                        +-- non_local_box --> box_in [R, C, S, S]
-    """
-
-    output_kind = "decoupled"
-    _FORMS = {1: _V1}
-
-    def _build(self, make_block):
-        self.cls_block = make_block()
-        self.box_block = make_block()
-
-    def forward(self, x: torch.Tensor) -> DecoupledFeatures:
-        """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in, box_in)``, each ``[R, C, S, S]``."""
-        x = _plain_input(type(self).__name__, x)
-        return DecoupledFeatures(cls=_run(self.cls_block, x), box=_run(self.box_block, x))
-
-
-@SEPH_ROI_HOOK_REGISTRY.register()
-class OneHeadNonLocalROIHeadsHook(_NonLocalHook):
-    """One non-local block shared by both towers: ``x[R, C, S, S] -> block -> [R, C, S, S]``.
-
-    Version 1 (sephv14_14/19/31/32/42/43_2, sephv30_1, ...): v1 (8, 8, 2); version 2
-    (sephv14_17, sephv14_43_3): positional, (1, 1, 1), 4 heads; version 3 (sephv14_18): v1
-    (1, 1, 1), 1 head.
-    """
-
-    _FORMS = {1: _V1, 2: _POS_1_4, 3: _PLAIN_1_1}
-
-    def _build(self, make_block):
-        self.block = make_block()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[R, C, S, S]`` -> ``[R, C, S, S]``."""
-        return _run(self.block, _plain_input(type(self).__name__, x))
-
-
-@SEPH_ROI_HOOK_REGISTRY.register()
-class ClsNonLocalROIHeadsHook(_NonLocalHook):
-    """Non-local on the classification input only; the box tower reads the raw features.
-
-    ::
-
-        x[R, C, S, S] --+-- block [-> * 2 * SE gate (version 4)] --> cls_in [R, C, S, S]
-                        +------------------------------------------> box_in = x
-
-    Versions: 1 (sephv14_15) v1 (8, 8, 2); 2 (sephv14_43_4) positional (1, 1, 1), 4 heads;
-    3 positional (2, 2, 2), 2 heads; 4 = version 2 then ``cls_in * 2 * SE(cls_in) gate``.
-    """
-
-    output_kind = "decoupled"
-    _FORMS = {1: _V1, 2: _POS_1_4, 3: _POS_2_2, 4: _POS_1_4}
-
-    def _build(self, make_block):
-        self.block = make_block()
-        self.se = SqueezeExcite(self.input_shape.channels, ratio=16) if self.version == 4 else None
-
-    def forward(self, x: torch.Tensor) -> DecoupledFeatures:
-        """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in, box_in=x)``."""
-        x = _plain_input(type(self).__name__, x)
-        cls_in = _run(self.block, x)
-        if self.se is not None:
-            cls_in = 2.0 * self.se(cls_in)  # SE returns cls_in * gate
-        return DecoupledFeatures(cls=cls_in, box=x)
-
-
-@SEPH_ROI_HOOK_REGISTRY.register()
-class BoxNonLocalROIHeadsHook(_NonLocalHook):
-    """Non-local on the box input only (sephv14_16): ``(cls_in = x, box_in = block(x))``.
-
-    Versions: 1 v1 (8, 8, 2); 2 positional (1, 1, 1), 4 heads.
-    """
-
-    output_kind = "decoupled"
-    _FORMS = {1: _V1, 2: _POS_1_4}
-
-    def _build(self, make_block):
-        self.block = make_block()
-
-    def forward(self, x: torch.Tensor) -> DecoupledFeatures:
-        """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in=x, box_in)``."""
-        x = _plain_input(type(self).__name__, x)
-        return DecoupledFeatures(cls=x, box=_run(self.block, x))
-
-
-@SEPH_ROI_HOOK_REGISTRY.register()
-class IouHeadNonLocalROIHeadsHook(nn.Module):
-    """Non-local features for the IoU tower only (iou5, iou6).
-
-    ::
-
-        single map:  x[R, C, S, S] --> (x, x, non-local v1 (8, 8, 2)(x))
-        ContextPair: (box[R, C, S, S], context[R, C, M, M])
-                     --> (box, box, norm(attention(Q = box, K = V = context)))   no residual
-
-    The box head's IoU tower then reads the third field (``FCClsConvBoxHead``).
-    """
-
-    output_kind = "decoupled"
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        input_shape: ShapeSpec,
-        with_context: bool = False,
-        version: int = 1,
-        weighted_residual: bool = False,
-        norm: str = "EvoNormS0",
-        norm_groups: int = 32,
-        norm_eps: float = 1e-5,
-    ):
+    def forward(self, x: Union[torch.Tensor, ContextPair]):
         """
         Args:
-            input_shape: pooled box features ``ShapeSpec(channels=C, height=S, width=S)``.
-            with_context: the input is the multi-scale pooler's ``ContextPair`` (iou5);
-                else a single pooled map (iou6).
-            version, weighted_residual, norm, norm_groups, norm_eps: as the other non-local
-                hooks (``weighted_residual`` applies to the single-map block only: the
-                context form has no residual).
+            x: pooled ``Tensor[R, C, S, S]``, or a ``ContextPair`` when built with
+                ``with_context``.
+
+        Returns:
+            ``Tensor[R, C, S, S]`` (``output_kind == "tensor"``) or
+            ``DecoupledFeatures(cls, box, iou)``, each ``[R, C, S, S]`` (``iou`` may be None).
         """
-        super().__init__()
-        self.version = _check_version(type(self).__name__, version)
-        self.with_context = bool(with_context)
-        self.accepts_context_pair = self.with_context
-        if self.with_context:
-            c = input_shape.channels
-            self.attention = CrossAttention(c, context_channels=c, multipliers=(1, 1, 1))
-            self.norm = get_norm(norm, c, groups=norm_groups, eps=norm_eps)
-        else:
-            self.block = _non_local(
-                _V1,
-                input_shape,
-                weighted_residual=weighted_residual,
-                norm=norm,
-                norm_groups=norm_groups,
-                norm_eps=norm_eps,
-            )
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: ShapeSpec):
-        ret = _common_from_config(cfg, input_shape)
-        ret["with_context"] = cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED
-        return ret
-
-    def forward(self, x: Union[torch.Tensor, ContextPair]) -> DecoupledFeatures:
-        """See the class docstring; every field is ``[R, C, S, S]``."""
-        name = type(self).__name__
         if self.with_context:
             if not isinstance(x, ContextPair):
-                raise TypeError(f"{name} was built for the multi-scale pooler's ContextPair; "
-                                f"got {type(x).__name__}.")
+                raise TypeError(f"{self.preset} was built for the multi-scale pooler's "
+                                f"ContextPair; got {type(x).__name__}.")
             iou_in = self.attention(x.box, x.context)
             if self.norm is not None:
                 iou_in = self.norm(iou_in)
             return DecoupledFeatures(cls=x.box, box=x.box, iou=iou_in)
-        x = _plain_input(name, x)
-        return DecoupledFeatures(cls=x, box=x, iou=_run(self.block, x))
+        x = _plain_input(self.preset, x)
+        spec = ROI_HOOK_PRESETS[self.preset]
+        if spec.output_kind == "tensor":
+            return _run(getattr(self, spec.targets[0][0]), x)
+        fields = {"cls": x, "box": x, "iou": None}
+        for attribute, field in spec.targets:
+            fields[field] = _run(getattr(self, attribute), x)
+        if self.gated:
+            fields["cls"] = 2.0 * self.se(fields["cls"])  # SE returns cls * gate
+        return DecoupledFeatures(**fields)
 
 
-class _SEHook(nn.Module):
-    """Shared constructor of the squeeze-excitation / CBAM hooks."""
-
-    output_kind = "tensor"
-    accepts_context_pair = False
-
-    @configurable
-    def __init__(self, *, input_shape: ShapeSpec, version: int = 1, ratio: int = 16):
-        """
-        Args:
-            input_shape: pooled features ``ShapeSpec(channels=C, height=S, width=S)``.
-            version: 1 (the only one).
-            ratio: reduction of the gates' hidden FC (16 in the log).
-        """
-        super().__init__()
-        self.version = _check_version(type(self).__name__, version)
-        self._build(input_shape.channels, ratio)
-
-    def _build(self, channels: int, ratio: int) -> None:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: ShapeSpec):
-        node = cfg.MODEL.SEPH.ROI_HOOK
-        return {"input_shape": input_shape, "version": node.VERSION, "ratio": node.SE_RATIO}
+def _register_preset(build: Callable[..., ROIHook]) -> Callable[..., ROIHook]:
+    """Register ``build`` under its name with the capabilities every registered hook declares
+    (read by config validation): ``output_kind``, ``versions``, ``reads_context_pair``."""
+    spec = ROI_HOOK_PRESETS[build.__name__]
+    build.output_kind = spec.output_kind
+    build.versions = tuple(spec.versions)
+    build.reads_context_pair = spec.reads_context_pair
+    SEPH_ROI_HOOK_REGISTRY.register(build)
+    return build
 
 
-@SEPH_ROI_HOOK_REGISTRY.register()
-class SEROIHeadsHook(_SEHook):
-    """Two SE blocks, one per tower (sephv14_24): ``x -> (SE_cls(x), SE_box(x))``."""
-
-    output_kind = "decoupled"
-
-    def _build(self, channels, ratio):
-        self.cls_se = SqueezeExcite(channels, ratio=ratio)
-        self.box_se = SqueezeExcite(channels, ratio=ratio)
-
-    def forward(self, x: torch.Tensor) -> DecoupledFeatures:
-        """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in, box_in)``, each ``[R, C, S, S]``."""
-        x = _plain_input(type(self).__name__, x)
-        return DecoupledFeatures(cls=self.cls_se(x), box=self.box_se(x))
+# The registered names (the log's): each builds ROIHook with its preset; called like
+# ROIHook, either ``(cfg, input_shape)`` or with keyword arguments.
 
 
-@SEPH_ROI_HOOK_REGISTRY.register()
-class ClsSEROIHeadsHook(_SEHook):
-    """SE on the classification input only: ``x -> (SE(x), x)``."""
-
-    output_kind = "decoupled"
-
-    def _build(self, channels, ratio):
-        self.se = SqueezeExcite(channels, ratio=ratio)
-
-    def forward(self, x: torch.Tensor) -> DecoupledFeatures:
-        """``x[R, C, S, S]`` -> ``DecoupledFeatures(cls_in, box_in=x)``."""
-        x = _plain_input(type(self).__name__, x)
-        return DecoupledFeatures(cls=self.se(x), box=x)
+@_register_preset
+def NonLocalROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """Two non-local v1 blocks (8, 8, 2), one per tower (sephv7, sephv14_7/44)."""
+    return ROIHook(*args, preset="NonLocalROIHeadsHook", **kwargs)
 
 
-@SEPH_ROI_HOOK_REGISTRY.register()
-class OneHeadSEROIHeadsHook(_SEHook):
-    """One SE block shared by both towers (sephv14_25, sephv14_27): ``[R, C, S, S]`` kept."""
-
-    def _build(self, channels, ratio):
-        self.se = SqueezeExcite(channels, ratio=ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[R, C, S, S]`` -> ``[R, C, S, S]``."""
-        return self.se(_plain_input(type(self).__name__, x))
+@_register_preset
+def OneHeadNonLocalROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """One non-local block shared by both towers (versions 1-3; sephv14_14/17/18/...)."""
+    return ROIHook(*args, preset="OneHeadNonLocalROIHeadsHook", **kwargs)
 
 
-@SEPH_ROI_HOOK_REGISTRY.register()
-class OneHeadCBAMROIHeadsHook(_SEHook):
-    """CBAM (the log's variant) shared by both towers (sephv14_28): ``[R, C, S, S]`` kept."""
+@_register_preset
+def ClsNonLocalROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """Non-local on the cls input only, box input raw (sephv14_15, sephv14_43_4)."""
+    return ROIHook(*args, preset="ClsNonLocalROIHeadsHook", **kwargs)
 
-    def _build(self, channels, ratio):
-        self.cbam = CBAM(channels, ratio=ratio)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[R, C, S, S]`` -> ``[R, C, S, S]``."""
-        return self.cbam(_plain_input(type(self).__name__, x))
+@_register_preset
+def BoxNonLocalROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """Non-local on the box input only, cls input raw (sephv14_16)."""
+    return ROIHook(*args, preset="BoxNonLocalROIHeadsHook", **kwargs)
+
+
+@_register_preset
+def IouHeadNonLocalROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """Non-local (or context cross-attention) features for the IoU tower only (iou5, iou6)."""
+    return ROIHook(*args, preset="IouHeadNonLocalROIHeadsHook", **kwargs)
+
+
+@_register_preset
+def SEROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """Two SE blocks, one per tower (sephv14_24)."""
+    return ROIHook(*args, preset="SEROIHeadsHook", **kwargs)
+
+
+@_register_preset
+def ClsSEROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """SE on the cls input only, box input raw (not in the log)."""
+    return ROIHook(*args, preset="ClsSEROIHeadsHook", **kwargs)
+
+
+@_register_preset
+def OneHeadSEROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """One SE block shared by both towers (sephv14_25, sephv14_27)."""
+    return ROIHook(*args, preset="OneHeadSEROIHeadsHook", **kwargs)
+
+
+@_register_preset
+def OneHeadCBAMROIHeadsHook(*args, **kwargs) -> ROIHook:  # noqa: N802
+    """CBAM (the log's variant) shared by both towers (sephv14_28)."""
+    return ROIHook(*args, preset="OneHeadCBAMROIHeadsHook", **kwargs)
 
 
 class HookedBoxHead(nn.Module):

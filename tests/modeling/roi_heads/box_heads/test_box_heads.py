@@ -399,3 +399,12 @@ def test_evonorm_groups_come_from_the_norm_component_keys():
     message = r"CONV_DIM=48 is not divisible by 32 \(MODEL.SEPH.EVONORM.GROUPS"
     with pytest.raises(ValueError, match=message):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, _ in SEPH_BOX_HEAD_REGISTRY))
+def test_every_registered_head_declares_what_it_reads(name):
+    """Config validation reads these class attributes instead of lists of head names."""
+    head_cls = SEPH_BOX_HEAD_REGISTRY.get(name)
+    assert head_cls.input_kind in ("pooled", "context_pair", "box_sizes")
+    assert isinstance(head_cls.reads_decoupled, bool)
+    assert all(width in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM") for width, _ in head_cls.normed_widths)

@@ -100,7 +100,7 @@ def _train_step_and_predict(cfg):
 def test_model_with_an_roi_hook_trains_and_predicts(keys):
     model = _train_step_and_predict(_cfg(**keys))
     assert isinstance(model.roi_heads.box_head, HookedBoxHead)
-    assert type(model.roi_heads.box_head.hook).__name__ == keys["MODEL.SEPH.ROI_HOOK.NAME"]
+    assert model.roi_heads.box_head.hook.preset == keys["MODEL.SEPH.ROI_HOOK.NAME"]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import conv_block
@@ -46,7 +46,7 @@ class _NormAct(nn.Module):
 
     def __init__(self, channels: int, *, norm: str, norm_groups: int, norm_eps: float):
         super().__init__()
-        self.norm = get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
+        self.norm = build_norm(norm, channels, groups=norm_groups, eps=norm_eps)
         self.relu = not norm_includes_activation(norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from sephnet.backend import ShapeSpec, configurable
 from sephnet.layers.cbam import CBAM
 from sephnet.layers.cross_attention import CrossAttention
 from sephnet.layers.non_local import NonLocalBlock, PositionalNonLocalBlock
-from sephnet.layers.norm import get_norm as build_norm
+from sephnet.layers.norm import build_norm
 from sephnet.layers.squeeze_excite import SqueezeExcite
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures

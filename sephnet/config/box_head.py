@@ -6,6 +6,7 @@ its own non-linearity (EvoNormS0, the log's activation "NA") no ReLU is added; o
 every conv and FC is followed by a ReLU.
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import is_sephnet_norm, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
@@ -59,11 +60,6 @@ def add_config(cfg: CfgNode) -> None:
     # DropBlock (off in every log row) are not offered either.
 
 
-def _check_int(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check the box-head keys.
 
@@ -96,9 +92,9 @@ def validate_config(cfg: CfgNode) -> None:
             f"{roi_heads!r} is not one (expected a 'Seph...' name, e.g. 'SephStandardROIHeads')."
         )
     for key in ("NUM_CONV", "NUM_FC", "IOU_NUM_CONV", "IOU_NUM_FC"):
-        _check_int(node[key], f"{_KEY}.{key}", 0)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 0)
     for key in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM"):
-        _check_int(node[key], f"{_KEY}.{key}", 1)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 1)
 
     iou_on = cfg.MODEL.SEPH.IOU_BRANCH.ENABLED  # the predictor component's switch
     counts = f"{_KEY}.NUM_CONV={node.NUM_CONV}, {_KEY}.NUM_FC={node.NUM_FC}"

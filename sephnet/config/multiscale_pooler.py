@@ -12,7 +12,7 @@ the pair:
   CONTEXT_RESOLUTION == MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION (the 1.5x / 7x7 version).
 """
 from sephnet.backend import CfgNode
-
+from sephnet.config._checks import check_int_at_least
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_ROI_HOOK_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
@@ -50,8 +50,7 @@ def validate_config(cfg: CfgNode) -> None:
     scale, res = node.CONTEXT_SCALE, node.CONTEXT_RESOLUTION
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 1:
         raise ValueError(f"{_KEY}.CONTEXT_SCALE={scale!r}; expected a number > 1.")
-    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
-        raise ValueError(f"{_KEY}.CONTEXT_RESOLUTION={res!r}; expected an int >= 1.")
+    check_int_at_least(res, f"{_KEY}.CONTEXT_RESOLUTION", 1)
     head = cfg.MODEL.SEPH.BOX_HEAD.NAME  # registered: box_head.py validated it
     head_cls = SEPH_BOX_HEAD_REGISTRY.get(head)
     reads_pair = head_cls.input_kind == "context_pair"

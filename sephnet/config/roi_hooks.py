@@ -4,6 +4,7 @@ A hook transforms the pooled ROI features before the box head of ``SephStandardR
 (see :mod:`sephnet.modeling.roi_heads.hooks.roi_hooks` for the hooks and their versions).
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import resolve_norm
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY, get_registered
 
@@ -58,8 +59,7 @@ def validate_config(cfg: CfgNode) -> None:
 
     node = cfg.MODEL.SEPH.ROI_HOOK
     name = node.NAME
-    if isinstance(node.SE_RATIO, bool) or not isinstance(node.SE_RATIO, int) or node.SE_RATIO < 1:
-        raise ValueError(f"{_KEY}.SE_RATIO={node.SE_RATIO!r}; expected an int >= 1.")
+    check_int_at_least(node.SE_RATIO, f"{_KEY}.SE_RATIO", 1)
     try:
         resolve_norm(node.NORM)
     except (TypeError, ValueError) as e:

@@ -22,9 +22,9 @@ from sephnet.backend import (
     ROIPooler,
     ShapeSpec,
     StandardROIHeads,
+    add_ground_truth_to_proposals,
     configurable,
     get_event_storage,
-    import_module,
     pairwise_iou,
 )
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
@@ -123,7 +123,19 @@ class SephStandardROIHeads(StandardROIHeads):
         return ret
 
     @classmethod
-    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def _box_pooler_and_head_class(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """What every Seph ROI head's ``_init_box_head`` starts from.
+
+        Returns:
+            ``(in_features, box_pooler, pooled_shape, head_cls)``: the pooled levels, the
+            pooler (detectron2's ``ROIPooler``; the multi-scale pooler when
+            ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``; wrapped in ``BoxSizeROIPooler`` for a
+            head whose ``input_kind`` is "box_sizes"), ``ShapeSpec(C, S, S)`` of one pooled
+            box and the registered class of ``MODEL.SEPH.BOX_HEAD.NAME``.
+
+        Raises:
+            ValueError: the pooled levels have different channel counts.
+        """
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         # One box head serves every level, so all pooled levels must have the same width.
@@ -154,6 +166,13 @@ class SephStandardROIHeads(StandardROIHeads):
         if head_cls.input_kind == "box_sizes":  # V9 size experts
             box_pooler = BoxSizeROIPooler(box_pooler)
         pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
+        return in_features, box_pooler, pooled_shape, head_cls
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features, box_pooler, pooled_shape, head_cls = cls._box_pooler_and_head_class(
+            cfg, input_shape
+        )
         box_head = head_cls(cfg, pooled_shape)
         roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13
         if roi_hook is not None:
@@ -183,8 +202,7 @@ class SephStandardROIHeads(StandardROIHeads):
             N Instances, the sampled proposals with the fields of the class docstring.
         """
         if self.proposal_append_gt:
-            add_gt = import_module("modeling.proposal_generator.proposal_utils")
-            proposals = add_gt.add_ground_truth_to_proposals(targets, proposals)
+            proposals = add_ground_truth_to_proposals(targets, proposals)
         sampled, num_fg, num_bg = [], [], []
         for proposals_i, targets_i in zip(proposals, targets):
             sampled_i, fg_i = self._label_and_sample_image(proposals_i, targets_i)

@@ -9,13 +9,13 @@ from torch.nn import functional as F
 from sephnet.backend import (
     Box2BoxTransform,
     Boxes,
-    CfgNode,
     EventStorage,
     FastRCNNOutputLayers,
     Instances,
     ShapeSpec,
     get_cfg,
 )
+from sephnet.config import add_sephnet_config
 from sephnet.config import predictor as predictor_config
 from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
@@ -470,8 +470,7 @@ def test_predict_boxes_for_gt_classes_picks_the_gt_class_box():
 # -------------------------------------------------------------------------------- config
 def _cfg(**predictor_keys):
     cfg = get_cfg()
-    cfg.MODEL.SEPH = CfgNode()
-    predictor_config.add_config(cfg)
+    add_sephnet_config(cfg)  # from_config also reads the box coder's keys
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 

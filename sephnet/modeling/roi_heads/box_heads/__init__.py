@@ -15,14 +15,14 @@ validation (``sephnet/config/``) reads instead of keeping lists of names:
   widths its norm normalises (when the count is > 0, or always for None), which must divide
   into the norm's groups.
 
-* :mod:`.conv_fc_heads`: the conv/FC tower heads (``TwinTowerConvFCHead`` and its presets,
-  ``FCClsConvBoxHead``), built from :mod:`.conv_fc_tower`;
-* :mod:`.shared_conv_head`, :mod:`.upstream_box_head` (detectron2's head, the default),
-  :mod:`.context_attention_heads`, :mod:`.size_expert_head`, :mod:`.iou_attention_head`.
+Every module of this package is imported here (so its ``@SEPH_BOX_HEAD_REGISTRY.register()``
+runs): adding a head is adding one module, e.g. :mod:`.conv_fc_heads` (the conv/FC tower
+heads, built from :mod:`.conv_fc_tower`), :mod:`.shared_conv_head`, :mod:`.upstream_box_head`
+(detectron2's head, the default), :mod:`.context_attention_heads`, :mod:`.size_expert_head`,
+:mod:`.iou_attention_head`.
 """
-from sephnet.modeling.roi_heads.box_heads import conv_fc_heads  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import shared_conv_head  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import upstream_box_head  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import context_attention_heads  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import size_expert_head  # noqa: F401
-from sephnet.modeling.roi_heads.box_heads import iou_attention_head  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

@@ -7,7 +7,7 @@ every conv and FC is followed by a ReLU.
 """
 from sephnet.backend import CfgNode
 from sephnet.config._checks import check_int_at_least
-from sephnet.layers.norm import is_sephnet_norm, resolve_norm
+from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
@@ -56,8 +56,8 @@ def add_config(cfg: CfgNode) -> None:
     node.IOU_NUM_FC = 2
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout and
-    # DropBlock (off in every log row) are not offered either.
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 
 def validate_config(cfg: CfgNode) -> None:
@@ -119,6 +119,8 @@ def validate_config(cfg: CfgNode) -> None:
             f"got {resolution}."
         )
 
+    # The widths the head normalises are declared on its class (normed_widths).
+    used = [w for w, count in head_cls.normed_widths if count is None or node[count]]
     norm = cfg.MODEL.ROI_BOX_HEAD.NORM
     try:
         resolve_norm(norm)
@@ -132,6 +134,14 @@ def validate_config(cfg: CfgNode) -> None:
                 f"Seph ROI head (MODEL.ROI_HEADS.NAME, got {roi_heads!r}): detectron2's "
                 "box heads cannot build it."
             )
+        if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
+            if "FC_DIM" in used:
+                raise ValueError(
+                    f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
+                    f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
+                    f"{node.NUM_FC} has FC layers (use a conv-only head or another norm)."
+                )
+            return
         groups, groups_key = cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     elif norm == "GN":
         groups, groups_key = 32, "GN's fixed group count"
@@ -139,8 +149,6 @@ def validate_config(cfg: CfgNode) -> None:
         return
     if name == _UPSTREAM:
         return  # detectron2's head: its own widths and checks
-    # The widths the head normalises are declared on its class (normed_widths).
-    used = [w for w, count in head_cls.normed_widths if count is None or node[count]]
     for key, width in ((w, node[w]) for w in used):
         if width % groups:
             raise ValueError(

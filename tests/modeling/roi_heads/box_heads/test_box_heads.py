@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sephnet.modeling.roi_heads  # noqa: F401  (registers the heads and the predictor)
 from sephnet.backend import FastRCNNConvFCHead, ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config
 from sephnet.config.box_head import validate_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_BOX_PREDICTOR_REGISTRY
-from sephnet.modeling.roi_heads import predictor  # noqa: F401  (registers the predictor)
 from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead, TwinTowerConvFCHead
 from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures

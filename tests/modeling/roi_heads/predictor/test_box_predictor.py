@@ -470,7 +470,7 @@ def test_predict_boxes_for_gt_classes_picks_the_gt_class_box():
 # -------------------------------------------------------------------------------- config
 def _cfg(**predictor_keys):
     cfg = get_cfg()
-    add_sephnet_config(cfg)  # from_config also reads the box coder's keys
+    add_sephnet_config(cfg)  # from_config also reads the box coder's and ROI losses' keys
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 

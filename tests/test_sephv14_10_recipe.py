@@ -34,7 +34,7 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.matchers import ATSSMatcher
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 from sephnet.modeling.samplers import BalancedROISampler
 

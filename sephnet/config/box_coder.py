@@ -39,7 +39,7 @@ def validate_config(cfg: CfgNode) -> None:
         ValueError: naming the offending keys and values.
     """
     # Imported here so the config package imports no model code at module level.
-    from sephnet.modeling.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
+    from sephnet.modeling.roi_heads.predictor.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
 
     node = cfg.MODEL.SEPH.BOX_CODER
     step = node.CORNER_OFFSET_STEP

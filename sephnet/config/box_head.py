@@ -6,6 +6,7 @@ a decoupled head is followed by its norm and no activation (the original's activ
 or "" next to every norm the log used, BN and GN included), or by a ReLU when NORM is "".
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
@@ -68,28 +69,6 @@ def add_config(cfg: CfgNode) -> None:
     # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 
-def _check_int(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
-
-
-def _used_widths(cfg: CfgNode, name: str):
-    """(key, width) of every normalised layer width the named head builds."""
-    node = cfg.MODEL.SEPH.BOX_HEAD
-    widths = []
-    if name == "TwinTowerConvFCHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("FC_DIM", node.FC_DIM)] if node.NUM_FC else []
-    elif name == "FCClsConvBoxHead":
-        widths += [("CONV_DIM", node.CONV_DIM), ("FC_DIM", node.FC_DIM)]
-    elif name == "NormFCBoxHead":
-        widths += [("FC_DIM", node.FC_DIM)]
-    elif name == "SharedConvHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("BRANCH_CONV_DIM", node.BRANCH_CONV_DIM)]
-    return widths
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check the box-head keys.
 
@@ -107,13 +86,13 @@ def validate_config(cfg: CfgNode) -> None:
     Raises:
         ValueError: naming the offending keys and values.
     """
-    # Registers every decoupled head; imported here so the config package stays importable
+    # Registers every box head; imported here so the config package stays importable
     # without the model package.
     from sephnet.modeling.roi_heads import box_heads  # noqa: F401
 
     node = cfg.MODEL.SEPH.BOX_HEAD
     name = node.NAME
-    get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
+    head_cls = get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
     roi_heads = cfg.MODEL.ROI_HEADS.NAME
     if name != _UPSTREAM and not roi_heads.startswith("Seph"):
         # detectron2's ROI heads build MODEL.ROI_BOX_HEAD.NAME and would ignore this head.
@@ -122,9 +101,9 @@ def validate_config(cfg: CfgNode) -> None:
             f"{roi_heads!r} is not one (expected a 'Seph...' name, e.g. 'SephStandardROIHeads')."
         )
     for key in ("NUM_CONV", "NUM_FC", "IOU_NUM_CONV", "IOU_NUM_FC"):
-        _check_int(node[key], f"{_KEY}.{key}", 0)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 0)
     for key in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM"):
-        _check_int(node[key], f"{_KEY}.{key}", 1)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 1)
     if not isinstance(node.RELU_AFTER_NORM, bool):
         raise ValueError(f"{_KEY}.RELU_AFTER_NORM={node.RELU_AFTER_NORM!r}; expected True or False.")
 
@@ -153,6 +132,8 @@ def validate_config(cfg: CfgNode) -> None:
             f"got {resolution}."
         )
 
+    # The widths the head normalises are declared on its class (normed_widths).
+    used = [w for w, count in head_cls.normed_widths if count is None or node[count]]
     norm = cfg.MODEL.ROI_BOX_HEAD.NORM
     try:
         resolve_norm(norm)
@@ -167,8 +148,7 @@ def validate_config(cfg: CfgNode) -> None:
                 "box heads cannot build it."
             )
         if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
-            fc_keys = [key for key, _ in _used_widths(cfg, name) if key == "FC_DIM"]
-            if fc_keys:
+            if "FC_DIM" in used:
                 raise ValueError(
                     f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
                     f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
@@ -182,7 +162,7 @@ def validate_config(cfg: CfgNode) -> None:
         return
     if name == _UPSTREAM:
         return  # detectron2's head: its own widths and checks
-    for key, width in _used_widths(cfg, name):
+    for key, width in ((w, node[w]) for w in used):
         if width % groups:
             raise ValueError(
                 f"{_KEY}.{key}={width} is not divisible by {groups} ({groups_key}), which "

@@ -8,24 +8,14 @@ CLS_AGNOSTIC_BBOX_REG`` and ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE / BBOX_REG_L
 4 for sephv15, 8 for sephv15_1 / sephv21 / sephv24 / sephNv15, 12 for sephv15_2).
 """
 
-import importlib
-
 from sephnet.backend import CfgNode
+from sephnet.layers.losses import BOX_REG_LOSS_TYPES, CLS_LOSS_WEIGHTINGS
 
 __all__ = ["add_config", "validate_config"]
 
 _PRED = "MODEL.SEPH.PREDICTOR"
 _IOU = "MODEL.SEPH.IOU_BRANCH"
 
-# Mirrors sephnet.layers.losses / sephnet.modeling.roi_heads.iou_branch; kept literal here so
-# the config package imports no model code at module level.
-_CLS_LAYERS = ("linear", "cosine")
-_CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
-_CLASSES_PER_ROI = ("all", "top1")
-_BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
-_IOU_VERSIONS = (0, 1, 3, 4, 5)
-_IOU_TEST_SCORES = ("by_version", "off", "multiply", "rank")
-_BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -128,11 +118,21 @@ def validate_config(cfg: CfgNode) -> None:
     Raises:
         ValueError: naming the offending keys and values.
     """
+    # The choice lists live with the code that uses them; imported here because the
+    # config package imports no model code at module level (importing box_predictor also
+    # registers SephOutputLayers).
+    from sephnet.modeling.roi_heads.predictor.box_predictor import (
+        BOX_LOSS_WEIGHTINGS,
+        CLASSES_PER_ROI,
+        CLS_LAYERS,
+    )
+    from sephnet.modeling.roi_heads.predictor.iou_branch import IOU_BRANCH_VERSIONS, IOU_TEST_SCORES
+
     pred, iou = cfg.MODEL.SEPH.PREDICTOR, cfg.MODEL.SEPH.IOU_BRANCH
-    _check_choice(pred.CLS_LAYER, f"{_PRED}.CLS_LAYER", _CLS_LAYERS)
+    _check_choice(pred.CLS_LAYER, f"{_PRED}.CLS_LAYER", CLS_LAYERS)
     _check_number(pred.COSINE_SCALE, f"{_PRED}.COSINE_SCALE", low=0.0, low_inclusive=False)
     _check_number(pred.CLS_LOSS_WEIGHT, f"{_PRED}.CLS_LOSS_WEIGHT", low=0.0, low_inclusive=True)
-    _check_choice(pred.CLS_LOSS_WEIGHTING, f"{_PRED}.CLS_LOSS_WEIGHTING", _CLS_LOSS_WEIGHTINGS)
+    _check_choice(pred.CLS_LOSS_WEIGHTING, f"{_PRED}.CLS_LOSS_WEIGHTING", CLS_LOSS_WEIGHTINGS)
     _check_number(
         pred.POS_LABELS_THRESHOLD,
         f"{_PRED}.POS_LABELS_THRESHOLD",
@@ -140,34 +140,31 @@ def validate_config(cfg: CfgNode) -> None:
         low_inclusive=True,
         high=1.0,
     )
-    _check_choice(pred.BOX_LOSS_WEIGHTING, f"{_PRED}.BOX_LOSS_WEIGHTING", _BOX_LOSS_WEIGHTINGS)
+    _check_choice(pred.BOX_LOSS_WEIGHTING, f"{_PRED}.BOX_LOSS_WEIGHTING", BOX_LOSS_WEIGHTINGS)
     loss_type = cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE
     if pred.BOX_LOSS_WEIGHTING != "none" and loss_type != "giou":
         raise ValueError(
             f"{_PRED}.BOX_LOSS_WEIGHTING={pred.BOX_LOSS_WEIGHTING!r} weights the GIoU loss; it "
             f"needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE='giou', got {loss_type!r}."
         )
-    _check_choice(pred.CLASSES_PER_ROI_TEST, f"{_PRED}.CLASSES_PER_ROI_TEST", _CLASSES_PER_ROI)
+    _check_choice(pred.CLASSES_PER_ROI_TEST, f"{_PRED}.CLASSES_PER_ROI_TEST", CLASSES_PER_ROI)
     _check_choice(
         cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,
         "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
-        _BOX_LOSS_TYPES,
+        BOX_REG_LOSS_TYPES,
     )
-    _check_choice(iou.VERSION, f"{_IOU}.VERSION", _IOU_VERSIONS)
+    _check_choice(iou.VERSION, f"{_IOU}.VERSION", IOU_BRANCH_VERSIONS)
     _check_number(iou.LOSS_WEIGHT, f"{_IOU}.LOSS_WEIGHT", low=0.0, low_inclusive=True)
     _check_number(iou.NEG_WEIGHT, f"{_IOU}.NEG_WEIGHT", low=0.0, low_inclusive=True)
-    _check_choice(iou.TEST_SCORE, f"{_IOU}.TEST_SCORE", _IOU_TEST_SCORES)
+    _check_choice(iou.TEST_SCORE, f"{_IOU}.TEST_SCORE", IOU_TEST_SCORES)
     if iou.TEST_SCORE not in ("by_version", "off") and not iou.ENABLED:
         raise ValueError(
             f"{_IOU}.TEST_SCORE={iou.TEST_SCORE!r} needs {_IOU}.ENABLED=True (there is no "
             "predicted IoU to use at test time); set TEST_SCORE 'off' or enable the branch."
         )
 
-    # Imported here: registration lives in modeling, which the config package must not
-    # import at module level.
     from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY, get_registered
 
-    importlib.import_module("sephnet.modeling.roi_heads.box_predictor")  # registers ours
     predictor = get_registered(SEPH_BOX_PREDICTOR_REGISTRY, pred.NAME, f"{_PRED}.NAME")
     if iou.ENABLED and not getattr(predictor, "supports_iou_branch", False):
         raise ValueError(

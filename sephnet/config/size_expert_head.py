@@ -5,6 +5,7 @@ ROIs, sephv14_20_1 with 128); its towers use ``MODEL.SEPH.BOX_HEAD.NUM_FC/FC_DIM
 CONV_DIM`` and ``MODEL.ROI_BOX_HEAD.NORM`` like FCClsConvBoxHead.
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 
 __all__ = ["add_config", "validate_config"]
 
@@ -34,8 +35,7 @@ def validate_config(cfg: CfgNode) -> None:
     """
     node = cfg.MODEL.SEPH.SIZE_EXPERT_HEAD
     n, step = node.NUM_EXPERTS, node.SIZE_STEP
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{_KEY}.NUM_EXPERTS={n!r}; expected an int >= 1.")
+    check_int_at_least(n, f"{_KEY}.NUM_EXPERTS", 1)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
         raise ValueError(f"{_KEY}.SIZE_STEP={step!r}; expected a number > 0 (pixels).")
     if cfg.MODEL.SEPH.BOX_HEAD.NAME != "SizeExpertHead":

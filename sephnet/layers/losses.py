@@ -19,11 +19,16 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "BOX_REG_LOSS_TYPES",
     "CLS_LOSS_WEIGHTINGS",
     "iou_box_loss_weights",
     "iou_class_loss_weights",
     "weighted_cross_entropy",
 ]
+
+#: Box regression losses of detectron2's ``_dense_box_regression_loss``: the values of
+#: ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE`` and ``MODEL.RETINANET.BBOX_REG_LOSS_TYPE``.
+BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 #: Values of ``MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHTING``.
 CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")

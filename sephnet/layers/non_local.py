@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import Conv2d
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["attention_dims", "NonLocalBlock", "PositionalNonLocalBlock"]
 
@@ -136,7 +136,7 @@ class NonLocalBlock(nn.Module):
         for conv in (self.query, self.key, self.value, self.out):
             nn.init.zeros_(conv.bias)
         self.gamma = nn.Parameter(torch.zeros(())) if weighted_residual else None
-        self.norm = get_norm(norm, in_channels, groups=norm_groups, eps=norm_eps)
+        self.norm = build_norm(norm, in_channels, groups=norm_groups, eps=norm_eps)
         self.relu = activation and not norm_includes_activation(norm)
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:

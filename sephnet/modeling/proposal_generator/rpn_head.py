@@ -11,7 +11,7 @@ from sephnet.backend import (
     build_anchor_generator,
     configurable,
 )
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["SephRPNHead"]
 
@@ -74,7 +74,7 @@ class SephRPNHead(nn.Module):
         )
         if norm:
             self.norms = nn.ModuleList(
-                get_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
+                build_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
                 for _ in range(num_levels)
             )
         else:

@@ -17,11 +17,11 @@ from sephnet.backend import (
     Instances,
     ROIPooler,
     ShapeSpec,
+    assign_boxes_to_levels,
     configurable,
-    import_module,
 )
 from sephnet.modeling.dense_tower import SharedConvTower
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
@@ -221,7 +221,7 @@ class SephGEROIHeads(SephStandardROIHeads):
         if len(self.box_in_features) == 1:
             levels = torch.zeros(sum(len(b) for b in boxes), dtype=torch.int64)
         else:
-            levels = import_module("modeling.poolers").assign_boxes_to_levels(
+            levels = assign_boxes_to_levels(
                 boxes,
                 pooler.min_level,
                 pooler.max_level,

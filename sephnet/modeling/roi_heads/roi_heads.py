@@ -25,18 +25,18 @@ from sephnet.backend import (
     ROIPooler,
     ShapeSpec,
     StandardROIHeads,
+    add_ground_truth_to_proposals,
     configurable,
     get_event_storage,
-    import_module,
     pairwise_iou,
 )
 from sephnet.config.roi_pooler import canonical_level
 from sephnet.modeling.head_tricks import apply_head_tricks
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
-from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
-from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead, build_roi_hook
-from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead, build_roi_hook
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import BoxSizeROIPooler
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]
@@ -134,7 +134,19 @@ class SephStandardROIHeads(StandardROIHeads):
         return ret
 
     @classmethod
-    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def _box_pooler_and_head_class(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """What every Seph ROI head's ``_init_box_head`` starts from.
+
+        Returns:
+            ``(in_features, box_pooler, pooled_shape, head_cls)``: the pooled levels, the
+            pooler (detectron2's ``ROIPooler``; the multi-scale pooler when
+            ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``; wrapped in ``BoxSizeROIPooler`` for a
+            head whose ``input_kind`` is "box_sizes"), ``ShapeSpec(C, S, S)`` of one pooled
+            box and the registered class of ``MODEL.SEPH.BOX_HEAD.NAME``.
+
+        Raises:
+            ValueError: the pooled levels have different channel counts.
+        """
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         # One box head serves every level, so all pooled levels must have the same width.
@@ -163,9 +175,16 @@ class SephStandardROIHeads(StandardROIHeads):
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
-        if getattr(head_cls, "input_kind", "pooled") == "box_sizes":  # V9 size experts
+        if head_cls.input_kind == "box_sizes":  # V9 size experts
             box_pooler = BoxSizeROIPooler(box_pooler)
         pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
+        return in_features, box_pooler, pooled_shape, head_cls
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features, box_pooler, pooled_shape, head_cls = cls._box_pooler_and_head_class(
+            cfg, input_shape
+        )
         box_head = head_cls(cfg, pooled_shape)
         roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13
         if roi_hook is not None:
@@ -230,8 +249,7 @@ class SephStandardROIHeads(StandardROIHeads):
             N Instances, the sampled proposals with the fields of the class docstring.
         """
         if self.proposal_append_gt:
-            add_gt = import_module("modeling.proposal_generator.proposal_utils")
-            proposals = add_gt.add_ground_truth_to_proposals(targets, proposals)
+            proposals = add_ground_truth_to_proposals(targets, proposals)
         matches = [self._match_image(p, t) for p, t in zip(proposals, targets)]
         roi_losses = [None] * len(proposals)
         if getattr(self.roi_sampler, "ranks_by_loss", False):

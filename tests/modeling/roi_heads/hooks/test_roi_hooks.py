@@ -11,11 +11,11 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.layers.cbam import CBAM
 from sephnet.layers.non_local import PositionalNonLocalBlock
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY
-from sephnet.modeling.roi_heads import roi_hooks
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.hooks import roi_hooks
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
-from sephnet.modeling.roi_heads.roi_hooks import (
-    VALID_VERSIONS,
+from sephnet.modeling.roi_heads.hooks.roi_hooks import (
+    ROI_HOOK_PRESETS,
     HookedBoxHead,
     build_roi_hook,
 )
@@ -23,7 +23,7 @@ from sephnet.modeling.roi_heads.roi_hooks import (
 C, S = 16, 7
 SHAPE = ShapeSpec(channels=C, height=S, width=S)
 HOOK_NAMES = sorted(name for name, _ in SEPH_ROI_HOOK_REGISTRY)
-CASES = [(name, v) for name in HOOK_NAMES for v in VALID_VERSIONS[name]]
+CASES = [(name, v) for name in HOOK_NAMES for v in ROI_HOOK_PRESETS[name].versions]
 # Every non-local form with a residual (ClsNonLocal version 4 multiplies by 2 * SE gate
 # after the block, so it is not an identity at init by design).
 NON_LOCAL = [
@@ -52,7 +52,7 @@ def fields(out):
 
 
 def test_every_hook_family_of_the_spec_is_registered():
-    assert set(HOOK_NAMES) == set(VALID_VERSIONS) == {
+    assert set(HOOK_NAMES) == set(ROI_HOOK_PRESETS) == {
         "NonLocalROIHeadsHook", "OneHeadNonLocalROIHeadsHook", "ClsNonLocalROIHeadsHook",
         "BoxNonLocalROIHeadsHook", "IouHeadNonLocalROIHeadsHook", "SEROIHeadsHook",
         "ClsSEROIHeadsHook", "OneHeadSEROIHeadsHook", "OneHeadCBAMROIHeadsHook",
@@ -257,3 +257,12 @@ def test_config_errors_name_the_key(keys, match):
 def test_bad_version_at_construction():
     with pytest.raises(ValueError, match="version=5"):
         roi_hooks.ClsNonLocalROIHeadsHook(input_shape=SHAPE, version=5)
+
+
+@pytest.mark.parametrize("name", HOOK_NAMES)
+def test_every_registered_hook_declares_its_capabilities(name):
+    """Config validation reads these instead of lists of hook names; they match the hook built."""
+    entry = SEPH_ROI_HOOK_REGISTRY.get(name)
+    assert entry.output_kind in ("tensor", "decoupled") and entry.versions
+    assert entry.reads_context_pair == (name == "IouHeadNonLocalROIHeadsHook")
+    assert build_roi_hook(tiny_cfg(name), SHAPE).output_kind == entry.output_kind

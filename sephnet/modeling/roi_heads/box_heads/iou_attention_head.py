@@ -8,7 +8,7 @@
                                          |
                                          +-> flatten -> FC(conv_dim) -> sigmoid = g [R, conv_dim]
 
-Composition: an inner :class:`~sephnet.modeling.roi_heads.box_heads.FCClsConvBoxHead`
+Composition: an inner :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.FCClsConvBoxHead`
 (``head.*`` in the ``state_dict``; IoU tower from ``MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV/FC``) plus
 the gate FC (``gate.*``, with bias). Without the IoU branch the head equals FCClsConvBoxHead.
 Out of the log (config sephv5 on mnist; B §4 item 30), offered because it is cheap.
@@ -20,7 +20,7 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 
 __all__ = ["IouGatedConvBoxHead"]
@@ -29,6 +29,10 @@ __all__ = ["IouGatedConvBoxHead"]
 @SEPH_BOX_HEAD_REGISTRY.register()
 class IouGatedConvBoxHead(nn.Module):
     """FCClsConvBoxHead whose box output is gated per channel by its IoU tower's features."""
+
+    input_kind = "pooled"
+    reads_decoupled = True  # as its inner FCClsConvBoxHead
+    normed_widths = ()
 
     @configurable
     def __init__(self, *, head: FCClsConvBoxHead):

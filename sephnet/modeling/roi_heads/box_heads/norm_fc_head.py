@@ -37,6 +37,8 @@ class NormFCBoxHead(nn.Module):
     """
 
     input_kind = "pooled"
+    reads_decoupled = False
+    normed_widths = (("FC_DIM", None),)
 
     @configurable
     def __init__(

@@ -7,9 +7,9 @@ import torch
 from sephnet.backend import Boxes, EventStorage, Instances, build_model, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
-from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
-from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead
-from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import BoxSizeROIPooler
 
 IMAGE = 64
 
@@ -100,7 +100,7 @@ def _train_step_and_predict(cfg):
 def test_model_with_an_roi_hook_trains_and_predicts(keys):
     model = _train_step_and_predict(_cfg(**keys))
     assert isinstance(model.roi_heads.box_head, HookedBoxHead)
-    assert type(model.roi_heads.box_head.hook).__name__ == keys["MODEL.SEPH.ROI_HOOK.NAME"]
+    assert model.roi_heads.box_head.hook.preset == keys["MODEL.SEPH.ROI_HOOK.NAME"]
 
 
 @pytest.mark.parametrize(

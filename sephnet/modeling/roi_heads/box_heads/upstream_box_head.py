@@ -34,6 +34,11 @@ class UpstreamBoxHead(nn.Module):
     ``roi_heads.box_head.head.fc1.weight`` is detectron2's ``roi_heads.box_head.fc1.weight``.
     """
 
+    #: Reads one pooled map only; detectron2's head checks its own widths.
+    input_kind = "pooled"
+    reads_decoupled = False
+    normed_widths = ()
+
     @configurable
     def __init__(self, *, head: nn.Module):
         """

@@ -1,7 +1,7 @@
 """Box heads that read the multi-scale pooler's (box, context) crops (SEPH_SPEC B §2.12 V5-V7).
 
 Each head turns ``ContextPair(box x0[R, C, S, S], context x1[R, C, M, M])`` into the inputs of
-an inner :class:`~sephnet.modeling.roi_heads.box_heads.FCClsConvBoxHead` (cls tower = FCs,
+an inner :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.FCClsConvBoxHead` (cls tower = FCs,
 box tower = convs; same keys ``MODEL.SEPH.BOX_HEAD.*`` and ``MODEL.ROI_BOX_HEAD.NORM``), so
 ``output_shapes`` and ``state_dict`` (``head.*``) follow that head.
 
@@ -14,8 +14,7 @@ box tower = convs; same keys ``MODEL.SEPH.BOX_HEAD.*`` and ``MODEL.ROI_BOX_HEAD.
   13/7x, 13x13).
 
 Registered in ``SEPH_BOX_HEAD_REGISTRY``; they need ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``
-and declare ``input_kind = "context_pair"`` (heads reading one pooled map have no such
-attribute, or ``"pooled"``).
+and declare ``input_kind = "context_pair"`` (see :mod:`sephnet.modeling.roi_heads.box_heads`).
 """
 from typing import Dict, List
 
@@ -23,11 +22,11 @@ import torch
 from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
-from sephnet.layers.norm import get_norm
+from sephnet.layers.norm import build_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
-from sephnet.modeling.roi_heads.conv_fc_tower import conv_block, head_activation
-from sephnet.modeling.roi_heads.cross_attention import CrossAttention
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import conv_block, head_activation
+from sephnet.layers.cross_attention import CrossAttention
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair, DecoupledFeatures
 
 __all__ = ["BoxQueryAttentionHead", "ContextQueryAttentionHead", "ContextStripAttentionHead"]
@@ -50,7 +49,7 @@ class _NormAct(nn.Module):
         relu_after_norm: bool = False,
     ):
         super().__init__()
-        self.norm = get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
+        self.norm = build_norm(norm, channels, groups=norm_groups, eps=norm_eps)
         self.relu = head_activation(norm, relu_after_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +83,8 @@ class _QueryAttentionHead(nn.Module):
     query_is_box = True
     #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
     input_kind = "context_pair"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(
@@ -242,6 +243,8 @@ class ContextStripAttentionHead(nn.Module):
 
     #: What the head reads: the multi-scale pooler's ContextPair (not one pooled map).
     input_kind = "context_pair"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(self, *, input_shape: ShapeSpec, context_resolution: int, head_kwargs: dict):

@@ -19,11 +19,13 @@ from sephnet.backend import (
     batched_nms,
     cat,
     configurable,
+    _dense_box_regression_loss,
     fast_rcnn_inference,
-    import_module,
+    _log_classification_stats,
 )
 from sephnet.layers.cosine_linear import CosineLinear
 from sephnet.layers.losses import (
+    BOX_REG_LOSS_TYPES,
     iou_box_loss_weights,
     iou_class_loss_weights,
     weighted_cross_entropy,
@@ -35,14 +37,22 @@ from sephnet.modeling.losses.roi_losses import (
 )
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.iou_branch import IoUBranch
+from sephnet.modeling.roi_heads.predictor.box_coders import build_box_coder
+from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch
 
-__all__ = ["SephPredictions", "SephOutputLayers"]
+__all__ = [
+    "SephPredictions",
+    "SephOutputLayers",
+    "keep_top1_class",
+    "CLS_LAYERS",
+    "CLASSES_PER_ROI",
+    "BOX_LOSS_WEIGHTINGS",
+]
 
-_CLS_LAYERS = ("linear", "cosine")
-_CLASSES_PER_ROI = ("all", "top1")
-_BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
-_BOX_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
+#: Values of MODEL.SEPH.PREDICTOR.CLS_LAYER, .CLASSES_PER_ROI_TEST, .BOX_LOSS_WEIGHTING.
+CLS_LAYERS = ("linear", "cosine")
+CLASSES_PER_ROI = ("all", "top1")
+BOX_LOSS_WEIGHTINGS = ("none", "proposal_iou")
 
 
 class SephPredictions(NamedTuple):
@@ -191,16 +201,16 @@ class SephOutputLayers(nn.Module):
                 f"output_shapes has keys {sorted(output_shapes)}; expected 'cls' and 'box' "
                 "(and optionally 'iou'), or a single ShapeSpec."
             )
-        if box_reg_loss_type not in _BOX_LOSS_TYPES:
+        if box_reg_loss_type not in BOX_REG_LOSS_TYPES:
             raise ValueError(
-                f"box_reg_loss_type={box_reg_loss_type!r}; expected one of {_BOX_LOSS_TYPES}."
+                f"box_reg_loss_type={box_reg_loss_type!r}; expected one of {BOX_REG_LOSS_TYPES}."
             )
-        if cls_layer not in _CLS_LAYERS:
-            raise ValueError(f"cls_layer={cls_layer!r}; expected one of {_CLS_LAYERS}.")
-        if classes_per_roi_test not in _CLASSES_PER_ROI:
+        if cls_layer not in CLS_LAYERS:
+            raise ValueError(f"cls_layer={cls_layer!r}; expected one of {CLS_LAYERS}.")
+        if classes_per_roi_test not in CLASSES_PER_ROI:
             raise ValueError(
                 f"classes_per_roi_test={classes_per_roi_test!r}; "
-                f"expected one of {_CLASSES_PER_ROI}."
+                f"expected one of {CLASSES_PER_ROI}."
             )
         if not 0.0 <= pos_labels_threshold < 1.0:
             raise ValueError(
@@ -213,10 +223,10 @@ class SephOutputLayers(nn.Module):
                 f"gives {iou_branch_input}."
             )
         iou_class_loss_weights(torch.zeros(1), cls_loss_weighting)  # rejects unknown values
-        if box_loss_weighting not in _BOX_LOSS_WEIGHTINGS:
+        if box_loss_weighting not in BOX_LOSS_WEIGHTINGS:
             raise ValueError(
                 f"box_loss_weighting={box_loss_weighting!r}; "
-                f"expected one of {_BOX_LOSS_WEIGHTINGS}."
+                f"expected one of {BOX_LOSS_WEIGHTINGS}."
             )
         if box_loss_weighting != "none" and box_reg_loss_type != "giou":
             raise ValueError(
@@ -259,7 +269,9 @@ class SephOutputLayers(nn.Module):
         self.box_loss = box_loss
 
     @classmethod
-    def from_config(cls, cfg, output_shapes):
+    def from_config(cls, cfg, output_shapes, box2box_transform=None):
+        """``box2box_transform``: the coder to use (Cascade's per-stage weights); None builds
+        ``MODEL.SEPH.BOX_CODER.NAME`` with ``build_box_coder(cfg)``."""
         pred, iou = cfg.MODEL.SEPH.PREDICTOR, cfg.MODEL.SEPH.IOU_BRANCH
         if isinstance(output_shapes, ShapeSpec):
             output_shapes = {"cls": output_shapes, "box": output_shapes}
@@ -275,7 +287,9 @@ class SephOutputLayers(nn.Module):
         cls_loss, box_loss = build_roi_losses(cfg)  # MODEL.SEPH.ROI_LOSS.*
         return {
             "output_shapes": output_shapes,
-            "box2box_transform": Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS),
+            "box2box_transform": (
+                build_box_coder(cfg) if box2box_transform is None else box2box_transform
+            ),
             "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "cls_layer": pred.CLS_LAYER,
             "cosine_scale": pred.COSINE_SCALE,
@@ -377,7 +391,7 @@ class SephOutputLayers(nn.Module):
         t = self._gather_targets(proposals, logits.device)
 
         cls_labels = self._classification_labels(t)
-        import_module("modeling.roi_heads.fast_rcnn")._log_classification_stats(logits, cls_labels)
+        _log_classification_stats(logits, cls_labels)
         cls_weights = box_weights = None
         if self.cls_loss_weighting != "none":
             cls_weights = iou_class_loss_weights(t.gt_ious, self.cls_loss_weighting)
@@ -492,8 +506,7 @@ class SephOutputLayers(nn.Module):
             fg_boxes = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
             per_roi = giou_loss(fg_boxes, gt_boxes[fg_inds], reduction="none")
             return (per_roi * roi_weights[fg_inds]).sum() / max(gt_classes.numel(), 1.0)
-        dense_loss = import_module("modeling.box_regression")._dense_box_regression_loss
-        loss = dense_loss(
+        loss = _dense_box_regression_loss(
             [Boxes(proposal_boxes[fg_inds])],
             self.box2box_transform,
             [fg_deltas.unsqueeze(0)],
@@ -560,7 +573,7 @@ class SephOutputLayers(nn.Module):
         boxes = self.predict_boxes(predictions, proposals)
         scores = self.predict_probs(predictions, proposals)
         if self.classes_per_roi_test == "top1":
-            scores = [_keep_top1_class(s) for s in scores]
+            scores = [keep_top1_class(s) for s in scores]
         image_shapes = [p.image_size for p in proposals]
         if self.iou_branch is not None and self.iou_branch.test_score == "rank":
             ranks = self.predict_ious(predictions, proposals)
@@ -606,14 +619,14 @@ class SephOutputLayers(nn.Module):
         return result, roi[keep]
 
 
-def _keep_top1_class(probs: torch.Tensor) -> torch.Tensor:
+def keep_top1_class(probs: torch.Tensor) -> torch.Tensor:
     """Zero every foreground column but each row's largest (``[Ri, K+1]``, bg kept).
 
     Zeroed entries never pass ``fast_rcnn_inference``'s strict ``score > thresh`` test,
     so each ROI yields at most one detection (the original's B §2.17 rule).
     """
     fg = probs[:, :-1]
-    if fg.shape[0] == 0:
+    if fg.numel() == 0:
         return probs
     best = fg.argmax(dim=1, keepdim=True)
     top1 = torch.zeros_like(fg).scatter(1, best, fg.gather(1, best))

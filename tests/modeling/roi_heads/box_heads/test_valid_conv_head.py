@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from sephnet.backend import ShapeSpec
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.valid_conv_head import ValidConvFCHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import ValidConvFCHead
 
 C, S = 8, 7
 SHAPE = ShapeSpec(channels=C, height=S, width=S)

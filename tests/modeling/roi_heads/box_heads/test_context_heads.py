@@ -7,7 +7,7 @@ from sephnet.backend import ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.context_attention_heads import (
+from sephnet.modeling.roi_heads.box_heads.context_attention_heads import (
     BoxQueryAttentionHead,
     ContextQueryAttentionHead,
     ContextStripAttentionHead,

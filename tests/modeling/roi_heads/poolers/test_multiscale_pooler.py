@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Boxes, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
-from sephnet.modeling.roi_heads.multiscale_pooler import (
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import (
     CONTEXT_VERSIONS,
     MultiScaleROIPooler,
     scale_boxes,
@@ -120,25 +120,23 @@ def test_bad_arguments(kwargs):
         MultiScaleROIPooler(**args)
 
 
-def _cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
-    cfg.MODEL.SEPH.BOX_HEAD.NAME = "BoxQueryAttentionHead"
-    cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED = True
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    for key, value in keys.items():
-        cfg.merge_from_list([key, value])
-    return cfg
+#: The V5 head on the multi-scale pooler (the keys each config test starts from).
+POOLER_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
+    "MODEL.SEPH.BOX_HEAD.NAME": "BoxQueryAttentionHead",
+    "MODEL.SEPH.MULTISCALE_POOLER.ENABLED": True,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+}
 
 
-def test_valid_combinations_pass():
-    validate_sephnet_config(_cfg())
-    validate_sephnet_config(_cfg(**{"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}))  # sephv19
-    validate_sephnet_config(_cfg(**{
+def test_valid_combinations_pass(sephnet_cfg):
+    validate_sephnet_config(sephnet_cfg(POOLER_KEYS))
+    sephv19 = {**POOLER_KEYS, "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}
+    validate_sephnet_config(sephnet_cfg(sephv19))
+    validate_sephnet_config(sephnet_cfg({**POOLER_KEYS, **{
         "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
         "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook",
-    }))
+    }}))
 
 
 @pytest.mark.parametrize(
@@ -154,15 +152,15 @@ def test_valid_combinations_pass():
         ({"MODEL.ROI_HEADS.NAME": "SephGEROIHeads"}, "SephGEROIHeads"),
     ],
 )
-def test_config_errors_name_the_key(keys, match):
+def test_config_errors_name_the_key(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        validate_sephnet_config(_cfg(**keys))
+        validate_sephnet_config(sephnet_cfg({**POOLER_KEYS, **keys}))
 
 
 def test_sephv19_head_reads_the_pair_positionally():
     """FCClsConvBoxHead on a ContextPair: cls tower on the box crop, box tower on the context."""
     from sephnet.backend import ShapeSpec
-    from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+    from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 
     torch.manual_seed(0)
     head = FCClsConvBoxHead(input_shape=ShapeSpec(channels=4, height=7, width=7), num_fc=1,

@@ -2,8 +2,8 @@
 import torch
 
 from sephnet.backend import ShapeSpec
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
-from sephnet.modeling.roi_heads.iou_attention_head import IouGatedConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.iou_attention_head import IouGatedConvBoxHead
 
 C, S = 8, 5
 SHAPE = ShapeSpec(channels=C, height=S, width=S)

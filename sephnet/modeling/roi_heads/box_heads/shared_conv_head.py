@@ -12,7 +12,7 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import (
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import (
     ConvFCTower,
     conv_block,
     norm_kwargs_from_config,
@@ -41,6 +41,11 @@ class SharedConvHead(nn.Module):
 
     ``state_dict``: ``shared.conv{i}.*``, ``cls_conv.*``, ``box_conv.*``.
     """
+
+    #: Reads one pooled map only (not a hook's DecoupledFeatures nor the ContextPair).
+    input_kind = "pooled"
+    reads_decoupled = False
+    normed_widths = (("CONV_DIM", "NUM_CONV"), ("BRANCH_CONV_DIM", None))
 
     @configurable
     def __init__(

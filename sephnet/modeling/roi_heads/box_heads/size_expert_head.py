@@ -11,7 +11,7 @@
     [stacked_linear: one shared pair of linear maps, cls -> K + 1, flatten(box) -> 4K (or 4)]
     --> DecoupledFeatures(cls, box)  --> the predictor
 
-Each expert is the "sephv2" towers of :class:`~sephnet.modeling.roi_heads.box_heads.
+Each expert is the "sephv2" towers of :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.
 FCClsConvBoxHead` (no IoU tower). ``stacked_linear`` reproduces the log's quirk (B §4 item
 10): the original put the experts' own shared linear layers inside the head *and* kept the
 default predictor, so two linear maps ran in a row; sephnet's default (off) leaves only the
@@ -27,7 +27,7 @@ from torch import nn
 
 from sephnet.backend import Boxes, ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 
 __all__ = ["SizedFeatures", "BoxSizeROIPooler", "SizeExpertHead", "expert_index"]
@@ -79,6 +79,8 @@ class SizeExpertHead(nn.Module):
 
     #: What the head reads: pooled features with box sizes (``BoxSizeROIPooler``).
     input_kind = "box_sizes"
+    reads_decoupled = False
+    normed_widths = ()
 
     @configurable
     def __init__(

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sephnet.modeling.roi_heads.iou_branch import IoUBranch, centerness_targets, paired_giou
+from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch, centerness_targets, paired_giou
 
 
 def _focal(x: float, y: float) -> float:

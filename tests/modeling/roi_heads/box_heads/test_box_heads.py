@@ -5,17 +5,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sephnet.modeling.roi_heads  # noqa: F401  (registers the heads and the predictor)
 from sephnet.backend import FastRCNNConvFCHead, ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config
 from sephnet.config.box_head import validate_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_BOX_PREDICTOR_REGISTRY
-from sephnet.modeling.roi_heads import box_predictor  # noqa: F401  (registers the predictor)
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead, TwinTowerConvFCHead
-from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead, TwinTowerConvFCHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.shared_conv_head import SharedConvHead
-from sephnet.modeling.roi_heads.upstream_box_head import UpstreamBoxHead
+from sephnet.modeling.roi_heads.box_heads.shared_conv_head import SharedConvHead
+from sephnet.modeling.roi_heads.box_heads.upstream_box_head import UpstreamBoxHead
 
 C, S = 8, 7  # pooled input channels and resolution
 INPUT = ShapeSpec(channels=C, height=S, width=S)
@@ -452,3 +452,12 @@ def test_evonorm_groups_come_from_the_norm_component_keys():
     message = r"CONV_DIM=48 is not divisible by 32 \(MODEL.SEPH.EVONORM.GROUPS"
     with pytest.raises(ValueError, match=message):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, _ in SEPH_BOX_HEAD_REGISTRY))
+def test_every_registered_head_declares_what_it_reads(name):
+    """Config validation reads these class attributes instead of lists of head names."""
+    head_cls = SEPH_BOX_HEAD_REGISTRY.get(name)
+    assert head_cls.input_kind in ("pooled", "context_pair", "box_sizes")
+    assert isinstance(head_cls.reads_decoupled, bool)
+    assert all(width in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM") for width, _ in head_cls.normed_widths)

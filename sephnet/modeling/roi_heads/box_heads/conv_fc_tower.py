@@ -11,7 +11,12 @@ Each layer is followed by its norm, or by a ReLU when there is no norm, not both
 original's decoupled heads ran with the activation "NA" (identity) next to every norm the log
 used (EvoNormS0, BN, GN), and with its default ReLU only without a norm
 (:func:`head_activation`). ``relu_after_norm=True`` (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``)
-adds the ReLU after norms that have no non-linearity of their own. Layer order and "no bias before a norm" come from the blocks in
+adds the ReLU after norms that have no non-linearity of their own.
+
+With ``padding=0`` the convs are VALID (each takes 2 off S) and with ``width_step`` conv k
+(1-based) has ``conv_dim + k * width_step`` channels (the "V3" head).
+
+Layer order and "no bias before a norm" come from the blocks in
 :mod:`sephnet.layers.blocks`. Weights use detectron2's initialisation of its box head
 (``c2_msra_fill`` for convs, ``c2_xavier_fill`` for FCs) rather than the TF original's
 Glorot-uniform: the framework's conventions win (Part A item 1), and the upstream
@@ -81,6 +86,8 @@ class ConvFCTower(nn.Sequential):
 
         x[R, C, S, S] --conv1..convN--> [R, conv_dim, S, S] --fc1..fcM--> [R, fc_dim]
 
+    (VALID convs, ``padding=0``: ``[R, conv_dim + N * width_step, S - 2N, S - 2N]``.)
+
     With ``num_conv == num_fc == 0`` the tower is the identity (heads decide whether they
     allow that). The first FC flattens its ``[R, C', S, S]`` input in C, H, W order.
     ``state_dict`` names: ``conv{i}.weight``, ``conv{i}.norm.*``, ``fc{j}.weight``,
@@ -100,21 +107,25 @@ class ConvFCTower(nn.Sequential):
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
         relu_after_norm: bool = False,
+        padding: int = 1,
+        width_step: int = 0,
     ):
         """
         Args:
             input_shape: channels C, height and width S of the pooled input; height and
-                width are needed when ``num_fc > 0``.
-            num_conv, conv_dim: number and width of the 3x3 SAME convs (count >= 0).
+                width are needed when ``num_fc > 0`` or ``padding == 0``.
+            num_conv, conv_dim: number and width of the 3x3 convs (count >= 0).
             num_fc, fc_dim: number and width of the FC layers (count >= 0).
             norm: a ``NORM`` config value ("", "BN", "GN", "EvoNormS0", ...), resolved by
                 :func:`sephnet.layers.norm.resolve_norm`; "" means no norm (and biases).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
             relu_after_norm: a ReLU after norms without their own non-linearity too.
+            padding: 1 = SAME convs, 0 = VALID convs (S must stay >= 1).
+            width_step: conv k (1-based) has ``conv_dim + k * width_step`` channels.
 
         Raises:
-            ValueError: a negative count, a non-positive width, or FCs without a known
-                input height and width.
+            ValueError: a negative count, a non-positive width, FCs without a known input
+                height and width, or more VALID convs than the pooled size allows.
         """
         super().__init__()
         for name, count in (("num_conv", num_conv), ("num_fc", num_fc)):
@@ -124,20 +135,28 @@ class ConvFCTower(nn.Sequential):
             if count > 0 and (not isinstance(dim, int) or dim < 1):
                 raise ValueError(f"ConvFCTower: {name}={dim!r}; expected an int >= 1.")
         channels, height, width = input_shape.channels, input_shape.height, input_shape.width
+        if padding == 0 and num_conv and (height is None or min(height, width) - 2 * num_conv < 1):
+            raise ValueError(
+                f"ConvFCTower: num_conv={num_conv} VALID 3x3 convs need a pooled size > "
+                f"{2 * num_conv}; got {height} (MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION)."
+            )
         for k in range(num_conv):
+            out_channels = conv_dim + (k + 1) * width_step
             self.add_module(
                 f"conv{k + 1}",
                 conv_block(
                     channels,
-                    conv_dim,
-                    padding=1,
+                    out_channels,
+                    padding=padding,
                     norm=norm,
                     norm_groups=norm_groups,
                     norm_eps=norm_eps,
                     relu_after_norm=relu_after_norm,
                 ),
             )
-            channels = conv_dim
+            channels = out_channels
+            if padding == 0:
+                height, width = height - 2, width - 2
         self._output_shape = ShapeSpec(channels=channels, height=height, width=width)
         if num_fc == 0:
             return

@@ -8,9 +8,9 @@ from torch.nn import functional as F
 from sephnet.backend import ShapeSpec, build_mask_head, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.norm_fc_head import NormFCBoxHead
+from sephnet.modeling.roi_heads.box_heads.norm_fc_head import NormFCBoxHead
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
 
 def _row(name):

@@ -3,15 +3,12 @@ import pytest
 import torch
 
 import sephnet.modeling.roi_heads  # noqa: F401  (registers heads and predictor)
-from sephnet.backend import Box2BoxTransform, ShapeSpec, build_roi_heads, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
-from sephnet.modeling.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
-
-
-def _cfg():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    return cfg
+from sephnet.backend import Box2BoxTransform, ShapeSpec, build_roi_heads
+from sephnet.config import validate_sephnet_config
+from sephnet.modeling.roi_heads.predictor.box_coders import (
+    CornerOffsetBox2BoxTransform,
+    build_box_coder,
+)
 
 
 def test_corner_offsets_match_hand_values():
@@ -60,8 +57,8 @@ def test_bad_step_is_rejected(step):
         CornerOffsetBox2BoxTransform(step=step)
 
 
-def test_build_box_coder_from_config():
-    cfg = _cfg()
+def test_build_box_coder_from_config(sephnet_cfg):
+    cfg = sephnet_cfg()
     default = build_box_coder(cfg)
     assert isinstance(default, Box2BoxTransform)
     assert tuple(default.weights) == tuple(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
@@ -72,17 +69,17 @@ def test_build_box_coder_from_config():
     assert isinstance(coder, CornerOffsetBox2BoxTransform) and coder.steps == (8.0,) * 4
 
 
-def test_config_validation_names_keys():
-    cfg = _cfg()
+def test_config_validation_names_keys(sephnet_cfg):
+    cfg = sephnet_cfg()
     validate_sephnet_config(cfg)
     cfg.MODEL.SEPH.BOX_CODER.NAME = "NoSuchCoder"
     with pytest.raises(ValueError, match="MODEL.SEPH.BOX_CODER.NAME='NoSuchCoder'.*available"):
         validate_sephnet_config(cfg)
-    cfg = _cfg()
+    cfg = sephnet_cfg()
     cfg.MODEL.SEPH.BOX_CODER.CORNER_OFFSET_STEP = -2.0
     with pytest.raises(ValueError, match="CORNER_OFFSET_STEP=-2.0"):
         validate_sephnet_config(cfg)
-    cfg = _cfg()
+    cfg = sephnet_cfg()
     cfg.MODEL.SEPH.BOX_CODER.NAME = "CornerOffsetBox2BoxTransform"
     cfg.MODEL.ROI_HEADS.NAME = "SephCascadeROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
@@ -90,8 +87,8 @@ def test_config_validation_names_keys():
         validate_sephnet_config(cfg)
 
 
-def test_standard_roi_heads_predictor_uses_the_configured_coder():
-    cfg = _cfg()
+def test_standard_roi_heads_predictor_uses_the_configured_coder(sephnet_cfg):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p3"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
@@ -106,10 +103,10 @@ def test_standard_roi_heads_predictor_uses_the_configured_coder():
 
 
 @pytest.mark.parametrize("loss_type", ["giou", "smooth_l1"])
-def test_sephv24_roi_heads_train_with_the_corner_coder(loss_type):
+def test_sephv24_roi_heads_train_with_the_corner_coder(loss_type, sephnet_cfg):
     from sephnet.backend import Boxes, EventStorage, ImageList, Instances
 
-    cfg = _cfg()
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p3"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3

@@ -9,18 +9,17 @@ from torch.nn import functional as F
 from sephnet.backend import (
     Box2BoxTransform,
     Boxes,
-    CfgNode,
     EventStorage,
     FastRCNNOutputLayers,
     Instances,
     ShapeSpec,
     get_cfg,
 )
+from sephnet.config import add_sephnet_config
 from sephnet.config import predictor as predictor_config
-from sephnet.config import roi_loss as roi_loss_config
-from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers, SephPredictions
+from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.iou_branch import IoUBranch
+from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch
 
 K = 3
 SHAPES = {"cls": ShapeSpec(channels=8), "box": ShapeSpec(channels=4, height=2, width=2)}
@@ -484,9 +483,7 @@ def test_predict_boxes_for_gt_classes_picks_the_gt_class_box():
 # -------------------------------------------------------------------------------- config
 def _cfg(**predictor_keys):
     cfg = get_cfg()
-    cfg.MODEL.SEPH = CfgNode()
-    predictor_config.add_config(cfg)
-    roi_loss_config.add_config(cfg)  # the predictor also reads MODEL.SEPH.ROI_LOSS
+    add_sephnet_config(cfg)  # from_config also reads the box coder's and ROI losses' keys
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 

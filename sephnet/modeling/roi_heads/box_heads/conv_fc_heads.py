@@ -9,15 +9,16 @@ tower). ``R = 0`` works.
 
 Heads (SEPH_SPEC B §2.12; the log's names in brackets):
 
-* :class:`TwinTowerConvFCHead` ["seph", SeparateFastRCNNConvFCHead]: two identical towers;
+* :class:`TwinTowerConvFCHead` ["seph", SeparateFastRCNNConvFCHead]: two identical towers
+  (preset :class:`ValidConvFCHead`: VALID widening convs, "V3");
 * :class:`FCClsConvBoxHead` ["sephv2", SeparateFastRCNNConvFCHeadV2]: FC tower for
   classes, conv tower for boxes, optional IoU tower;
-* :class:`~sephnet.modeling.roi_heads.shared_conv_head.SharedConvHead` ["sephv10 shared
+* :class:`~sephnet.modeling.roi_heads.box_heads.shared_conv_head.SharedConvHead` ["sephv10 shared
   head", FastRCNNConvHead];
-* :class:`~sephnet.modeling.roi_heads.upstream_box_head.UpstreamBoxHead`: detectron2's
+* :class:`~sephnet.modeling.roi_heads.box_heads.upstream_box_head.UpstreamBoxHead`: detectron2's
   single-output head, so baseline configs run through the sephnet path.
 
-Importing this module registers all four.
+The package `__init__` imports every head module (registration).
 """
 from typing import Dict
 
@@ -26,15 +27,11 @@ from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
-from sephnet.modeling.roi_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower, norm_kwargs_from_config
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures, split_head_input
 
-# Registration side effects: importing box_heads registers every decoupled box head.
-from sephnet.modeling.roi_heads import shared_conv_head as _shared_conv_head  # noqa: F401
-from sephnet.modeling.roi_heads import norm_fc_head as _norm_fc_head  # noqa: F401
-from sephnet.modeling.roi_heads import upstream_box_head as _upstream_box_head  # noqa: F401
 
-__all__ = ["TwinTowerConvFCHead", "FCClsConvBoxHead"]
+__all__ = ["TwinTowerConvFCHead", "ValidConvFCHead", "FCClsConvBoxHead"]
 
 
 @SEPH_BOX_HEAD_REGISTRY.register()
@@ -54,7 +51,15 @@ class TwinTowerConvFCHead(nn.Module):
     head" (sephv14_35/38) = 0 convs, 2 FCs.
 
     ``state_dict``: ``cls_tower.*`` and ``box_tower.*``, each as :class:`ConvFCTower`.
+    With ``padding=0`` and a ``width_step`` it is the "V3" head (preset
+    :class:`ValidConvFCHead`).
     """
+
+    #: Reads one pooled map (and a hook's DecoupledFeatures / the ContextPair positionally).
+    input_kind = "pooled"
+    reads_decoupled = True
+    #: (width key, count key) of MODEL.SEPH.BOX_HEAD: widths its norm sees when count > 0.
+    normed_widths = (("CONV_DIM", "NUM_CONV"), ("FC_DIM", "NUM_FC"))
 
     @configurable
     def __init__(
@@ -69,6 +74,8 @@ class TwinTowerConvFCHead(nn.Module):
         norm_groups: int = 32,
         norm_eps: float = 1e-5,
         relu_after_norm: bool = False,
+        padding: int = 1,
+        width_step: int = 0,
     ):
         """
         Args:
@@ -80,6 +87,8 @@ class TwinTowerConvFCHead(nn.Module):
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
             relu_after_norm: a ReLU after norms without their own non-linearity too
                 (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``; the original: none).
+            padding, width_step: the convs' padding (1 SAME, 0 VALID) and widening, as
+                :class:`ConvFCTower`.
 
         Raises:
             ValueError: a tower would have no layer (``num_conv + num_fc == 0``), or as
@@ -88,7 +97,7 @@ class TwinTowerConvFCHead(nn.Module):
         super().__init__()
         if num_conv + num_fc < 1:
             raise ValueError(
-                f"TwinTowerConvFCHead: num_conv={num_conv} and num_fc={num_fc}; each tower "
+                f"{type(self).__name__}: num_conv={num_conv} and num_fc={num_fc}; each tower "
                 "needs at least one layer."
             )
         tower = dict(
@@ -100,6 +109,8 @@ class TwinTowerConvFCHead(nn.Module):
             norm_groups=norm_groups,
             norm_eps=norm_eps,
             relu_after_norm=relu_after_norm,
+            padding=padding,
+            width_step=width_step,
         )
         self.cls_tower = ConvFCTower(input_shape, **tower)
         self.box_tower = ConvFCTower(input_shape, **tower)
@@ -135,6 +146,28 @@ class TwinTowerConvFCHead(nn.Module):
 
 
 @SEPH_BOX_HEAD_REGISTRY.register()
+class ValidConvFCHead(TwinTowerConvFCHead):
+    """Preset of :class:`TwinTowerConvFCHead` ("V3"; not in the log): VALID convs widening by
+    ``width_step`` (64 in the original, no config key)::
+
+        tower: conv 3x3 VALID, conv_dim + 1 * width_step -> norm -> act     S   -> S-2
+               conv 3x3 VALID, conv_dim + 2 * width_step -> norm -> act     S-2 -> S-4
+               ... num_conv convs (log default 3: 7 -> 5 -> 3 -> 1)
+               -> flatten -> num_fc x FC(fc_dim) + norm + act
+
+    Output ``[R, fc_dim]`` per tower (``[R, conv_dim + num_conv * width_step, S', S']`` when
+    ``num_fc == 0``).
+    """
+
+    normed_widths = ()  # the widened convs are not CONV_DIM wide; not checked
+
+    @configurable
+    def __init__(self, *, width_step: int = 64, **kwargs):
+        """Keyword arguments as :class:`TwinTowerConvFCHead` (``padding`` is 0)."""
+        super().__init__(padding=0, width_step=width_step, **kwargs)
+
+
+@SEPH_BOX_HEAD_REGISTRY.register()
 class FCClsConvBoxHead(nn.Module):
     """FC tower for classification, conv tower for boxes: the log's "sephv2" workhorse.
 
@@ -154,6 +187,10 @@ class FCClsConvBoxHead(nn.Module):
 
     ``state_dict``: ``cls_tower.fc{j}.*``, ``box_tower.conv{i}.*``, ``iou_tower.*``.
     """
+
+    input_kind = "pooled"
+    reads_decoupled = True
+    normed_widths = (("CONV_DIM", None), ("FC_DIM", None))  # None: always built
 
     @configurable
     def __init__(

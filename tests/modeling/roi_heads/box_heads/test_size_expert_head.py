@@ -3,10 +3,9 @@ the stacked-linear quirk, the size-carrying pooler, config checks."""
 import pytest
 import torch
 
-from sephnet.backend import Boxes, ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, ShapeSpec
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
-from sephnet.modeling.roi_heads.size_expert_head import (
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import (
     BoxSizeROIPooler,
     SizedFeatures,
     SizeExpertHead,
@@ -17,20 +16,17 @@ C, S = 8, 5
 SHAPE = ShapeSpec(channels=C, height=S, width=S)
 
 
-def tiny_cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = S
-    node = cfg.MODEL.SEPH.BOX_HEAD
-    node.NAME, node.NUM_CONV, node.CONV_DIM, node.NUM_FC, node.FC_DIM = (
-        "SizeExpertHead", 1, 8, 2, 16,
-    )
-    for key, value in keys.items():
-        cfg.merge_from_list([key, value])
-    validate_sephnet_config(cfg)
-    return cfg
+#: A small SizeExpertHead (the keys each test starts from).
+HEAD_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
+    "MODEL.ROI_HEADS.NUM_CLASSES": 3,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": S,
+    "MODEL.SEPH.BOX_HEAD.NAME": "SizeExpertHead",
+    "MODEL.SEPH.BOX_HEAD.NUM_CONV": 1,
+    "MODEL.SEPH.BOX_HEAD.CONV_DIM": 8,
+    "MODEL.SEPH.BOX_HEAD.NUM_FC": 2,
+    "MODEL.SEPH.BOX_HEAD.FC_DIM": 16,
+}
 
 
 def test_expert_index_bins_of_the_log():
@@ -60,9 +56,9 @@ def _sized(r=12, seed=0, requires_grad=False):
     return SizedFeatures(feats, sizes)
 
 
-def test_each_roi_is_computed_by_its_own_expert_alone():
+def test_each_roi_is_computed_by_its_own_expert_alone(sephnet_cfg):
     torch.manual_seed(0)
-    head = SizeExpertHead(tiny_cfg(), SHAPE)
+    head = SizeExpertHead(sephnet_cfg(HEAD_KEYS, validate=True), SHAPE)
     x = _sized()
     out = head(x)
     assert isinstance(out, DecoupledFeatures) and out.iou is None
@@ -78,23 +74,23 @@ def test_each_roi_is_computed_by_its_own_expert_alone():
 
 
 @pytest.mark.parametrize("agnostic,box_dim", [(False, 12), (True, 4)])
-def test_stacked_linear_quirk_adds_shared_linear_maps(agnostic, box_dim):
+def test_stacked_linear_quirk_adds_shared_linear_maps(agnostic, box_dim, sephnet_cfg):
     torch.manual_seed(1)
-    cfg = tiny_cfg(**{"MODEL.SEPH.SIZE_EXPERT_HEAD.STACKED_LINEAR": True,
-                      "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": agnostic})
+    cfg = sephnet_cfg({**HEAD_KEYS, **{"MODEL.SEPH.SIZE_EXPERT_HEAD.STACKED_LINEAR": True,
+                      "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": agnostic}}, validate=True)
     head = SizeExpertHead(cfg, SHAPE)
     assert head.output_shapes == {"cls": ShapeSpec(channels=4), "box": ShapeSpec(channels=box_dim)}
     x = _sized()
     out = head(x)
-    plain = SizeExpertHead(tiny_cfg(), SHAPE)
+    plain = SizeExpertHead(sephnet_cfg(HEAD_KEYS, validate=True), SHAPE)
     plain.load_state_dict({k: v for k, v in head.state_dict().items() if "linear" not in k})
     ref = plain(x)
     torch.testing.assert_close(out.cls, head.cls_linear(ref.cls))
     torch.testing.assert_close(out.box, head.box_linear(ref.box.flatten(1)))
 
 
-def test_backward_reaches_every_expert_and_empty_input():
-    head = SizeExpertHead(tiny_cfg(), SHAPE)
+def test_backward_reaches_every_expert_and_empty_input(sephnet_cfg):
+    head = SizeExpertHead(sephnet_cfg(HEAD_KEYS, validate=True), SHAPE)
     x = _sized(requires_grad=True)
     out = head(x)
     (out.cls.sum() + out.box.sum()).backward()
@@ -105,9 +101,9 @@ def test_backward_reaches_every_expert_and_empty_input():
     assert empty.cls.shape == (0, 16) and empty.box.shape == (0, 8, S, S)
 
 
-def test_plain_tensor_is_rejected():
+def test_plain_tensor_is_rejected(sephnet_cfg):
     with pytest.raises(TypeError, match="SizedFeatures"):
-        SizeExpertHead(tiny_cfg(), SHAPE)(torch.zeros(1, C, S, S))
+        SizeExpertHead(sephnet_cfg(HEAD_KEYS, validate=True), SHAPE)(torch.zeros(1, C, S, S))
 
 
 @pytest.mark.parametrize(
@@ -119,6 +115,6 @@ def test_plain_tensor_is_rejected():
         ({"MODEL.SEPH.ROI_HOOK.NAME": "OneHeadSEROIHeadsHook"}, "ROI_HOOK.NAME"),
     ],
 )
-def test_config_errors_name_the_key(keys, match):
+def test_config_errors_name_the_key(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        tiny_cfg(**keys)
+        sephnet_cfg({**HEAD_KEYS, **keys}, validate=True)

@@ -1,4 +1,5 @@
-"""The reference recipe sephv14_10 (SEPH_SPEC B §3.5) end to end, scaled down to CPU size.
+"""The reference recipe sephv14_10 (docs/components.md#row-configs) end to end, scaled down to CPU
+size.
 
 A full GeneralizedRCNN with every component the recipe names: the seph FPN backbone
 (C3-C5, EvoNormS0, P6 = strided conv + EvoNorm on C5), SephRPN labelled by ATSSMatcher

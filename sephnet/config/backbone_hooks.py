@@ -1,4 +1,4 @@
-"""Keys of the backbone hooks (SEPH_SPEC B §2.5): ``MODEL.SEPH.BACKBONE_HOOKS.*``.
+"""Keys of the backbone hooks (docs/components.md#backbone-hooks): ``MODEL.SEPH.BACKBONE_HOOKS.*``.
 
 Hooks are read by sephnet's hooked backbone builders (``build_seph_tf_fpn_backbone``,
 ``build_seph_bifpn_backbone``, ``build_seph_two_way_fpn_backbone``,

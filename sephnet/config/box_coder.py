@@ -1,4 +1,5 @@
-"""Keys of the ROI box coder: ``MODEL.SEPH.BOX_CODER.*`` (B §2.21, row "offset encode (sephv24)").
+"""Keys of the ROI box coder: ``MODEL.SEPH.BOX_CODER.*``
+(docs/components.md#corner-offset-box-coder, row "offset encode (sephv24)").
 
 The default coder is detectron2's ``Box2BoxTransform`` with the upstream weights
 ``MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS`` (Cascade: ``MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``).

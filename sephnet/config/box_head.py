@@ -1,4 +1,4 @@
-"""Keys of the decoupled box heads: ``MODEL.SEPH.BOX_HEAD.*`` (SEPH_SPEC B §2.12).
+"""Keys of the decoupled box heads: ``MODEL.SEPH.BOX_HEAD.*`` (docs/components.md#box-heads).
 
 The heads' norm reuses the upstream key ``MODEL.ROI_BOX_HEAD.NORM`` ("" = none; detectron2's
 names; "EvoNormS0", whose groups/epsilon are ``MODEL.SEPH.EVONORM.*``). Every conv and FC of
@@ -65,7 +65,7 @@ def add_config(cfg: CfgNode) -> None:
     node.RELU_AFTER_NORM = False
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (docs/components.md#conventions). Dropout (off
     # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 

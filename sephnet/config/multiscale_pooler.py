@@ -1,4 +1,5 @@
-"""Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*`` (SEPH_SPEC B §2.11).
+"""Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*``
+(docs/components.md#roi-pooling).
 
 With it on, ``SephStandardROIHeads`` pools a box crop (``MODEL.ROI_BOX_HEAD.POOLER_*``) and a
 context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.poolers.multiscale_pooler`). Who reads

@@ -1,4 +1,4 @@
-"""Keys of sephnet's necks (SEPH_SPEC B §2.3, §2.6): ``MODEL.SEPH.NECKS.*``.
+"""Keys of sephnet's necks (docs/components.md#fpn): ``MODEL.SEPH.NECKS.*``.
 
 The necks reuse the upstream keys whose meaning is the same: ``MODEL.FPN.IN_FEATURES`` (the
 neck's inputs), ``MODEL.FPN.OUT_CHANNELS``, ``MODEL.FPN.NORM`` and ``MODEL.FPN.FUSE_TYPE``

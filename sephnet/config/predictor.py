@@ -1,6 +1,7 @@
 """Keys of the box predictor (``MODEL.SEPH.PREDICTOR.*``) and its IoU branch (``.IOU_BRANCH.*``).
 
-B §2.14-2.17, Part A items 4 and 5. Upstream keys the predictor reuses with their
+docs/components.md#predictor-and-losses. Upstream keys the
+predictor reuses with their
 upstream meaning: ``MODEL.ROI_HEADS.NUM_CLASSES / SCORE_THRESH_TEST / NMS_THRESH_TEST``,
 ``TEST.DETECTIONS_PER_IMAGE``, ``MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS / SMOOTH_L1_BETA /
 CLS_AGNOSTIC_BBOX_REG`` and ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE / BBOX_REG_LOSS_WEIGHT``
@@ -30,7 +31,8 @@ def add_config(cfg: CfgNode) -> None:
     cfg.MODEL.SEPH.PREDICTOR.NAME = "SephOutputLayers"
     # Class-logit layer: "linear" (detectron2's nn.Linear to K+1 logits; every log row) or
     # "cosine" (scale * cosine similarity of L2-normalised feature and class weights, the
-    # background column included; Part A item 4, the "_cos" configs - not a log row).
+    # background column included; docs/components.md#predictor-and-losses, the "_cos" configs - not
+    # a log row).
     cfg.MODEL.SEPH.PREDICTOR.CLS_LAYER = "linear"
     # "cosine" only: the logit scale (inverse temperature), a number > 0. 20 as in TFA.
     cfg.MODEL.SEPH.PREDICTOR.COSINE_SCALE = 20.0
@@ -40,7 +42,8 @@ def add_config(cfg: CfgNode) -> None:
     # A number >= 0.
     cfg.MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHT = 1.0
     # Per-ROI weight of the softmax loss from the ROI's IoU s with its matched gt, loss =
-    # sum_i w_i CE_i / R (mean over all ROIs, B §2.15.2). "none": w = 1 (all rows before
+    # sum_i w_i CE_i / R (mean over all ROIs, docs/components.md#predictor-and-losses). "none": w =
+    # 1 (all rows before
     # Aug 2020, "4)", "4)+GIOUoutputs+no cls loss weight"); "square": w = min(1, 100 (s-0.5)^2)
     # ("cls loss weight": sephv14 and everything derived, sephv15*, recipes 4-9); "linear":
     # w = 4 |s-0.5| ("class loss linear scalar": recipe "3)").
@@ -56,8 +59,8 @@ def add_config(cfg: CfgNode) -> None:
     # BBOX_REG_LOSS_WEIGHT 6). Needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE "giou".
     cfg.MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING = "none"
     # Detections per ROI at test time: "all" = detectron2's fast_rcnn_inference (every
-    # class above SCORE_THRESH_TEST; Part A item 1, the default) or "top1" = only the
-    # highest-scoring foreground class of each ROI (the original, B §2.17 / §4 item 19).
+    # class above SCORE_THRESH_TEST; docs/components.md#conventions, the default) or "top1" = only
+    # the highest-scoring foreground class of each ROI (the original, docs/components.md#inference).
     cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST = "all"
 
     cfg.MODEL.SEPH.IOU_BRANCH = CfgNode()
@@ -65,8 +68,8 @@ def add_config(cfg: CfgNode) -> None:
     # box heads with an IoU tower build it when this is on. "pred iou*", iou1-7, sephv3/4/5/8,
     # sephv14_6, sephv27 rows. A head without an IoU tower feeds its box features instead.
     cfg.MODEL.SEPH.IOU_BRANCH.ENABLED = False
-    # Target/loss version, B §2.16: 0 = proposal IoU, FL-BCE on all ROIs (iou1, iou2,
-    # sephv5); 1 = GIoU of the decoded box on fg + NEG_WEIGHT * bg term ("pred iou1",
+    # Target/loss version, docs/components.md#iou-branch: 0 = proposal IoU, FL-BCE on all ROIs
+    # (iou1, iou2, sephv5); 1 = GIoU of the decoded box on fg + NEG_WEIGHT * bg term ("pred iou1",
     # sephv3/4/4_1/8); 3 = proposal centerness on fg ("pred centerness", sephv14_6);
     # 4 = version 0 on ROIs with IoU > 0.4 or prediction >= 0.45 (iou4-6, sephv27);
     # 5 = version 4 with a raw output and L1 loss (iou7). (There is no version 2.)

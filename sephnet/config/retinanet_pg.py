@@ -1,4 +1,5 @@
-"""Keys of the RetinaNet-style proposal generator ``SephRetinaNetPG`` (sephv9, B §2.9).
+"""Keys of the RetinaNet-style proposal generator ``SephRetinaNetPG`` (sephv9,
+docs/components.md#retinanet-proposal-generator).
 
 Selected by ``MODEL.PROPOSAL_GENERATOR.NAME: "SephRetinaNetPG"``. It reuses upstream keys with
 their upstream meaning:

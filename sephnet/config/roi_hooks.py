@@ -1,4 +1,4 @@
-"""Keys of the ROI-head hooks: ``MODEL.SEPH.ROI_HOOK.*`` (SEPH_SPEC B §2.13).
+"""Keys of the ROI-head hooks: ``MODEL.SEPH.ROI_HOOK.*`` (docs/components.md#roi-hooks).
 
 A hook transforms the pooled ROI features before the box head of ``SephStandardROIHeads``
 (see :mod:`sephnet.modeling.roi_heads.hooks.roi_hooks` for the hooks and their versions).

@@ -1,4 +1,5 @@
-"""Keys of the size-expert box head: ``MODEL.SEPH.SIZE_EXPERT_HEAD.*`` (SEPH_SPEC B §2.12 V9).
+"""Keys of the size-expert box head: ``MODEL.SEPH.SIZE_EXPERT_HEAD.*``
+(docs/components.md#box-heads).
 
 Read only when ``MODEL.SEPH.BOX_HEAD.NAME`` is "SizeExpertHead" (log rows sephv14_20 with 512
 ROIs, sephv14_20_1 with 128); its towers use ``MODEL.SEPH.BOX_HEAD.NUM_FC/FC_DIM/NUM_CONV/
@@ -23,7 +24,8 @@ def add_config(cfg: CfgNode) -> None:
     # True: the experts' shared linear maps (cls -> NUM_CLASSES + 1, box -> 4 * NUM_CLASSES,
     # or 4 with CLS_AGNOSTIC_BBOX_REG) run inside the head and the predictor's linear layers
     # run on top of them: two linear maps in a row, as the log's sephv14_20 configs ran
-    # (B §4 item 10, literal). False (sephnet's default): the predictor's layers only.
+    # (docs/components.md#conventions, literal). False (sephnet's default): the predictor's layers
+    # only.
     node.STACKED_LINEAR = False
 
 

@@ -1,6 +1,6 @@
 """Config-free conv/FC + norm + activation building blocks for sephnet's heads.
 
-Both blocks follow the order of the experiment log's layers (SEPH_SPEC B §0.2):
+Both blocks follow the order of the experiment log's layers (docs/components.md#conventions):
 linear map -> norm -> activation, with no bias on the linear map when a norm follows, and
 no ReLU when the norm already contains a non-linearity (EvoNormS0; the log's activation
 "NA"). Norms are given by config name and resolved with

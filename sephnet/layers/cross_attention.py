@@ -1,6 +1,6 @@
 """Cross-attention from box features to context features, without a residual.
 
-The log's ``non_local_blockv3`` as its ROI heads use it (SEPH_SPEC B §2.12 V5/V6/V7, §2.13
+The log's ``non_local_blockv3`` as its ROI heads use it (docs/components.md#box-heads
 IouHeadNonLocalROIHeadsHook): queries from one map, keys and values from another, and the
 caller decides what (if anything) to add back — V5/V6 add a gamma-scaled residual around
 the *value* input, V7 and the IoU hook add none. (``sephnet.layers.NonLocalBlock`` always

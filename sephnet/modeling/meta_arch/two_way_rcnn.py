@@ -1,4 +1,5 @@
-"""SephGeneralizedRCNN: GeneralizedRCNN whose backbone may return two feature dicts (B §2.1).
+"""SephGeneralizedRCNN: GeneralizedRCNN whose backbone may return two feature dicts
+(docs/components.md#conventions).
 
 ::
 

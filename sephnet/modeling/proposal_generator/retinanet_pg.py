@@ -1,4 +1,5 @@
-"""``SephRetinaNetPG``: a one-class RetinaNet used as the proposal generator (sephv9, B §2.9)."""
+"""``SephRetinaNetPG``: a one-class RetinaNet used as the proposal generator (sephv9,
+docs/components.md#retinanet-proposal-generator)."""
 from typing import Dict, List, Optional, Tuple
 
 import torch

@@ -1,4 +1,5 @@
-"""RPN head with an optional per-level norm after its shared conv (sephv17, SEPH_SPEC B §2.8)."""
+"""RPN head with an optional per-level norm after its shared conv (sephv17,
+docs/components.md#anchors-and-rpn)."""
 from typing import List, Tuple
 
 import torch

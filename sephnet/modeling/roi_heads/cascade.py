@@ -1,6 +1,6 @@
 """``SephCascadeROIHeads``: detectron2's Cascade R-CNN with sephnet's box heads and predictor.
 
-B §2.19, rows "Cascade", "Cascade+roi nr=128/512", "...+min iou threshold=0.4".
+docs/components.md#cascade, rows "Cascade", "Cascade+roi nr=128/512", "...+min iou threshold=0.4".
 """
 from typing import Dict, List
 
@@ -78,16 +78,19 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
 
     The class combines detectron2's ``CascadeROIHeads`` (stage loop, relabelling, gradient
     scaling, mean-of-stages inference: the intended behaviour of the original, whose test
-    code called ``predict_probs`` without its argument, B §4 item 11) with
+    code called ``predict_probs`` without its argument, docs/components.md#conventions) with
     :class:`SephStandardROIHeads` (stage-0 sampler, ``gt_ious`` / ``gt_is_matched``) by
     multiple inheritance: only ``_init_box_head`` and ``_match_and_label_boxes`` are
     written here. Stages k > 0 also carry ``gt_ious`` (IoU with the matched gt) and
     ``gt_is_matched``, so the predictor's IoU-weighted losses work at every stage.
 
-    detectron2 conventions kept (Part A item 1): later stages append no gt boxes (the
-    original appended 8 random gt boxes, B §4 item 21). The last stage's predictor decides
+    detectron2 conventions kept (docs/components.md#conventions): later stages append no gt boxes
+    (the
+    original appended 8 random gt boxes, docs/components.md#conventions). The last stage's predictor
+    decides
     the test-time options: with ``classes_per_roi_test="top1"`` the averaged probabilities
-    keep each ROI's best foreground class only (the original, B §2.17); the IoU branch's
+    keep each ROI's best foreground class only (the original, docs/components.md#inference); the IoU
+    branch's
     "rank" test score is not supported (rejected at setup). Otherwise inference is the
     backend's own.
     """

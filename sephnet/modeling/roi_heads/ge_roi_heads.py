@@ -1,4 +1,5 @@
-"""``SephGEROIHeads``: the log's "gev1" ROI heads (B §2.20, B §2.11 PointPool, B §4 item 25).
+"""``SephGEROIHeads``: the log's "gev1" ROI heads (docs/components.md#ge-roi-heads PointPool,
+docs/components.md#conventions).
 
 Instead of pooling a 7x7 crop into a box head, gev1 runs RetinaNet-style towers densely on
 every pyramid level and reads one feature vector per proposal at its centre; regression is

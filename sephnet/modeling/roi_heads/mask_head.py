@@ -1,4 +1,5 @@
-"""Mask head whose convs and deconv carry the configured norm ("EvoNormS0 mask head", B §2.18)."""
+"""Mask head whose convs and deconv carry the configured norm ("EvoNormS0 mask head",
+docs/components.md#mask-head)."""
 from typing import List
 
 import fvcore.nn.weight_init as weight_init

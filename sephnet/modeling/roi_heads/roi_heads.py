@@ -71,9 +71,9 @@ class SephStandardROIHeads(StandardROIHeads):
     * every other ``gt_*`` field of the targets (``gt_boxes``, ``gt_masks``, ...) indexed by
       the matched gt, only for images that have gt (as detectron2).
 
-    ``pos_labels_threshold`` (the original's POS_LABELS_THRESHOLD, B §2.10 item 3): matched
-    ROIs with IoU <= threshold are offered to the sampler as background, as in the original,
-    while their ``gt_classes`` stays the matched class so box regression and the mask head
+    ``pos_labels_threshold`` (the original's POS_LABELS_THRESHOLD,
+    docs/components.md#predictor-and-losses): matched ROIs with IoU <= threshold are offered
+    to the sampler as background, as in the original, while their ``gt_classes`` stays the matched class so box regression and the mask head
     still train on them; the predictor (same key) classifies them as background.
 
     The sephv10 "shared head" flow (box pooling reused by the mask head, Res5ROIHeads-style)
@@ -164,7 +164,7 @@ class SephStandardROIHeads(StandardROIHeads):
             canonical_level=canonical_level(cfg, input_shape, in_features),
         )
         multiscale = cfg.MODEL.SEPH.MULTISCALE_POOLER
-        if multiscale.ENABLED:  # (box, context) crops, B §2.11
+        if multiscale.ENABLED:  # (box, context) crops, docs/components.md#roi-pooling
             box_pooler = MultiScaleROIPooler(
                 context_scale=multiscale.CONTEXT_SCALE,
                 context_resolution=multiscale.CONTEXT_RESOLUTION,
@@ -186,7 +186,8 @@ class SephStandardROIHeads(StandardROIHeads):
             cfg, input_shape
         )
         box_head = head_cls(cfg, pooled_shape)
-        roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13
+        # MODEL.SEPH.ROI_HOOK.NAME, docs/components.md#roi-hooks
+        roi_hook = build_roi_hook(cfg, pooled_shape)
         if roi_hook is not None:
             box_head = HookedBoxHead(roi_hook, box_head)
         return {

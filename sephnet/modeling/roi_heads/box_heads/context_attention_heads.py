@@ -1,4 +1,4 @@
-"""Box heads that read the multi-scale pooler's (box, context) crops (SEPH_SPEC B §2.12 V5-V7).
+"""Box heads that read the multi-scale pooler's (box, context) crops (docs/components.md#box-heads).
 
 Each head turns ``ContextPair(box x0[R, C, S, S], context x1[R, C, M, M])`` into the inputs of
 an inner :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.FCClsConvBoxHead` (cls tower = FCs,
@@ -74,7 +74,7 @@ class _QueryAttentionHead(nn.Module):
             -> norm -> act = box_in [R, C, S, S] -> box tower (convs) -------------> box
                                           box conv n-1 output -> conv3x3 + norm/act -> iou
 
-    Reproduced literally (B §2.12, §4 item 9): the residual is around the *value* input,
+    Reproduced literally (docs/components.md#box-heads): the residual is around the *value* input,
     which is why both crops must have the same size (M == S). With the IoU branch on, the
     IoU feature is one extra conv on the input of the last box conv (the second-to-last
     box conv's output), as in the original.

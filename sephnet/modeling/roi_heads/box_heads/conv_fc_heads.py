@@ -7,7 +7,7 @@ a :class:`DecoupledFeatures` ``(cls, box, iou)``, and ``output_shapes`` is a dic
 ``ShapeSpec`` with the keys ``"cls"``, ``"box"`` (and ``"iou"`` when the head has an IoU
 tower). ``R = 0`` works.
 
-Heads (SEPH_SPEC B §2.12; the log's names in brackets):
+Heads (docs/components.md#box-heads; the log's names in brackets):
 
 * :class:`TwinTowerConvFCHead` ["seph", SeparateFastRCNNConvFCHead]: two identical towers
   (preset :class:`ValidConvFCHead`: VALID widening convs, "V3");

@@ -1,6 +1,6 @@
 """The conv/FC tower every decoupled box head is built from, and its config reading.
 
-A tower is the experiment log's basic head block (SEPH_SPEC B §2.12)::
+A tower is the experiment log's basic head block (docs/components.md#box-heads)::
 
     x[R, C, S, S]
       -> num_conv x ( conv 3x3 SAME, conv_dim -> norm | ReLU )    # spatial size kept
@@ -19,7 +19,7 @@ With ``padding=0`` the convs are VALID (each takes 2 off S) and with ``width_ste
 Layer order and "no bias before a norm" come from the blocks in
 :mod:`sephnet.layers.blocks`. Weights use detectron2's initialisation of its box head
 (``c2_msra_fill`` for convs, ``c2_xavier_fill`` for FCs) rather than the TF original's
-Glorot-uniform: the framework's conventions win (Part A item 1), and the upstream
+Glorot-uniform: the framework's conventions win (docs/components.md#conventions), and the upstream
 adapter head is initialised the same way.
 """
 from typing import Any, Dict

@@ -1,4 +1,4 @@
-"""The sephv2 head with an IoU-driven channel gate on the box tower (SEPH_SPEC B §2.12 "V4").
+"""The sephv2 head with an IoU-driven channel gate on the box tower (docs/components.md#box-heads).
 
 ::
 
@@ -11,7 +11,8 @@
 Composition: an inner :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.FCClsConvBoxHead`
 (``head.*`` in the ``state_dict``; IoU tower from ``MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV/FC``) plus
 the gate FC (``gate.*``, with bias). Without the IoU branch the head equals FCClsConvBoxHead.
-Out of the log (config sephv5 on mnist; B §4 item 30), offered because it is cheap.
+Out of the log (config sephv5 on mnist; docs/components.md#conventions), offered because it is
+cheap.
 """
 from typing import Dict
 

@@ -1,4 +1,4 @@
-"""The shared conv head of the log's "sephv10 (shared head)" row (SEPH_SPEC B §2.12).
+"""The shared conv head of the log's "sephv10 (shared head)" row (docs/components.md#box-heads).
 
 The original ("FastRCNNConvHead") ran inside a Res5ROIHeads-style flow whose pooled
 features also fed the mask head; here it is only the box head's topology. The original's

@@ -1,4 +1,4 @@
-"""The size-expert box head (SEPH_SPEC B §2.12 V9; log rows sephv14_20, sephv14_20_1).
+"""The size-expert box head (docs/components.md#box-heads; log rows sephv14_20, sephv14_20_1).
 
 ::
 
@@ -12,8 +12,9 @@
     --> DecoupledFeatures(cls, box)  --> the predictor
 
 Each expert is the "sephv2" towers of :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.
-FCClsConvBoxHead` (no IoU tower). ``stacked_linear`` reproduces the log's quirk (B §4 item
-10): the original put the experts' own shared linear layers inside the head *and* kept the
+FCClsConvBoxHead` (no IoU tower). ``stacked_linear`` reproduces the log's quirk
+(docs/components.md#conventions): the original put the experts' own shared linear layers inside the
+head *and* kept the
 default predictor, so two linear maps ran in a row; sephnet's default (off) leaves only the
 predictor's (same capacity class, no redundant linear product).
 

@@ -1,4 +1,5 @@
-"""ROI-head hooks: transforms of the pooled ROI features before the box head (SEPH_SPEC B §2.13).
+"""ROI-head hooks: transforms of the pooled ROI features before the box head
+(docs/components.md#roi-hooks).
 
 Selected by ``MODEL.SEPH.ROI_HOOK.NAME`` ("" = none) from ``SEPH_ROI_HOOK_REGISTRY``;
 ``SephStandardROIHeads`` wraps its box head as ``HookedBoxHead(hook, head)``::

@@ -1,4 +1,5 @@
-"""The multi-scale ROI pooler: a box crop and a context crop per ROI (SEPH_SPEC B §2.11).
+"""The multi-scale ROI pooler: a box crop and a context crop per ROI
+(docs/components.md#roi-pooling).
 
 The log's ROIMultiScale (sephv19, sephv25*, iou5)::
 

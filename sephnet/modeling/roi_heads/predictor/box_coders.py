@@ -7,7 +7,7 @@ and predicted deltas back into boxes (``apply_deltas``). sephnet's predictor
 ``Box2BoxTransform``. Both are registered in ``SEPH_BOX_CODER_REGISTRY`` and selected by
 ``MODEL.SEPH.BOX_CODER.NAME`` (see :func:`build_box_coder`).
 
-The corner-offset coder (B §2.21, "offset encode (sephv24)")::
+The corner-offset coder (docs/components.md#corner-offset-box-coder, "offset encode (sephv24)")::
 
     target  d = (g_corner - p_corner) / step        per corner coordinate (x1, y1, x2, y2)
     decode  b = p_corner + step * d, then x2 >= x1 and y2 >= y1 forced (x2 := max(x1, x2))

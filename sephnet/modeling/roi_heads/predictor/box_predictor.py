@@ -1,6 +1,7 @@
 """sephnet's box predictor: linear or cosine class logits, box deltas, optional IoU branch.
 
-B §2.14-2.17, Part A items 1, 4 and 5. Registered in ``SEPH_BOX_PREDICTOR_REGISTRY`` as
+docs/components.md#predictor-and-losses, docs/components.md#conventions. Registered in
+``SEPH_BOX_PREDICTOR_REGISTRY`` as
 ``SephOutputLayers`` (``MODEL.SEPH.PREDICTOR.NAME``).
 """
 
@@ -114,7 +115,8 @@ class SephOutputLayers(nn.Module):
       boxes). Needed by POS_LABELS_THRESHOLD, the class- and box-loss weightings and
       IoU-branch versions 0/4/5 (a ValueError names the field when it is missing).
 
-    The rule (B §2.10 item 3): box regression (and the mask head) train on the matcher's
+    The rule (docs/components.md#roi-sampling): box regression (and the mask head) train on the
+    matcher's
     foreground; classification uses ``gt_classes`` where ``gt_ious >
     pos_labels_threshold`` and background K elsewhere (with the threshold 0 = off,
     classification uses ``gt_classes`` unchanged).
@@ -623,7 +625,7 @@ def keep_top1_class(probs: torch.Tensor) -> torch.Tensor:
     """Zero every foreground column but each row's largest (``[Ri, K+1]``, bg kept).
 
     Zeroed entries never pass ``fast_rcnn_inference``'s strict ``score > thresh`` test,
-    so each ROI yields at most one detection (the original's B §2.17 rule).
+    so each ROI yields at most one detection (the original's docs/components.md#inference rule).
     """
     fg = probs[:, :-1]
     if fg.numel() == 0:

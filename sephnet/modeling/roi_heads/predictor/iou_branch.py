@@ -1,6 +1,7 @@
 """The IoU-prediction branch of the box predictor ("pred iou", iou1...iou7, "pred centerness").
 
-B §2.16: one class-agnostic output per ROI, trained towards a quality target that
+docs/components.md#iou-branch: one class-agnostic output per ROI, trained towards a quality target
+that
 depends on ``VERSION``. How it enters the test score is a config choice
 (:data:`IOU_TEST_SCORES`), applied by the predictor; the default, "by_version", is the
 original's rule: version 3 (centerness) always multiplies the class probabilities, every other
@@ -73,7 +74,8 @@ def paired_giou(boxes: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
 
 
 def centerness_targets(proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
-    """``1 - max(2|cy_p - cy_g| / h_g, 2|cx_p - cx_g| / w_g)`` per ROI (B §2.16 version 3).
+    """``1 - max(2|cy_p - cy_g| / h_g, 2|cx_p - cx_g| / w_g)`` per ROI
+    (docs/components.md#iou-branch version 3).
 
     Measured on the *proposal* centre, not the refined box (the original's deliberate
     choice). 1 when the centres coincide, 0 when the proposal centre lies on the gt

@@ -9,7 +9,7 @@ from sephnet.modeling.roi_heads.predictor.iou_branch import IoUBranch, centernes
 
 
 def _focal(x: float, y: float) -> float:
-    """The spec's soft-label FL-BCE, written out (B §2.16)."""
+    """The spec's soft-label FL-BCE, written out (docs/components.md#iou-branch)."""
     p = 1 / (1 + math.exp(-x))
     p_t = y * p + (1 - y) * (1 - p)
     bce = -(y * math.log(p) + (1 - y) * math.log(1 - p))

@@ -73,8 +73,8 @@ class SephStandardROIHeads(StandardROIHeads):
 
     ``pos_labels_threshold`` (the original's POS_LABELS_THRESHOLD,
     docs/components.md#predictor-and-losses): matched ROIs with IoU <= threshold are offered
-    to the sampler as background, as in the original, while their ``gt_classes`` stays the matched class so box regression and the mask head
-    still train on them; the predictor (same key) classifies them as background.
+    to the sampler as background, as in the original, while their ``gt_classes`` stays the
+    matched class so box regression and the mask head still train on them; the predictor (same key) classifies them as background.
 
     The sephv10 "shared head" flow (box pooling reused by the mask head, Res5ROIHeads-style)
     is not offered: the log's sephv10 row ran without masks, and the box path (pool, head,

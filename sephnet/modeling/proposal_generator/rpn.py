@@ -1,10 +1,8 @@
 """``SephRPN``: detectron2's RPN whose anchors can be labelled by an ATSS-style matcher.
 
-docs/components.md#anchors-and-rpn: the log's ATSS matchers label RPN anchors
-(docs/components.md#anchors-and-rpn). Optionally (docs/components.md#conventions) anchors are
-sampled over the whole batch as in the original.
-Everything else
-(head, anchors, losses, proposal selection) is the backend's ``RPN``.
+The log's ATSS matchers label RPN anchors (docs/components.md#anchors-and-rpn). Optionally
+(docs/components.md#conventions) anchors are sampled over the whole batch as in the original.
+Everything else (head, anchors, losses, proposal selection) is the backend's ``RPN``.
 """
 from typing import Callable, Dict, List, Optional, Tuple
 

@@ -1,7 +1,6 @@
 """Keys of the box predictor (``MODEL.SEPH.PREDICTOR.*``) and its IoU branch (``.IOU_BRANCH.*``).
 
-docs/components.md#predictor-and-losses. Upstream keys the
-predictor reuses with their
+docs/components.md#predictor-and-losses. Upstream keys the predictor reuses with their
 upstream meaning: ``MODEL.ROI_HEADS.NUM_CLASSES / SCORE_THRESH_TEST / NMS_THRESH_TEST``,
 ``TEST.DETECTIONS_PER_IMAGE``, ``MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS / SMOOTH_L1_BETA /
 CLS_AGNOSTIC_BBOX_REG`` and ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE / BBOX_REG_LOSS_WEIGHT``
@@ -43,8 +42,8 @@ def add_config(cfg: CfgNode) -> None:
     cfg.MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHT = 1.0
     # Per-ROI weight of the softmax loss from the ROI's IoU s with its matched gt, loss =
     # sum_i w_i CE_i / R (mean over all ROIs, docs/components.md#predictor-and-losses). "none": w =
-    # 1 (all rows before
-    # Aug 2020, "4)", "4)+GIOUoutputs+no cls loss weight"); "square": w = min(1, 100 (s-0.5)^2)
+    # 1 (all rows before Aug 2020, "4)", "4)+GIOUoutputs+no cls loss weight"); "square": w = min(1,
+    # 100 (s-0.5)^2)
     # ("cls loss weight": sephv14 and everything derived, sephv15*, recipes 4-9); "linear":
     # w = 4 |s-0.5| ("class loss linear scalar": recipe "3)").
     cfg.MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHTING = "none"

@@ -14,8 +14,8 @@
     y [N, C, H, W]
 
 Reproduced literally (docs/components.md#roi-hooks): the channel attention runs ONE MLP on the
-concatenation of the
-average- and max-pooled vectors, unlike the CBAM paper (a shared MLP applied to each, then
+concatenation of the average- and max-pooled vectors, unlike the CBAM paper (a shared MLP applied to
+each, then
 summed). Used by ``OneHeadCBAMROIHeadsHook`` (log row sephv14_28).
 """
 import torch

@@ -89,8 +89,8 @@ def weighted_cross_entropy(
 
     ``sum_i w_i CE_i / R``: the denominator is the number of ROIs, not ``sum_i w_i``
     (docs/components.md#predictor-and-losses), so down-weighting ambiguous ROIs lowers the loss
-    instead of
-    renormalising it. With ``weights=None`` this equals ``F.cross_entropy(logits, labels)``.
+    instead of renormalising it. With ``weights=None`` this equals ``F.cross_entropy(logits,
+    labels)``.
 
     Args:
         logits: float ``[R, K+1]``.

@@ -14,8 +14,8 @@ heads receive, keys, channels and strides (the hooks' declared shapes, including
 hook's ``f3`` and balance V2's doubled channels); ``size_divisibility`` is the largest of the
 bottom-up's and the neck's. When the neck is two-way or an RPN hook is set, ``forward``
 returns ``(rpn_features, roi_features)`` (docs/components.md#conventions), both with the keys and
-channels
-of ``output_shape()``; ``SephGeneralizedRCNN`` routes them. ``returns_two_dicts`` says which.
+channels of ``output_shape()``; ``SephGeneralizedRCNN`` routes them. ``returns_two_dicts`` says
+which.
 
 State-dict names: the bottom-up keeps detectron2's ``bottom_up.*`` prefix; the neck is
 ``neck.*``, hooks ``before_hook.*``/``after_hook.*``/``rpn_hook.*``, extra levels

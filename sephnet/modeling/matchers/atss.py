@@ -45,8 +45,8 @@ class ATSSMatcher:
     (G, N) pairs.
 
     ``pre_fix=True`` reproduces the version of 2020-07-30..10-28 (log recipe "3)"), as
-    docs/components.md#anchors-and-rpn
-    describes it: the candidate count is multiplied by 9 once more; level l's candidate
+    docs/components.md#anchors-and-rpn describes it: the candidate count is multiplied by 9 once
+    more; level l's candidate
     indices are offset by the size of level l-1 alone instead of all previous levels (our
     reading of "non-cumulative offsets": from the third level on the candidates land on the
     wrong anchors, as in the original, and an anchor listed twice counts twice in the

@@ -85,13 +85,11 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
     ``gt_is_matched``, so the predictor's IoU-weighted losses work at every stage.
 
     detectron2 conventions kept (docs/components.md#conventions): later stages append no gt boxes
-    (the
-    original appended 8 random gt boxes, docs/components.md#conventions). The last stage's predictor
-    decides
-    the test-time options: with ``classes_per_roi_test="top1"`` the averaged probabilities
+    (the original appended 8 random gt boxes, docs/components.md#conventions). The last stage's
+    predictor decides the test-time options: with ``classes_per_roi_test="top1"`` the averaged
+    probabilities
     keep each ROI's best foreground class only (the original, docs/components.md#inference); the IoU
-    branch's
-    "rank" test score is not supported (rejected at setup). Otherwise inference is the
+    branch's "rank" test score is not supported (rejected at setup). Otherwise inference is the
     backend's own.
     """
 

@@ -22,8 +22,8 @@ sampler: ``num_pos = min(#foreground, int(num_samples * positive_fraction))`` an
 ``num_neg = min(#background, num_samples - num_pos)``; no index is returned twice. So an
 image with too few proposals yields fewer than ``num_samples`` ROIs. The original
 ("new rcn sample", docs/components.md#roi-sampling) always returned exactly ``num_samples`` ROIs,
-repeating indices
-when it ran short and falling back to uniform picks over all valid proposals; samplers
+repeating indices when it ran short and falling back to uniform picks over all valid proposals;
+samplers
 here only decide *which* proposals fill those counts.
 
 ``matched_idxs`` and ``ious`` are what a max-IoU matcher gives: for a proposal with no gt

@@ -14,8 +14,8 @@
 Each expert is the "sephv2" towers of :class:`~sephnet.modeling.roi_heads.box_heads.conv_fc_heads.
 FCClsConvBoxHead` (no IoU tower). ``stacked_linear`` reproduces the log's quirk
 (docs/components.md#conventions): the original put the experts' own shared linear layers inside the
-head *and* kept the
-default predictor, so two linear maps ran in a row; sephnet's default (off) leaves only the
+head *and* kept the default predictor, so two linear maps ran in a row; sephnet's default (off)
+leaves only the
 predictor's (same capacity class, no redundant linear product).
 
 The head needs the proposal sizes, so it declares ``input_kind = "box_sizes"`` and

@@ -1,8 +1,7 @@
 """sephnet's box predictor: linear or cosine class logits, box deltas, optional IoU branch.
 
 docs/components.md#predictor-and-losses, docs/components.md#conventions. Registered in
-``SEPH_BOX_PREDICTOR_REGISTRY`` as
-``SephOutputLayers`` (``MODEL.SEPH.PREDICTOR.NAME``).
+``SEPH_BOX_PREDICTOR_REGISTRY`` as ``SephOutputLayers`` (``MODEL.SEPH.PREDICTOR.NAME``).
 """
 
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
@@ -116,8 +115,7 @@ class SephOutputLayers(nn.Module):
       IoU-branch versions 0/4/5 (a ValueError names the field when it is missing).
 
     The rule (docs/components.md#roi-sampling): box regression (and the mask head) train on the
-    matcher's
-    foreground; classification uses ``gt_classes`` where ``gt_ious >
+    matcher's foreground; classification uses ``gt_classes`` where ``gt_ious >
     pos_labels_threshold`` and background K elsewhere (with the threshold 0 = off,
     classification uses ``gt_classes`` unchanged).
 

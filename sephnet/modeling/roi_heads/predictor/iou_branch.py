@@ -1,8 +1,7 @@
 """The IoU-prediction branch of the box predictor ("pred iou", iou1...iou7, "pred centerness").
 
 docs/components.md#iou-branch: one class-agnostic output per ROI, trained towards a quality target
-that
-depends on ``VERSION``. How it enters the test score is a config choice
+that depends on ``VERSION``. How it enters the test score is a config choice
 (:data:`IOU_TEST_SCORES`), applied by the predictor; the default, "by_version", is the
 original's rule: version 3 (centerness) always multiplies the class probabilities, every other
 version is ignored at test time (:func:`test_score_of_version`).

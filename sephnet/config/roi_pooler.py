@@ -3,8 +3,7 @@
 A box of side ``s = sqrt(area)`` pixels is pooled from the level
 ``floor(canonical + log2(s / 224))``, clamped to the pooled levels. detectron2 fixes
 ``canonical`` at level 4 (P4 for 224-pixel boxes) whatever ``MODEL.ROI_HEADS.IN_FEATURES``
-are; the original counted it as an index into IN_FEATURES (docs/components.md, "ROI
-pooling"). Both give the same levels for P3-P6, not for P2-P6 (sephNv15).
+are; the original counted it as an index into IN_FEATURES (docs/components.md#roi-pooling). Both give the same levels for P3-P6, not for P2-P6 (sephNv15).
 """
 import math
 from typing import Dict, List

@@ -1,7 +1,7 @@
 """Keys of the original's solver behaviour: ``MODEL.SEPH.SOLVER.*``.
 
 Every default is detectron2's; the log-row configs set the original's values (the root
-``configs/Base-Seph-RCNN-FPN.yaml``). What each computes: docs/components.md, "Solver".
+``configs/Base-Seph-RCNN-FPN.yaml``). What each computes: docs/components.md#solver.
 """
 from sephnet.backend import CfgNode
 

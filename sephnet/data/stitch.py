@@ -1,4 +1,5 @@
-"""The original's "stitch" augmentation: two images of a training batch pasted into one.
+"""The original's "stitch" augmentation (docs/components.md#stitch-augmentation): two images
+of a training batch pasted into one.
 
 With probability ``prob`` per batch (``MODEL.SEPH.STITCH.PROB``; sephNv15: 0.2), a random
 pair (i, j) of the batch's images is stitched into one image that replaces image i (image j

@@ -1,5 +1,5 @@
 """Config-free non-local (self-attention) blocks on feature maps
-(docs/components.md#backbone-hooks).
+(docs/components.md#non-local-blocks).
 
 Three forms, all ``x[N, C, H, W] -> y[N, C, H, W]``, shared by the backbone hooks and the
 ROI-head hooks (where ``N`` is the number of ROIs R and ``H = W`` the pooled size)::
@@ -24,7 +24,7 @@ ROI-head hooks (where ``N`` is the number of ROIs R and ``H = W`` the pooled siz
   ``P`` (one vector per position of a fixed ``H x W`` grid) is added to ``x`` first, and the
   block above runs on ``x + P``: Q, K and V all read it and the residual is around it.
 
-Reproduced literally despite a quirk (docs/components.md#backbone-hooks): the attention logits are
+Reproduced literally despite a quirk (docs/components.md#non-local-blocks): the attention logits are
 divided by the square root of the per-head **value** width, not of the key width. With the log's
 settings
 (equal Q/K/V widths) the two coincide except for the old backbone hook (8, 8, 2), where the

@@ -5,7 +5,7 @@ detectron2's ``get_default_optimizer_params`` gives ``SOLVER.WEIGHT_DECAY_NORM``
 norm classes it knows (BatchNorm, GroupNorm, LayerNorm, ...). sephnet's norms (e.g.
 EvoNormS0, registered in ``SEPH_NORM_REGISTRY``) would otherwise get the full
 ``SOLVER.WEIGHT_DECAY``, while the original applied no decay to normalisation parameters
-(docs/components.md, "Solver"). With default keys everything else is detectron2's
+(docs/components.md#solver). With default keys everything else is detectron2's
 ``build_optimizer`` unchanged: same parameter groups, bias factors, gradient clipping and SGD
 settings. ``WEIGHT_DECAY_SCOPE: backbone_convs`` keeps the decay on the backbone's conv
 weights only; ``CLIP_GLOBAL_NORM`` clips all gradients by their joint norm before each step.

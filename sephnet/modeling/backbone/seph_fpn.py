@@ -10,7 +10,7 @@ changes, all at construction time (the FPN class itself is the backend's, unchan
 * the top block is chosen by ``MODEL.SEPH.FPN.TOP_BLOCK`` (default detectron2's
   ``LastLevelMaxPool``, so default keys give detectron2's backbone).
 
-Per level, compared with the original TF-OD-API-style FPN (docs/components.md, "FPN")::
+Per level, compared with the original TF-OD-API-style FPN (docs/components.md#fpn)::
 
     original                                    this builder
     lateral l: 1x1 conv + bias, no norm/act     same

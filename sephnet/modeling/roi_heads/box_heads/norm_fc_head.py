@@ -2,7 +2,7 @@
 
 The log's "base line" rows used a single-output conv/FC head whose FCs were always
 group-normalised; detectron2's ``FastRCNNConvFCHead`` applies ``MODEL.ROI_BOX_HEAD.NORM`` to
-its convs only, so it cannot express that head (docs/components.md, "Baseline box head").
+its convs only, so it cannot express that head (docs/components.md#baseline-box-head).
 """
 from typing import Dict
 

@@ -24,11 +24,10 @@ ROI-head hooks (where ``N`` is the number of ROIs R and ``H = W`` the pooled siz
   ``P`` (one vector per position of a fixed ``H x W`` grid) is added to ``x`` first, and the
   block above runs on ``x + P``: Q, K and V all read it and the residual is around it.
 
-Reproduced literally despite a quirk (docs/components.md#non-local-blocks): the attention logits are
-divided by the square root of the per-head **value** width, not of the key width. With the log's
-settings
-(equal Q/K/V widths) the two coincide except for the old backbone hook (8, 8, 2), where the
-scale is ``sqrt(C/2)`` instead of ``sqrt(C/8)``.
+Reproduced literally despite a quirk (docs/components.md#non-local-blocks): the attention logits
+are divided by the square root of the per-head **value** width, not of the key width. With the
+log's settings (equal Q/K/V widths) the two coincide except for the old backbone hook (8, 8, 2),
+where the scale is ``sqrt(C/2)`` instead of ``sqrt(C/8)``.
 """
 import math
 from typing import Optional, Sequence, Tuple

@@ -86,8 +86,8 @@ def validate_config(cfg: CfgNode) -> None:
             "(e.g. FCClsConvBoxHead) or a one-head hook."
         )
     if cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED and not hook.reads_context_pair:
+        readers = sorted(n for n, h in SEPH_ROI_HOOK_REGISTRY if h.reads_context_pair)
         raise ValueError(
             f"{_KEY}.NAME={name!r} reads one pooled map, but MODEL.SEPH.MULTISCALE_POOLER."
-            "ENABLED=True gives (box, context) crops; only 'IouHeadNonLocalROIHeadsHook' (or "
-            "no hook) reads them."
+            f"ENABLED=True gives (box, context) crops; only {readers} (or no hook) read them."
         )

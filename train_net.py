@@ -30,6 +30,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from sephnet import add_sephnet_config, validate_sephnet_config
@@ -46,8 +47,9 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
+from sephnet.data.stitch import stitch_batches
 from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
-from sephnet.solver import build_optimizer
+from sephnet.solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
 
@@ -67,6 +69,21 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
         """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        """detectron2's training loader; with ``MODEL.SEPH.STITCH.PROB`` > 0 the original's
+        batch stitching on top (:func:`sephnet.data.stitch.stitch_batches`)."""
+        loader = super().build_train_loader(cfg)
+        if cfg.MODEL.SEPH.STITCH.PROB <= 0:
+            return loader
+        seed = cfg.SEED if cfg.SEED >= 0 else None
+        return stitch_batches(loader, cfg.MODEL.SEPH.STITCH.PROB, np.random.default_rng(seed))
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        """detectron2's schedule, or the original's cosine (``MODEL.SEPH.SOLVER.COSINE_*``)."""
+        return build_lr_scheduler(cfg, optimizer)
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), then the experiment

@@ -101,7 +101,8 @@ _MODULES: Dict[str, str] = {
     "registry": "utils.registry",
 }
 
-# Contract names (ARCHITECTURE.md section 3) and the backend submodule holding each.
+# Contract names (ARCHITECTURE.md section 3) and the backend submodule holding each; the
+# two private helpers (leading underscore) are detectron2 v0.6's, reused as they are.
 _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
     ("config", "CfgNode get_cfg configurable"),
     ("structures", "Boxes BoxMode Instances ImageList BitMasks PolygonMasks pairwise_iou pairwise_ioa"),
@@ -121,9 +122,9 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
     ),
     ("modeling.backbone.resnet", "BottleneckBlock BasicBlock BasicStem"),
     ("modeling.anchor_generator", "DefaultAnchorGenerator"),
-    ("modeling.box_regression", "Box2BoxTransform"),
+    ("modeling.box_regression", "Box2BoxTransform _dense_box_regression_loss"),
     ("modeling.matcher", "Matcher"),
-    ("modeling.poolers", "ROIPooler"),
+    ("modeling.poolers", "ROIPooler assign_boxes_to_levels"),
     ("modeling.proposal_generator", "RPN StandardRPNHead"),
     (
         "modeling.roi_heads",
@@ -131,8 +132,12 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
     ),
     ("modeling.backbone.fpn", "LastLevelMaxPool LastLevelP6P7 build_resnet_fpn_backbone"),
     ("modeling.sampling", "subsample_labels"),
-    ("modeling.proposal_generator.proposal_utils", "find_top_rpn_proposals"),
-    ("modeling.roi_heads.fast_rcnn", "fast_rcnn_inference"),
+    (
+        "modeling.proposal_generator.proposal_utils",
+        "find_top_rpn_proposals add_ground_truth_to_proposals",
+    ),
+    ("modeling.roi_heads.fast_rcnn", "fast_rcnn_inference _log_classification_stats"),
+    ("structures.boxes", "matched_pairwise_iou"),
     ("modeling.roi_heads.mask_head", "mask_rcnn_loss mask_rcnn_inference"),
     (
         "data",

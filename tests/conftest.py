@@ -1,5 +1,6 @@
-"""Shared pytest setup: deterministic seeds, one intra-op thread per worker, and framework
-loggers that propagate to pytest's log capture whatever ran before."""
+"""Shared pytest setup: deterministic seeds, one intra-op thread per worker, framework loggers
+that propagate to pytest's log capture whatever ran before, and the ``sephnet_cfg`` config
+fixture."""
 import logging
 import random
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sephnet.backend import setup_logger
+from sephnet.backend import get_cfg, setup_logger
+from sephnet.config import add_sephnet_config, validate_sephnet_config
 
 # CI runs the suite on 2 cores with 2 pytest-xdist workers: one torch thread each avoids
 # oversubscription, which makes the many tiny convolutions of these tests far slower.
@@ -41,3 +43,27 @@ def _propagating_framework_loggers():
         logger.propagate = propagate
         logger.setLevel(level)
     setup_logger.cache_clear()
+
+
+@pytest.fixture
+def sephnet_cfg():
+    """The shared config factory: ``sephnet_cfg(keys=None, *, validate=False)``.
+
+    Returns a fresh detectron2 config with sephnet's keys (``add_sephnet_config``) on the CPU,
+    with ``keys`` (``{"MODEL.ROI_HEADS.NAME": "SephStandardROIHeads", ...}``, dotted full
+    keys) merged in order through ``merge_from_list``, so an unknown key or a wrongly typed
+    value fails the test; with ``validate`` it also runs ``validate_sephnet_config``. Test
+    modules keep their tiny sizes as a dict of keys and pass it here.
+    """
+
+    def make(keys=None, *, validate=False):
+        cfg = get_cfg()
+        add_sephnet_config(cfg)
+        cfg.MODEL.DEVICE = "cpu"
+        for key, value in (keys or {}).items():
+            cfg.merge_from_list([key, value])
+        if validate:
+            validate_sephnet_config(cfg)
+        return cfg
+
+    return make

@@ -15,6 +15,7 @@ def _run(code, **env):
     )
 
 
+@pytest.mark.slow  # subprocesses: over 10 s on 2 cores
 def test_forcing_core_prints_core():
     out = _run("import sephnet.backend as b; print(b.BACKEND)", SEPHNET_BACKEND="core")
     assert out.returncode == 0, out.stderr

@@ -135,6 +135,7 @@ def test_known_prediction_is_drawn_inside_its_mask_only(tmp_path, monkeypatch):
         demo.main(["--config-file", CONFIG, "--input", src, "--output", big, "--scale", "0"])
 
 
+@pytest.mark.slow  # subprocesses: over 10 s on 2 cores
 def test_cli_reports_errors_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sephnet.demo", "--config-file", CONFIG,

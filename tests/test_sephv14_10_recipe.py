@@ -1,4 +1,5 @@
-"""The reference recipe sephv14_10 (SEPH_SPEC B §3.5) end to end, scaled down to CPU size.
+"""The reference recipe sephv14_10 (docs/components.md#row-configs) end to end, scaled down to CPU
+size.
 
 A full GeneralizedRCNN with every component the recipe names: the seph FPN backbone
 (C3-C5, EvoNormS0, P6 = strided conv + EvoNorm on C5), SephRPN labelled by ATSSMatcher
@@ -34,7 +35,7 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.matchers import ATSSMatcher
-from sephnet.modeling.roi_heads.box_heads import FCClsConvBoxHead
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import FCClsConvBoxHead
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 from sephnet.modeling.samplers import BalancedROISampler
 

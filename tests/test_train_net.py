@@ -119,3 +119,22 @@ def _train_then_evaluate(out, overrides):
             assert final[f"{task}/{metric}"] == pytest.approx(value, nan_ok=True), (task, metric)
     eval_predictions = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert eval_predictions == train_predictions
+
+
+def test_train_loader_stitches_batches_when_asked(monkeypatch):
+    from sephnet.backend import Boxes, DefaultTrainer, Instances
+
+    def item(value):
+        inst = Instances((8, 8))
+        inst.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 4.0, 4.0]]))
+        inst.gt_classes = torch.tensor([value])
+        return {"image": torch.full((3, 8, 8), value, dtype=torch.uint8), "instances": inst}
+
+    batches = [[item(1), item(2)]] * 3
+    monkeypatch.setattr(DefaultTrainer, "build_train_loader", classmethod(lambda cls, cfg: batches))
+    cfg = train_net.setup(_args("MODEL.MASK_ON", "False", "MODEL.SEPH.STITCH.PROB", "1.0"))
+    for batch in train_net.Trainer.build_train_loader(cfg):
+        counts = sorted(len(x["instances"]) for x in batch)
+        assert counts == [1, 2]  # one image now holds the pair's two boxes
+    cfg = train_net.setup(_args("MODEL.MASK_ON", "False"))
+    assert train_net.Trainer.build_train_loader(cfg) is batches

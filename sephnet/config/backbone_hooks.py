@@ -1,10 +1,11 @@
-"""Keys of the backbone hooks (SEPH_SPEC B §2.5): ``MODEL.SEPH.BACKBONE_HOOKS.*``.
+"""Keys of the backbone hooks (docs/components.md#backbone-hooks): ``MODEL.SEPH.BACKBONE_HOOKS.*``.
 
 Hooks are read by sephnet's hooked backbone builders (``build_seph_tf_fpn_backbone``,
 ``build_seph_bifpn_backbone``, ``build_seph_two_way_fpn_backbone``,
 ``build_seph_hooked_fpn_backbone``); see ``sephnet/modeling/backbone/hooked_backbone.py``.
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import resolve_norm
 
 __all__ = ["add_config", "validate_config", "HOOKED_BACKBONES"]
@@ -74,11 +75,6 @@ def _registered_names():
     return sorted(name for name, _ in SEPH_BACKBONE_HOOK_REGISTRY)
 
 
-def _positive_int(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check hook names, versions, numbers, and that hooks are used with a builder reading them.
 
@@ -135,8 +131,8 @@ def validate_config(cfg: CfgNode) -> None:
             raise ValueError(
                 f"MODEL.SEPH.BACKBONE_HOOKS.{key}={value!r}; expected one of {sorted(allowed)}."
             )
-    _positive_int(node.MIN_LEVEL, "MODEL.SEPH.BACKBONE_HOOKS.MIN_LEVEL", 2)
-    _positive_int(node.SE.RATIO, "MODEL.SEPH.BACKBONE_HOOKS.SE.RATIO", 1)
-    _positive_int(
+    check_int_at_least(node.MIN_LEVEL, "MODEL.SEPH.BACKBONE_HOOKS.MIN_LEVEL", 2)
+    check_int_at_least(node.SE.RATIO, "MODEL.SEPH.BACKBONE_HOOKS.SE.RATIO", 1)
+    check_int_at_least(
         node.BALANCE.REFERENCE_INDEX, "MODEL.SEPH.BACKBONE_HOOKS.BALANCE.REFERENCE_INDEX", 0
     )

@@ -1,4 +1,5 @@
-"""Keys of the ROI box coder: ``MODEL.SEPH.BOX_CODER.*`` (B §2.21, row "offset encode (sephv24)").
+"""Keys of the ROI box coder: ``MODEL.SEPH.BOX_CODER.*``
+(docs/components.md#corner-offset-box-coder, row "offset encode (sephv24)").
 
 The default coder is detectron2's ``Box2BoxTransform`` with the upstream weights
 ``MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS`` (Cascade: ``MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``).
@@ -39,7 +40,7 @@ def validate_config(cfg: CfgNode) -> None:
         ValueError: naming the offending keys and values.
     """
     # Imported here so the config package imports no model code at module level.
-    from sephnet.modeling.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
+    from sephnet.modeling.roi_heads.predictor.box_coders import CornerOffsetBox2BoxTransform, build_box_coder
 
     node = cfg.MODEL.SEPH.BOX_CODER
     step = node.CORNER_OFFSET_STEP

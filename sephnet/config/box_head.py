@@ -1,11 +1,12 @@
-"""Keys of the decoupled box heads: ``MODEL.SEPH.BOX_HEAD.*`` (SEPH_SPEC B §2.12).
+"""Keys of the decoupled box heads: ``MODEL.SEPH.BOX_HEAD.*`` (docs/components.md#box-heads).
 
 The heads' norm reuses the upstream key ``MODEL.ROI_BOX_HEAD.NORM`` ("" = none; detectron2's
-names; "EvoNormS0", whose groups/epsilon are ``MODEL.SEPH.EVONORM.*``). After a norm that has
-its own non-linearity (EvoNormS0, the log's activation "NA") no ReLU is added; otherwise
-every conv and FC is followed by a ReLU.
+names; "EvoNormS0", whose groups/epsilon are ``MODEL.SEPH.EVONORM.*``). Every conv and FC of
+a decoupled head is followed by its norm and no activation (the original's activation "NA"
+or "" next to every norm the log used, BN and GN included), or by a ReLU when NORM is "".
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
@@ -31,6 +32,9 @@ def add_config(cfg: CfgNode) -> None:
     #   sephv14*, iou1..7, the reference recipe sephv14_10).
     # "SharedConvHead": NUM_CONV shared convs of CONV_DIM, then a SAME cls conv and a VALID
     #   box conv of BRANCH_CONV_DIM (log "sephv10 (shared head)": 4 x 384, branches 256).
+    # "NormFCBoxHead": one tower for classes and boxes, NUM_CONV plain convs + ReLU, then
+    #   NUM_FC FCs with MODEL.ROI_BOX_HEAD.NORM + ReLU (log "base line" family: 0 conv, 2 FC
+    #   x 1024 with GN, which detectron2's FastRCNNConvFCHead cannot normalise).
     node.NAME = _UPSTREAM
     # Number of 3x3 SAME convs (int >= 0): both towers of TwinTowerConvFCHead, the box tower
     # of FCClsConvBoxHead (>= 1), the shared convs of SharedConvHead. Log: 4 in every row
@@ -53,30 +57,16 @@ def add_config(cfg: CfgNode) -> None:
     # original's defaults), 4/0 (iou2, iou4..iou7, sephv27).
     node.IOU_NUM_CONV = 0
     node.IOU_NUM_FC = 2
+    # Decoupled heads (not UpstreamBoxHead / NormFCBoxHead) with a MODEL.ROI_BOX_HEAD.NORM:
+    # False = no activation after the norm (the original's "NA"/"" in every log row, BN and
+    # GN heads included); True = a ReLU after norms without a non-linearity of their own
+    # (BN, GN), e.g. for MODEL.SEPH.HEAD_ACTIVATION to swap. Without a norm a ReLU always
+    # follows each layer.
+    node.RELU_AFTER_NORM = False
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (docs/components.md#conventions). Dropout (off
     # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
-
-
-def _check_int(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
-
-
-def _used_widths(cfg: CfgNode, name: str):
-    """(key, width) of every normalised layer width the named head builds."""
-    node = cfg.MODEL.SEPH.BOX_HEAD
-    widths = []
-    if name == "TwinTowerConvFCHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("FC_DIM", node.FC_DIM)] if node.NUM_FC else []
-    elif name == "FCClsConvBoxHead":
-        widths += [("CONV_DIM", node.CONV_DIM), ("FC_DIM", node.FC_DIM)]
-    elif name == "SharedConvHead":
-        widths += [("CONV_DIM", node.CONV_DIM)] if node.NUM_CONV else []
-        widths += [("BRANCH_CONV_DIM", node.BRANCH_CONV_DIM)]
-    return widths
 
 
 def validate_config(cfg: CfgNode) -> None:
@@ -96,13 +86,13 @@ def validate_config(cfg: CfgNode) -> None:
     Raises:
         ValueError: naming the offending keys and values.
     """
-    # Registers every decoupled head; imported here so the config package stays importable
+    # Registers every box head; imported here so the config package stays importable
     # without the model package.
     from sephnet.modeling.roi_heads import box_heads  # noqa: F401
 
     node = cfg.MODEL.SEPH.BOX_HEAD
     name = node.NAME
-    get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
+    head_cls = get_registered(SEPH_BOX_HEAD_REGISTRY, name, f"{_KEY}.NAME")
     roi_heads = cfg.MODEL.ROI_HEADS.NAME
     if name != _UPSTREAM and not roi_heads.startswith("Seph"):
         # detectron2's ROI heads build MODEL.ROI_BOX_HEAD.NAME and would ignore this head.
@@ -111,14 +101,18 @@ def validate_config(cfg: CfgNode) -> None:
             f"{roi_heads!r} is not one (expected a 'Seph...' name, e.g. 'SephStandardROIHeads')."
         )
     for key in ("NUM_CONV", "NUM_FC", "IOU_NUM_CONV", "IOU_NUM_FC"):
-        _check_int(node[key], f"{_KEY}.{key}", 0)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 0)
     for key in ("CONV_DIM", "FC_DIM", "BRANCH_CONV_DIM"):
-        _check_int(node[key], f"{_KEY}.{key}", 1)
+        check_int_at_least(node[key], f"{_KEY}.{key}", 1)
+    if not isinstance(node.RELU_AFTER_NORM, bool):
+        raise ValueError(f"{_KEY}.RELU_AFTER_NORM={node.RELU_AFTER_NORM!r}; expected True or False.")
 
     iou_on = cfg.MODEL.SEPH.IOU_BRANCH.ENABLED  # the predictor component's switch
     counts = f"{_KEY}.NUM_CONV={node.NUM_CONV}, {_KEY}.NUM_FC={node.NUM_FC}"
     if name == "TwinTowerConvFCHead" and node.NUM_CONV + node.NUM_FC < 1:
         raise ValueError(f"{name} needs at least one layer per tower; got {counts}.")
+    if name == "NormFCBoxHead" and node.NUM_FC < 1:
+        raise ValueError(f"{name} needs NUM_FC >= 1 (its FCs carry the norm); got {counts}.")
     if name == "FCClsConvBoxHead":
         if node.NUM_CONV < 1 or node.NUM_FC < 1:
             raise ValueError(
@@ -138,6 +132,8 @@ def validate_config(cfg: CfgNode) -> None:
             f"got {resolution}."
         )
 
+    # The widths the head normalises are declared on its class (normed_widths).
+    used = [w for w, count in head_cls.normed_widths if count is None or node[count]]
     norm = cfg.MODEL.ROI_BOX_HEAD.NORM
     try:
         resolve_norm(norm)
@@ -152,8 +148,7 @@ def validate_config(cfg: CfgNode) -> None:
                 "box heads cannot build it."
             )
         if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
-            fc_keys = [key for key, _ in _used_widths(cfg, name) if key == "FC_DIM"]
-            if fc_keys:
+            if "FC_DIM" in used:
                 raise ValueError(
                     f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
                     f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
@@ -167,7 +162,7 @@ def validate_config(cfg: CfgNode) -> None:
         return
     if name == _UPSTREAM:
         return  # detectron2's head: its own widths and checks
-    for key, width in _used_widths(cfg, name):
+    for key, width in ((w, node[w]) for w in used):
         if width % groups:
             raise ValueError(
                 f"{_KEY}.{key}={width} is not divisible by {groups} ({groups_key}), which "

@@ -1,4 +1,5 @@
-"""Cascade R-CNN on sephnet's heads (``SephCascadeROIHeads``, B §2.19): no new keys.
+"""Cascade R-CNN on sephnet's heads (``SephCascadeROIHeads``, docs/components.md#cascade): no new
+keys.
 
 Cascade reuses detectron2's keys with their upstream meaning, so this module only checks
 them when ``MODEL.ROI_HEADS.NAME`` is ``"SephCascadeROIHeads"``:

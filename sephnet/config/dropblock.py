@@ -5,6 +5,7 @@ and ``SephStandardROIHeads`` (heads); see ``sephnet/layers/dropblock.py`` and
 ``sephnet/modeling/head_tricks.py``. Active in training only.
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 
 __all__ = ["add_config", "validate_config"]
 
@@ -35,11 +36,6 @@ def add_config(cfg: CfgNode) -> None:
     node.RAMP_ITERS = 0
 
 
-def _positive_int(value, key):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{_KEY}.{key}={value!r}; expected an int >= 1.")
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check the DropBlock keys.
 
@@ -55,11 +51,10 @@ def validate_config(cfg: CfgNode) -> None:
     """
     node = cfg.MODEL.SEPH.DROPBLOCK
     stages, heads = list(node.BACKBONE_STAGES), list(node.HEADS)
-    _positive_int(node.BACKBONE_BLOCK_SIZE, "BACKBONE_BLOCK_SIZE")
-    _positive_int(node.HEAD_BLOCK_SIZE, "HEAD_BLOCK_SIZE")
+    check_int_at_least(node.BACKBONE_BLOCK_SIZE, f"{_KEY}.BACKBONE_BLOCK_SIZE", 1)
+    check_int_at_least(node.HEAD_BLOCK_SIZE, f"{_KEY}.HEAD_BLOCK_SIZE", 1)
     ramp = node.RAMP_ITERS
-    if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
-        raise ValueError(f"{_KEY}.RAMP_ITERS={ramp!r}; expected an int >= 0.")
+    check_int_at_least(ramp, f"{_KEY}.RAMP_ITERS", 0)
     prob = node.DROP_PROB
     if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 < prob < 1:
         raise ValueError(f"{_KEY}.DROP_PROB={prob!r}; expected a number in (0, 1).")

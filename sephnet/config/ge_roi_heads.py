@@ -1,4 +1,5 @@
-"""Keys of the GE ROI heads ``SephGEROIHeads`` ("gev1", B §2.20): ``MODEL.SEPH.GE_ROI_HEADS.*``.
+"""Keys of the GE ROI heads ``SephGEROIHeads`` ("gev1", docs/components.md#ge-roi-heads):
+``MODEL.SEPH.GE_ROI_HEADS.*``.
 
 Selected by ``MODEL.ROI_HEADS.NAME: "SephGEROIHeads"``. Upstream keys reused with their
 meaning: ``MODEL.ROI_HEADS.IN_FEATURES`` (gev1: P3-P6), ``MODEL.ROI_BOX_HEAD.NORM`` (the

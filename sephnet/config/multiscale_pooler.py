@@ -1,7 +1,8 @@
-"""Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*`` (SEPH_SPEC B §2.11).
+"""Keys of the multi-scale ROI pooler: ``MODEL.SEPH.MULTISCALE_POOLER.*``
+(docs/components.md#roi-pooling).
 
 With it on, ``SephStandardROIHeads`` pools a box crop (``MODEL.ROI_BOX_HEAD.POOLER_*``) and a
-context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.multiscale_pooler`). Who reads
+context crop of each ROI (see :mod:`sephnet.modeling.roi_heads.poolers.multiscale_pooler`). Who reads
 the pair:
 
 * a context-attention head (``BoxQueryAttentionHead`` V5, ``ContextQueryAttentionHead`` V6,
@@ -12,14 +13,12 @@ the pair:
   CONTEXT_RESOLUTION == MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION (the 1.5x / 7x7 version).
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
+from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_ROI_HOOK_REGISTRY, get_registered
 
-__all__ = ["add_config", "validate_config", "CONTEXT_HEADS"]
+__all__ = ["add_config", "validate_config"]
 
 _KEY = "MODEL.SEPH.MULTISCALE_POOLER"
-#: Box heads that read the (box, context) pair their own way.
-CONTEXT_HEADS = ("ContextQueryAttentionHead", "BoxQueryAttentionHead", "ContextStripAttentionHead")
-#: Heads that read one pooled map only.
-_SINGLE_MAP_HEADS = ("UpstreamBoxHead", "SharedConvHead", "SizeExpertHead")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -42,6 +41,9 @@ def add_config(cfg: CfgNode) -> None:
 def validate_config(cfg: CfgNode) -> None:
     """Check the pooler keys and that the box head / hook can read the crop pair.
 
+    What the box head and hook read is declared on their classes (``input_kind``,
+    ``reads_decoupled``; a hook's ``reads_context_pair``).
+
     Raises:
         ValueError: naming the offending keys and values.
     """
@@ -49,11 +51,12 @@ def validate_config(cfg: CfgNode) -> None:
     scale, res = node.CONTEXT_SCALE, node.CONTEXT_RESOLUTION
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 1:
         raise ValueError(f"{_KEY}.CONTEXT_SCALE={scale!r}; expected a number > 1.")
-    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
-        raise ValueError(f"{_KEY}.CONTEXT_RESOLUTION={res!r}; expected an int >= 1.")
-    head = cfg.MODEL.SEPH.BOX_HEAD.NAME
+    check_int_at_least(res, f"{_KEY}.CONTEXT_RESOLUTION", 1)
+    head = cfg.MODEL.SEPH.BOX_HEAD.NAME  # registered: box_head.py validated it
+    head_cls = SEPH_BOX_HEAD_REGISTRY.get(head)
+    reads_pair = head_cls.input_kind == "context_pair"
     if not node.ENABLED:
-        if head in CONTEXT_HEADS:
+        if reads_pair:
             raise ValueError(
                 f"MODEL.SEPH.BOX_HEAD.NAME={head!r} reads (box, context) crops; set "
                 f"{_KEY}.ENABLED=True."
@@ -66,19 +69,23 @@ def validate_config(cfg: CfgNode) -> None:
             f"MODEL.ROI_HEADS.NAME={roi_heads!r}."
         )
     hook = cfg.MODEL.SEPH.ROI_HOOK.NAME
-    if head in CONTEXT_HEADS and hook:
+    if reads_pair and hook:
         raise ValueError(
             f"MODEL.SEPH.BOX_HEAD.NAME={head!r} reads the pooler's (box, context) crops "
             f"directly; MODEL.SEPH.ROI_HOOK.NAME={hook!r} must be ''."
         )
-    if head in _SINGLE_MAP_HEADS:
+    if not reads_pair and not head_cls.reads_decoupled:
+        pair_heads = sorted(n for n, c in SEPH_BOX_HEAD_REGISTRY if c.input_kind == "context_pair")
         raise ValueError(
             f"{_KEY}.ENABLED=True gives (box, context) crops that MODEL.SEPH.BOX_HEAD.NAME="
             f"{head!r} cannot read; expected a decoupled head (e.g. 'FCClsConvBoxHead', "
-            f"sephv19) or one of {CONTEXT_HEADS}."
+            f"sephv19) or one of {pair_heads}."
         )
     resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-    if head not in CONTEXT_HEADS and hook != "IouHeadNonLocalROIHeadsHook" and res != resolution:
+    hook_reads_pair = bool(hook) and get_registered(
+        SEPH_ROI_HOOK_REGISTRY, hook, "MODEL.SEPH.ROI_HOOK.NAME"
+    ).reads_context_pair
+    if not reads_pair and not hook_reads_pair and res != resolution:
         raise ValueError(
             f"MODEL.SEPH.BOX_HEAD.NAME={head!r} runs its box tower on the context crop, so "
             f"{_KEY}.CONTEXT_RESOLUTION={res} must equal MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION="

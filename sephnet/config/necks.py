@@ -1,4 +1,4 @@
-"""Keys of sephnet's necks (SEPH_SPEC B §2.3, §2.6): ``MODEL.SEPH.NECKS.*``.
+"""Keys of sephnet's necks (docs/components.md#fpn): ``MODEL.SEPH.NECKS.*``.
 
 The necks reuse the upstream keys whose meaning is the same: ``MODEL.FPN.IN_FEATURES`` (the
 neck's inputs), ``MODEL.FPN.OUT_CHANNELS``, ``MODEL.FPN.NORM`` and ``MODEL.FPN.FUSE_TYPE``
@@ -8,6 +8,7 @@ neck's inputs), ``MODEL.FPN.OUT_CHANNELS``, ``MODEL.FPN.NORM`` and ``MODEL.FPN.F
 ``MODEL.META_ARCHITECTURE: SephGeneralizedRCNN``).
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 
 __all__ = ["add_config", "validate_config", "NECK_BACKBONES"]
 
@@ -50,11 +51,6 @@ def add_config(cfg: CfgNode) -> None:
     node.BIFPN.SIZE_DIVISIBILITY = 128
 
 
-def _int_at_least(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r}; expected an int >= {minimum}.")
-
-
 def validate_config(cfg: CfgNode) -> None:
     """Check the neck keys and their combination with the backbone builder and meta-arch.
 
@@ -65,11 +61,11 @@ def validate_config(cfg: CfgNode) -> None:
 
     node = cfg.MODEL.SEPH.NECKS
     backbone = cfg.MODEL.BACKBONE.NAME
-    _int_at_least(node.EXTRA_LEVELS, "MODEL.SEPH.NECKS.EXTRA_LEVELS", 0)
-    _int_at_least(node.EXTRA_LEVEL_CHANNELS, "MODEL.SEPH.NECKS.EXTRA_LEVEL_CHANNELS", 1)
-    _int_at_least(node.TF_FPN.NUM_TOP_LEVELS, "MODEL.SEPH.NECKS.TF_FPN.NUM_TOP_LEVELS", 0)
-    _int_at_least(node.BIFPN.NUM_CELLS, "MODEL.SEPH.NECKS.BIFPN.NUM_CELLS", 1)
-    _int_at_least(node.BIFPN.SIZE_DIVISIBILITY, "MODEL.SEPH.NECKS.BIFPN.SIZE_DIVISIBILITY", 1)
+    check_int_at_least(node.EXTRA_LEVELS, "MODEL.SEPH.NECKS.EXTRA_LEVELS", 0)
+    check_int_at_least(node.EXTRA_LEVEL_CHANNELS, "MODEL.SEPH.NECKS.EXTRA_LEVEL_CHANNELS", 1)
+    check_int_at_least(node.TF_FPN.NUM_TOP_LEVELS, "MODEL.SEPH.NECKS.TF_FPN.NUM_TOP_LEVELS", 0)
+    check_int_at_least(node.BIFPN.NUM_CELLS, "MODEL.SEPH.NECKS.BIFPN.NUM_CELLS", 1)
+    check_int_at_least(node.BIFPN.SIZE_DIVISIBILITY, "MODEL.SEPH.NECKS.BIFPN.SIZE_DIVISIBILITY", 1)
     fuse = cfg.MODEL.FPN.FUSE_TYPE
     neck = backbone in NECK_BACKBONES
     if node.EXTRA_LEVELS and not neck:

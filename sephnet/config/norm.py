@@ -1,4 +1,4 @@
-"""Keys of sephnet's norms and of the components placing them (SEPH_SPEC B §2.3/2.4/2.8/2.18).
+"""Keys of sephnet's norms and of the components placing them (docs/components.md#fpn).
 
 ``MODEL.SEPH.EVONORM.*`` parameterise EvoNormS0 wherever a ``NORM`` key names it;
 ``MODEL.SEPH.FPN.*`` choose the top block of ``build_seph_resnet_fpn_backbone``;

@@ -1,4 +1,5 @@
-"""Keys of the RetinaNet-style proposal generator ``SephRetinaNetPG`` (sephv9, B §2.9).
+"""Keys of the RetinaNet-style proposal generator ``SephRetinaNetPG`` (sephv9,
+docs/components.md#retinanet-proposal-generator).
 
 Selected by ``MODEL.PROPOSAL_GENERATOR.NAME: "SephRetinaNetPG"``. It reuses upstream keys with
 their upstream meaning:
@@ -20,12 +21,12 @@ The towers' norm is per level, which upstream's ``MODEL.RETINANET.NORM`` (one no
 by all levels) does not mean, hence the key below.
 """
 from sephnet.backend import CfgNode
+from sephnet.layers.losses import BOX_REG_LOSS_TYPES
 
 __all__ = ["add_config", "validate_config"]
 
 _KEY = "MODEL.SEPH.RETINANET_PG"
 _NAME = "SephRetinaNetPG"
-_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -76,10 +77,10 @@ def validate_config(cfg: CfgNode) -> None:
             f"MODEL.RETINANET.IOU_THRESHOLDS={thresholds} and IOU_LABELS={labels}: expected one "
             "label more than thresholds, each in {-1, 0, 1}."
         )
-    if retina.BBOX_REG_LOSS_TYPE not in _LOSS_TYPES:
+    if retina.BBOX_REG_LOSS_TYPE not in BOX_REG_LOSS_TYPES:
         raise ValueError(
             f"MODEL.RETINANET.BBOX_REG_LOSS_TYPE={retina.BBOX_REG_LOSS_TYPE!r}; expected one of "
-            f"{_LOSS_TYPES}."
+            f"{BOX_REG_LOSS_TYPES}."
         )
     if not 0.0 < retina.PRIOR_PROB < 1.0:
         raise ValueError(f"MODEL.RETINANET.PRIOR_PROB={retina.PRIOR_PROB!r}; expected (0, 1).")

@@ -1,17 +1,16 @@
-"""Keys of the ROI-head hooks: ``MODEL.SEPH.ROI_HOOK.*`` (SEPH_SPEC B §2.13).
+"""Keys of the ROI-head hooks: ``MODEL.SEPH.ROI_HOOK.*`` (docs/components.md#roi-hooks).
 
 A hook transforms the pooled ROI features before the box head of ``SephStandardROIHeads``
-(see :mod:`sephnet.modeling.roi_heads.roi_hooks` for the hooks and their versions).
+(see :mod:`sephnet.modeling.roi_heads.hooks.roi_hooks` for the hooks and their versions).
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 from sephnet.layers.norm import resolve_norm
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
 
 _KEY = "MODEL.SEPH.ROI_HOOK"
-# Hooks whose output is DecoupledFeatures: only sephnet's decoupled heads can read them.
-_TENSOR_ONLY_HEADS = ("UpstreamBoxHead", "SharedConvHead")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -50,29 +49,28 @@ def validate_config(cfg: CfgNode) -> None:
 
     Validated: NAME is "" or registered; VERSION is one the hook has; NORM is a known norm;
     SE_RATIO an int >= 1; a hook needs a Seph ROI head, and a hook returning separate cls/box
-    inputs needs a decoupled sephnet box head (not UpstreamBoxHead/SharedConvHead); with the
-    multi-scale pooler on, only IouHeadNonLocalROIHeadsHook can read its crop pair.
+    inputs (its ``output_kind``) needs a box head that reads them (its ``reads_decoupled``);
+    with the multi-scale pooler on, only a hook that ``reads_context_pair`` (the IoU hook).
 
     Raises:
         ValueError: naming the offending keys and values.
     """
-    from sephnet.modeling.roi_heads.roi_hooks import VALID_VERSIONS
+    from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 
     node = cfg.MODEL.SEPH.ROI_HOOK
     name = node.NAME
-    if isinstance(node.SE_RATIO, bool) or not isinstance(node.SE_RATIO, int) or node.SE_RATIO < 1:
-        raise ValueError(f"{_KEY}.SE_RATIO={node.SE_RATIO!r}; expected an int >= 1.")
+    check_int_at_least(node.SE_RATIO, f"{_KEY}.SE_RATIO", 1)
     try:
         resolve_norm(node.NORM)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{_KEY}.NORM: {e}") from None
     if not name:
         return
-    get_registered(SEPH_ROI_HOOK_REGISTRY, name, f"{_KEY}.NAME")
-    if node.VERSION not in VALID_VERSIONS[name]:
+    hook = get_registered(SEPH_ROI_HOOK_REGISTRY, name, f"{_KEY}.NAME")
+    if node.VERSION not in hook.versions:
         raise ValueError(
             f"{_KEY}.VERSION={node.VERSION!r} is not a version of {_KEY}.NAME={name!r}; "
-            f"expected one of {VALID_VERSIONS[name]}."
+            f"expected one of {hook.versions}."
         )
     roi_heads = cfg.MODEL.ROI_HEADS.NAME
     if roi_heads != "SephStandardROIHeads":
@@ -80,18 +78,16 @@ def validate_config(cfg: CfgNode) -> None:
             f"{_KEY}.NAME={name!r} is applied by SephStandardROIHeads only; "
             f"MODEL.ROI_HEADS.NAME={roi_heads!r}."
         )
-    head = cfg.MODEL.SEPH.BOX_HEAD.NAME
-    if head in _TENSOR_ONLY_HEADS and name not in (
-        "OneHeadNonLocalROIHeadsHook", "OneHeadSEROIHeadsHook", "OneHeadCBAMROIHeadsHook"
-    ):
+    head = cfg.MODEL.SEPH.BOX_HEAD.NAME  # registered: box_head.py validated it
+    if hook.output_kind == "decoupled" and not SEPH_BOX_HEAD_REGISTRY.get(head).reads_decoupled:
         raise ValueError(
             f"{_KEY}.NAME={name!r} gives the box head separate cls/box inputs, which "
             f"MODEL.SEPH.BOX_HEAD.NAME={head!r} cannot read; use a decoupled head "
             "(e.g. FCClsConvBoxHead) or a one-head hook."
         )
-    if cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED and name != "IouHeadNonLocalROIHeadsHook":
+    if cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED and not hook.reads_context_pair:
+        readers = sorted(n for n, h in SEPH_ROI_HOOK_REGISTRY if h.reads_context_pair)
         raise ValueError(
             f"{_KEY}.NAME={name!r} reads one pooled map, but MODEL.SEPH.MULTISCALE_POOLER."
-            "ENABLED=True gives (box, context) crops; only 'IouHeadNonLocalROIHeadsHook' (or "
-            "no hook) reads them."
+            f"ENABLED=True gives (box, context) crops; only {readers} (or no hook) read them."
         )

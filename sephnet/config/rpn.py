@@ -1,5 +1,5 @@
-"""Keys of ``SephRPN``: ``MODEL.SEPH.RPN.MATCHER.*`` (B §2.8, Part A item 6) and
-``MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED`` (B §4 item 13, Part A item 1).
+"""Keys of ``SephRPN``: ``MODEL.SEPH.RPN.MATCHER.*`` (docs/components.md#anchors-and-rpn) and
+``MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED`` (docs/components.md#conventions).
 
 The matchers' (lo, hi) IoU thresholds reuse ``MODEL.RPN.IOU_THRESHOLDS``; the log's configs
 set it to [0.4, 0.5] (detectron2's default is [0.3, 0.7]).
@@ -44,8 +44,8 @@ def add_config(cfg: CfgNode) -> None:
     # True: sample MODEL.RPN.BATCH_SIZE_PER_IMAGE anchors (POSITIVE_FRACTION positives at most)
     # in total over all images of the batch, as the original did in every log row; losses keep
     # detectron2's normaliser (images x BATCH_SIZE_PER_IMAGE), so they are ~1/images of
-    # detectron2's, again as the original. False (default, Part A item 1): detectron2's
-    # per-image sampling. Needs MODEL.PROPOSAL_GENERATOR.NAME "SephRPN".
+    # detectron2's, again as the original. False (default, docs/components.md#conventions):
+    # detectron2's per-image sampling. Needs MODEL.PROPOSAL_GENERATOR.NAME "SephRPN".
     cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = False
 
 

@@ -1,8 +1,9 @@
-"""Keys of the ROI sampler: ``MODEL.SEPH.SAMPLER.*`` (SEPH_SPEC B §2.10, rows sephv16/18/18_1).
+"""Keys of the ROI sampler: ``MODEL.SEPH.SAMPLER.*`` (docs/components.md#roi-sampling, rows
+sephv16/18/18_1).
 
 How many ROIs are sampled stays upstream's: ``MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE`` (128 in
 most rows, 512 for "roi nr=512": sephv14 and its family) and ``POSITIVE_FRACTION`` (0.25),
-with detectron2's "at most that many, no repetition" rule (Part A item 1).
+with detectron2's "at most that many, no repetition" rule (docs/components.md#conventions).
 """
 from sephnet.backend import CfgNode
 
@@ -42,7 +43,8 @@ def add_config(cfg: CfgNode) -> None:
     node.NUM_NEG_BINS = 8
     # BalancedROISampler only: the binned IoU range (unitless IoU; LOW < HIGH, and LOW below
     # the ROI matcher's lowest threshold MODEL.ROI_HEADS.IOU_THRESHOLDS). Log: [-0.2, 0.5],
-    # so with 8 bins the two bins below 0 are always empty (kept for fidelity, B §4 item 22).
+    # so with 8 bins the two bins below 0 are always empty (kept for fidelity,
+    # docs/components.md#conventions).
     # Negative IoUs above HIGH (possible with IOU_THRESHOLDS above 0.5) join the last bin.
     node.NEG_LOW_IOU = -0.2
     node.NEG_HIGH_IOU = 0.5

@@ -1,10 +1,12 @@
-"""Keys of the size-expert box head: ``MODEL.SEPH.SIZE_EXPERT_HEAD.*`` (SEPH_SPEC B §2.12 V9).
+"""Keys of the size-expert box head: ``MODEL.SEPH.SIZE_EXPERT_HEAD.*``
+(docs/components.md#box-heads).
 
 Read only when ``MODEL.SEPH.BOX_HEAD.NAME`` is "SizeExpertHead" (log rows sephv14_20 with 512
 ROIs, sephv14_20_1 with 128); its towers use ``MODEL.SEPH.BOX_HEAD.NUM_FC/FC_DIM/NUM_CONV/
 CONV_DIM`` and ``MODEL.ROI_BOX_HEAD.NORM`` like FCClsConvBoxHead.
 """
 from sephnet.backend import CfgNode
+from sephnet.config._checks import check_int_at_least
 
 __all__ = ["add_config", "validate_config"]
 
@@ -22,7 +24,8 @@ def add_config(cfg: CfgNode) -> None:
     # True: the experts' shared linear maps (cls -> NUM_CLASSES + 1, box -> 4 * NUM_CLASSES,
     # or 4 with CLS_AGNOSTIC_BBOX_REG) run inside the head and the predictor's linear layers
     # run on top of them: two linear maps in a row, as the log's sephv14_20 configs ran
-    # (B §4 item 10, literal). False (sephnet's default): the predictor's layers only.
+    # (docs/components.md#conventions, literal). False (sephnet's default): the predictor's layers
+    # only.
     node.STACKED_LINEAR = False
 
 
@@ -34,8 +37,7 @@ def validate_config(cfg: CfgNode) -> None:
     """
     node = cfg.MODEL.SEPH.SIZE_EXPERT_HEAD
     n, step = node.NUM_EXPERTS, node.SIZE_STEP
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{_KEY}.NUM_EXPERTS={n!r}; expected an int >= 1.")
+    check_int_at_least(n, f"{_KEY}.NUM_EXPERTS", 1)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
         raise ValueError(f"{_KEY}.SIZE_STEP={step!r}; expected a number > 0 (pixels).")
     if cfg.MODEL.SEPH.BOX_HEAD.NAME != "SizeExpertHead":

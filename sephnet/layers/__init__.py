@@ -4,7 +4,7 @@ Importing this package registers ``EvoNormS0`` in ``SEPH_NORM_REGISTRY``.
 """
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.layers.norm import (
-    get_norm,
+    build_norm,
     is_sephnet_norm,
     norm_includes_activation,
     resolve_norm,
@@ -14,7 +14,7 @@ from sephnet.layers.blocks import FCNormAct, conv_norm_act
 
 __all__ = [
     "EvoNormS0",
-    "get_norm",
+    "build_norm",
     "is_sephnet_norm",
     "norm_includes_activation",
     "resolve_norm",

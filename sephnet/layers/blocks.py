@@ -1,6 +1,6 @@
 """Config-free conv/FC + norm + activation building blocks for sephnet's heads.
 
-Both blocks follow the order of the experiment log's layers (SEPH_SPEC B §0.2):
+Both blocks follow the order of the experiment log's layers (docs/components.md#conventions):
 linear map -> norm -> activation, with no bias on the linear map when a norm follows, and
 no ReLU when the norm already contains a non-linearity (EvoNormS0; the log's activation
 "NA"). Norms are given by config name and resolved with
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import Conv2d
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["conv_norm_act", "FCNormAct"]
 
@@ -57,7 +57,7 @@ def conv_norm_act(
     Returns:
         The ``Conv2d`` module.
     """
-    norm_layer = get_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
+    norm_layer = build_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
     return Conv2d(
         in_channels,
         out_channels,
@@ -99,7 +99,7 @@ class FCNormAct(nn.Linear):
             activation: append a ReLU (unless the norm has its own non-linearity).
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
         """
-        norm_layer = get_norm(norm, out_features, groups=norm_groups, eps=norm_eps)
+        norm_layer = build_norm(norm, out_features, groups=norm_groups, eps=norm_eps)
         if getattr(norm_layer, "needs_spatial_extent", False):
             raise ValueError(
                 f"FCNormAct: norm {norm!r} takes statistics over H x W, which an FC output "

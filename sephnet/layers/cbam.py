@@ -1,4 +1,4 @@
-"""Config-free CBAM block as the experiment log implemented it (SEPH_SPEC B §2.13).
+"""Config-free CBAM block as the experiment log implemented it (docs/components.md#roi-hooks).
 
 ::
 
@@ -13,8 +13,9 @@
         x <- x * a_s
     y [N, C, H, W]
 
-Reproduced literally (B §2.13): the channel attention runs ONE MLP on the concatenation of the
-average- and max-pooled vectors, unlike the CBAM paper (a shared MLP applied to each, then
+Reproduced literally (docs/components.md#roi-hooks): the channel attention runs ONE MLP on the
+concatenation of the average- and max-pooled vectors, unlike the CBAM paper (a shared MLP applied to
+each, then
 summed). Used by ``OneHeadCBAMROIHeadsHook`` (log row sephv14_28).
 """
 import torch

@@ -1,4 +1,5 @@
-"""A cosine-similarity classifier layer (Part A item 4; TFA-style few-shot detection)."""
+"""A cosine-similarity classifier layer (docs/components.md#predictor-and-losses; TFA-style few-shot
+detection)."""
 
 import torch
 from torch import nn

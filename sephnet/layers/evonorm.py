@@ -1,7 +1,8 @@
 """EvoNorm-S0: a batch-independent normalisation layer with its own non-linearity.
 
 The experiment log's heads and FPN use EvoNorm-S0 (Liu et al. 2020, "Evolving
-Normalization-Activation Layers") in place of a norm followed by ReLU (SEPH_SPEC B §2.4).
+Normalization-Activation Layers") in place of a norm followed by ReLU
+(docs/components.md#evonorms0).
 For every sample n and channel group g, with per-channel parameters gamma, beta and v::
 
     y = x * sigmoid(v * x) * gamma / sqrt(var_{n,g}(x) + eps) + beta

@@ -2,13 +2,14 @@
 
 * :func:`iou_class_loss_weights`: the experiment log's per-ROI weights of the Fast R-CNN
   classification loss, a function of the ROI's IoU with its matched ground truth
-  (B §2.15.2: "cls loss weight", "class loss linear scalar").
+  (docs/components.md#predictor-and-losses: "cls loss weight", "class loss linear scalar").
 * :func:`iou_box_loss_weights`: per-ROI weights of the GIoU box loss of the original's
-  "WeightGIOU" outputs (B §2.15.1; sephv3/4/5 and recipe "3)").
+  "WeightGIOU" outputs (docs/components.md#predictor-and-losses; sephv3/4/5 and recipe "3)").
 * :func:`weighted_cross_entropy`: softmax cross-entropy with per-ROI weights, averaged
   over all ROIs (not over the weight sum), as the original does.
 
-The soft-label sigmoid focal BCE of the IoU branch (B §2.16) needs nothing new:
+The soft-label sigmoid focal BCE of the IoU branch (docs/components.md#iou-branch) needs nothing
+new:
 fvcore's ``sigmoid_focal_loss`` evaluates the same formula for any real-valued target
 (``tests/layers/test_losses.py`` checks it against the spec's expression).
 """
@@ -19,11 +20,16 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "BOX_REG_LOSS_TYPES",
     "CLS_LOSS_WEIGHTINGS",
     "iou_box_loss_weights",
     "iou_class_loss_weights",
     "weighted_cross_entropy",
 ]
+
+#: Box regression losses of detectron2's ``_dense_box_regression_loss``: the values of
+#: ``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE`` and ``MODEL.RETINANET.BBOX_REG_LOSS_TYPE``.
+BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 #: Values of ``MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHTING``.
 CLS_LOSS_WEIGHTINGS = ("none", "square", "linear")
@@ -60,7 +66,8 @@ def iou_class_loss_weights(ious: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def iou_box_loss_weights(ious: torch.Tensor) -> torch.Tensor:
-    """Per-ROI box-loss weights ``1 if iou > 0.5 else iou`` ("WeightGIOU", B §2.15.1).
+    """Per-ROI box-loss weights ``1 if iou > 0.5 else iou`` ("WeightGIOU",
+    docs/components.md#predictor-and-losses).
 
     Foreground ROIs below 0.5 IoU (possible with a ROI matcher threshold under 0.5, as in
     sephv3/4/5) regress with a weight equal to their IoU. No gradient.
@@ -81,8 +88,9 @@ def weighted_cross_entropy(
     """Softmax cross-entropy, weighted per ROI, mean over all ROIs.
 
     ``sum_i w_i CE_i / R``: the denominator is the number of ROIs, not ``sum_i w_i``
-    (B §2.15.2), so down-weighting ambiguous ROIs lowers the loss instead of
-    renormalising it. With ``weights=None`` this equals ``F.cross_entropy(logits, labels)``.
+    (docs/components.md#predictor-and-losses), so down-weighting ambiguous ROIs lowers the loss
+    instead of renormalising it. With ``weights=None`` this equals ``F.cross_entropy(logits,
+    labels)``.
 
     Args:
         logits: float ``[R, K+1]``.

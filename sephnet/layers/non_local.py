@@ -1,4 +1,5 @@
-"""Config-free non-local (self-attention) blocks on feature maps (SEPH_SPEC B §2.5, §2.13).
+"""Config-free non-local (self-attention) blocks on feature maps
+(docs/components.md#non-local-blocks).
 
 Three forms, all ``x[N, C, H, W] -> y[N, C, H, W]``, shared by the backbone hooks and the
 ROI-head hooks (where ``N`` is the number of ROIs R and ``H = W`` the pooled size)::
@@ -20,12 +21,13 @@ ROI-head hooks (where ``N`` is the number of ROIs R and ``H = W`` the pooled siz
 * :class:`NonLocalBlock` called with a ``context`` map is ``non_local_blockv3``: the queries
   come from ``x``, keys and values from ``context`` (which may have another size and width);
 * :class:`PositionalNonLocalBlock` is ``non_local_blockv4``: a learned positional embedding
-  (one per position of a fixed ``H x W`` grid) is added to the input of Q and K.
+  ``P`` (one vector per position of a fixed ``H x W`` grid) is added to ``x`` first, and the
+  block above runs on ``x + P``: Q, K and V all read it and the residual is around it.
 
-Reproduced literally despite a quirk (B §2.5): the attention logits are divided by the
-square root of the per-head **value** width, not of the key width. With the log's settings
-(equal Q/K/V widths) the two coincide except for the old backbone hook (8, 8, 2), where the
-scale is ``sqrt(C/2)`` instead of ``sqrt(C/8)``.
+Reproduced literally despite a quirk (docs/components.md#non-local-blocks): the attention logits
+are divided by the square root of the per-head **value** width, not of the key width. With the
+log's settings (equal Q/K/V widths) the two coincide except for the old backbone hook (8, 8, 2),
+where the scale is ``sqrt(C/2)`` instead of ``sqrt(C/8)``.
 """
 import math
 from typing import Optional, Sequence, Tuple
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import Conv2d
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["attention_dims", "NonLocalBlock", "PositionalNonLocalBlock"]
 
@@ -135,11 +137,8 @@ class NonLocalBlock(nn.Module):
         for conv in (self.query, self.key, self.value, self.out):
             nn.init.zeros_(conv.bias)
         self.gamma = nn.Parameter(torch.zeros(())) if weighted_residual else None
-        self.norm = get_norm(norm, in_channels, groups=norm_groups, eps=norm_eps)
+        self.norm = build_norm(norm, in_channels, groups=norm_groups, eps=norm_eps)
         self.relu = activation and not norm_includes_activation(norm)
-
-    def _qk_inputs(self, x: torch.Tensor, context: torch.Tensor):
-        return x, context
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
@@ -153,7 +152,6 @@ class NonLocalBlock(nn.Module):
         """
         if context is None:
             context = x
-        q_in, k_in = self._qk_inputs(x, context)
         n, _, h, w = x.shape
         heads = self.num_heads
 
@@ -161,7 +159,7 @@ class NonLocalBlock(nn.Module):
             d, positions = t.shape[1], t.shape[2] * t.shape[3]  # explicit: N may be 0
             return t.flatten(2).reshape(n, heads, d // heads, positions).transpose(2, 3)
 
-        q, k, v = split(self.query(q_in)), split(self.key(k_in)), split(self.value(context))
+        q, k, v = split(self.query(x)), split(self.key(context)), split(self.value(context))
         scale = 1.0 / math.sqrt(v.shape[-1])  # per-head V width (the original's choice)
         attn = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * scale, dim=-1)
         o = torch.matmul(attn, v)  # [N, heads, HW, Dv/heads]
@@ -179,9 +177,12 @@ class PositionalNonLocalBlock(NonLocalBlock):
     """:class:`NonLocalBlock` with a learned positional embedding (the log's ``non_local_blockv4``).
 
     An embedding ``P[1, C, H, W]`` (one vector per position of a fixed grid, initialised
-    N(0, 0.02^2)) is added to the inputs of the Q and K projections; V and the residual use
-    the plain input. Inputs must have exactly the grid size (callers resize first, as the
-    log's V3 backbone hook does). In the v3 form the context must have the same grid.
+    N(0, 0.02^2)) is added to the input, then the block attends within ``x + P``::
+
+        x' = x + P;  y = act(norm(x' + out(attention(Q(x'), K(x'), V(x')))))
+
+    Self-attention only (the original's v4 has no context map). Inputs must have exactly
+    the grid size.
     """
 
     def __init__(self, in_channels: int, *, size: Tuple[int, int], **kwargs):
@@ -197,13 +198,20 @@ class PositionalNonLocalBlock(NonLocalBlock):
         self.size = (int(size[0]), int(size[1]))
         self.pos_embedding = nn.Parameter(torch.randn(1, in_channels, *self.size) * 0.02)
 
-    def _qk_inputs(self, x: torch.Tensor, context: torch.Tensor):
-        for name, t in (("x", x), ("context", context)):
-            if tuple(t.shape[-2:]) != self.size:
-                raise ValueError(
-                    f"PositionalNonLocalBlock: {name} has spatial size {tuple(t.shape[-2:])}, "
-                    f"expected the embedding grid {self.size}."
-                )
-        if context.shape[1] != self.pos_embedding.shape[1]:
-            return x + self.pos_embedding, context
-        return x + self.pos_embedding, context + self.pos_embedding
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x: ``Tensor[N, C, H, W]`` with ``(H, W)`` the embedding grid.
+            context: must be None (no cross-attention form).
+
+        Returns:
+            ``Tensor[N, C, H, W]``.
+        """
+        if context is not None:
+            raise ValueError("PositionalNonLocalBlock attends within x only; got a context map.")
+        if tuple(x.shape[-2:]) != self.size:
+            raise ValueError(
+                f"PositionalNonLocalBlock: x has spatial size {tuple(x.shape[-2:])}, "
+                f"expected the embedding grid {self.size}."
+            )
+        return super().forward(x + self.pos_embedding)

@@ -28,7 +28,7 @@ from sephnet.modeling.registry import SEPH_NORM_REGISTRY
 __all__ = [
     "resolve_norm",
     "norm_includes_activation",
-    "get_norm",
+    "build_norm",
     "is_sephnet_norm",
     "valid_norm_names",
     "norm_uses_groups",
@@ -135,10 +135,13 @@ def norm_uses_groups(name: str) -> bool:
     )
 
 
-def get_norm(
+def build_norm(
     name: str, channels: int, *, groups: int = 32, eps: float = 1e-5
 ) -> Optional[nn.Module]:
     """Build the norm layer ``name`` for ``channels`` channels.
+
+    Not the backend's ``get_norm(norm, out_channels)``: this one also takes sephnet's names
+    and their ``groups`` / ``eps``, then calls that one.
 
     Args:
         name: as :func:`resolve_norm`.

@@ -1,4 +1,5 @@
-"""Config-free squeeze-and-excitation block (SEPH_SPEC B §2.5 SEBackboneHook, §2.13 SE hooks).
+"""Config-free squeeze-and-excitation block (docs/components.md#backbone-hooks SEBackboneHook,
+docs/components.md#roi-hooks SE hooks).
 
 ::
 

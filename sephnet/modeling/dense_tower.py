@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import Conv2d
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["SharedConvTower"]
 
@@ -61,7 +61,7 @@ class SharedConvTower(nn.Module):
         if norm:
             self.norms = nn.ModuleList(
                 nn.ModuleList(
-                    get_norm(norm, channels, groups=norm_groups, eps=norm_eps)
+                    build_norm(norm, channels, groups=norm_groups, eps=norm_eps)
                     for _ in range(num_levels)
                 )
                 for _ in range(num_convs)

@@ -45,7 +45,7 @@ class AblationRow:
         table: "C3", "FPN-3", "sephv10 detail", or "extra" for non-log configs.
         config: absolute path of the config file, or None when ``pending``.
         pending: the component the row still needs, or None when it has a config.
-        confidence: "H", "M" or "L" (SEPH_SPEC B §3.4); "" when the index gives none.
+        confidence: "H", "M" or "L" (docs/components.md#row-configs); "" when the index gives none.
         changes: what the row changes, in words.
         log_bbox: the log's 12 box numbers (``LOG_COLUMNS`` order), or None.
         log_segm: the log's 12 mask numbers, or None.

@@ -1,4 +1,5 @@
-"""EvoNormS0 against a scalar loop of the spec's formula (SEPH_SPEC B §2.4), and its invariants."""
+"""EvoNormS0 against a scalar loop of the spec's formula (docs/components.md#evonorms0), and its
+invariants."""
 import copy
 import math
 

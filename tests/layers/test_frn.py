@@ -6,7 +6,7 @@ import torch
 
 from sephnet.layers.blocks import FCNormAct
 from sephnet.layers.frn import FRN
-from sephnet.layers.norm import get_norm, norm_includes_activation, norm_uses_groups, resolve_norm
+from sephnet.layers.norm import build_norm, norm_includes_activation, norm_uses_groups, resolve_norm
 
 D = torch.float64
 
@@ -65,7 +65,7 @@ def test_frn_on_a_1x1_map_follows_the_formula_and_fc_layers_refuse_it():
 
 
 def test_frn_is_a_sephnet_norm_with_its_own_activation_and_no_groups():
-    layer = get_norm("FRN", 6, groups=32, eps=1e-4)  # 6 channels: groups are not used
+    layer = build_norm("FRN", 6, groups=32, eps=1e-4)  # 6 channels: groups are not used
     assert isinstance(layer, FRN) and layer.eps == 1e-4
     assert callable(resolve_norm("FRN"))
     assert norm_includes_activation("FRN") and not norm_uses_groups("FRN")

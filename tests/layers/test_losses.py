@@ -68,8 +68,8 @@ def test_weighted_cross_entropy_empty_is_zero_and_backward_works():
 
 @pytest.mark.parametrize("y", [0.0, 0.3, 0.7, 1.0, -0.2])
 def test_fvcore_focal_loss_is_the_spec_soft_label_fl_bce(y):
-    # B §2.16: p = sigmoid(x); p_t = y p + (1-y)(1-p);
-    # loss = (1 - p_t)^2 (0.25 y + 0.75 (1 - y)) BCE(y, p); y may be a GIoU < 0.
+    # docs/components.md#iou-branch: p = sigmoid(x); p_t = y p + (1-y)(1-p); loss = (1 - p_t)^2
+    # (0.25 y + 0.75 (1 - y)) BCE(y, p); y may be a GIoU < 0.
     x = 0.8
     p = 1 / (1 + math.exp(-x))
     p_t = y * p + (1 - y) * (1 - p)

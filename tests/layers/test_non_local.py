@@ -7,12 +7,10 @@ import torch
 from sephnet.layers.non_local import NonLocalBlock, PositionalNonLocalBlock, attention_dims
 
 
-def _reference(block, x, context=None, q_extra=None, k_extra=None):
+def _reference(block, x, context=None):
     """Slow per-image, per-head, per-position loop of the documented formula."""
     context = x if context is None else context
-    q_in = x if q_extra is None else x + q_extra
-    k_in = context if k_extra is None else context + k_extra
-    q, k, v = block.query(q_in), block.key(k_in), block.value(context)
+    q, k, v = block.query(x), block.key(context), block.value(context)
     n, _, h, w = x.shape
     heads = block.num_heads
     dv = v.shape[1] // heads
@@ -98,15 +96,23 @@ def test_cross_attention_takes_keys_and_values_from_context():
     torch.testing.assert_close(y, _reference(block, x, ctx))
 
 
-def test_positional_block_adds_embedding_to_queries_and_keys_only():
+def test_positional_block_attends_within_x_plus_embedding_with_residual_around_it():
+    """v4: x' = x + P feeds Q, K and V, and the residual is x' + out(attention)."""
     block = PositionalNonLocalBlock(8, size=(3, 3), num_heads=2).double()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
-    pe = block.pos_embedding
-    torch.testing.assert_close(block(x), _reference(block, x, q_extra=pe, k_extra=pe))
+    embedded = x + block.pos_embedding
+    torch.testing.assert_close(block(x), _reference(block, embedded))
+    # With zero attention output the block returns x + P: the embedding is in the residual.
+    with torch.no_grad():
+        block.out.weight.zero_()
+        block.out.bias.zero_()
+    torch.testing.assert_close(block(x), embedded.expand_as(x))
     with pytest.raises(ValueError, match="embedding grid"):
         block(torch.randn(1, 8, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="context"):
+        block(x, x)
 
 
 def test_bad_heads_and_widths_raise():

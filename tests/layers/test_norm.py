@@ -7,7 +7,7 @@ from sephnet import backend
 from sephnet.backend import FrozenBatchNorm2d, NaiveSyncBatchNorm
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.layers.norm import (
-    get_norm,
+    build_norm,
     is_sephnet_norm,
     norm_includes_activation,
     resolve_norm,
@@ -39,7 +39,7 @@ def test_valid_names_are_backend_names_plus_evonorm():
 @pytest.mark.parametrize("name,cls", sorted(UPSTREAM.items()))
 def test_backend_names_pass_through_unchanged_and_build_their_layer(name, cls):
     assert resolve_norm(name) == name
-    layer = get_norm(name, 32)
+    layer = build_norm(name, 32)
     assert isinstance(layer, cls)
     assert not is_sephnet_norm(name)
     assert norm_includes_activation(name) is False
@@ -47,7 +47,7 @@ def test_backend_names_pass_through_unchanged_and_build_their_layer(name, cls):
 
 def test_every_valid_name_builds_a_layer_for_32_channels():
     for name in valid_norm_names():
-        layer = get_norm(name, 32)
+        layer = build_norm(name, 32)
         if name == "":
             assert layer is None
         else:
@@ -59,7 +59,7 @@ def test_every_valid_name_builds_a_layer_for_32_channels():
 
 def test_empty_name_means_no_norm():
     assert resolve_norm("") == ""
-    assert get_norm("", 8) is None
+    assert build_norm("", 8) is None
     assert norm_includes_activation("") is False
 
 
@@ -69,7 +69,7 @@ def test_evonorm_name_resolves_to_a_factory_with_groups_and_eps():
     layer = factory(8)
     assert isinstance(layer, EvoNormS0)
     assert (layer.num_channels, layer.groups, layer.eps) == (8, 4, 1e-3)
-    default = get_norm("EvoNormS0", 64)
+    default = build_norm("EvoNormS0", 64)
     assert (default.groups, default.eps) == (32, 1e-5)
     assert is_sephnet_norm("EvoNormS0")
 
@@ -87,7 +87,7 @@ def test_only_sephnet_norms_include_activation():
     assert [name for name, flag in flags.items() if flag] == ["EvoNormS0", "FRN"]
 
 
-@pytest.mark.parametrize("fn", [resolve_norm, norm_includes_activation, lambda n: get_norm(n, 32)])
+@pytest.mark.parametrize("fn", [resolve_norm, norm_includes_activation, lambda n: build_norm(n, 32)])
 def test_unknown_name_raises_value_error_listing_the_choices(fn):
     with pytest.raises(ValueError) as info:
         fn("EvoNorm")
@@ -104,11 +104,11 @@ def test_non_string_name_raises_type_error():
 
 def test_groups_that_do_not_divide_channels_surface_from_the_factory():
     with pytest.raises(ValueError, match="groups=32"):
-        get_norm("EvoNormS0", 48)
-    assert isinstance(get_norm("EvoNormS0", 48, groups=16), EvoNormS0)
+        build_norm("EvoNormS0", 48)
+    assert isinstance(build_norm("EvoNormS0", 48, groups=16), EvoNormS0)
 
 
 def test_resolved_evonorm_runs_on_a_feature_map():
-    layer = get_norm("EvoNormS0", 32)
+    layer = build_norm("EvoNormS0", 32)
     x = torch.randn(2, 32, 4, 4)
     assert layer(x).shape == x.shape

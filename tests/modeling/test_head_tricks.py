@@ -27,6 +27,7 @@ def _cfg(**keys):
     cfg.MODEL.SEPH.BOX_HEAD.NUM_FC = 1
     cfg.MODEL.SEPH.BOX_HEAD.CONV_DIM = 32
     cfg.MODEL.SEPH.BOX_HEAD.FC_DIM = 64
+    cfg.MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM = True  # GN + ReLU, the activation to swap
     for key, value in keys.items():
         node = cfg
         *path, leaf = key.split(".")

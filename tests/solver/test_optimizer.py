@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from sephnet.backend import get_cfg, import_module
+from sephnet.config import add_sephnet_config
 from sephnet.layers import EvoNormS0
 from sephnet.solver import build_optimizer
 
@@ -21,6 +22,7 @@ def _decay_of(optimizer):
 
 def _cfg(norm_decay):
     cfg = get_cfg()
+    add_sephnet_config(cfg)
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
     cfg.SOLVER.WEIGHT_DECAY_NORM = norm_decay
     return cfg

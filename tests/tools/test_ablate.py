@@ -290,6 +290,7 @@ def test_cli_smoke_overrides_come_before_user_opts(tmp_path, fake_train_net):
     assert glob.glob(str(root / "*.md")) == [str(root / "results.md")]
 
 
+@pytest.mark.slow  # subprocesses: over 10 s on 2 cores
 def test_sigterm_stops_the_running_child_and_the_row_resumes_later(tmp_path):
     import signal
     import subprocess

@@ -1,4 +1,4 @@
-"""BiFPN neck (EfficientDet-style; SEPH_SPEC B §2.6, log rows "bifpn v1/v1_1/v2/v2_1/v2_2").
+"""BiFPN neck (EfficientDet-style; docs/components.md#fpn, log rows "bifpn v1/v1_1/v2/v2_1/v2_2").
 
 ::
 

@@ -4,7 +4,7 @@
 
     image -> bottom_up (ResNet; or a whole detectron2 FPN) -> {res2..res5}
           -> extra levels (res6.. = conv3x3/2 + norm chain on res5; the log's MAKE_C6C7)
-          -> before hook (SEPH_SPEC B §2.5; e.g. NonLocal, SE on res4+)
+          -> before hook (docs/components.md#backbone-hooks; e.g. NonLocal, SE on res4+)
           -> neck (TFStyleFPN, BiFPN or TwoWayFPN; none when bottom_up is already an FPN)
           -> after hook (on the neck outputs, e.g. Fusion adding "f3", Balance)   -> ROI heads
           -> RPN hook (on a copy the RPN alone sees, e.g. Balance V1)             -> RPN
@@ -13,8 +13,9 @@ Contract (STYLE.md "Fusion wrapper"): ``output_shape()`` declares exactly the di
 heads receive, keys, channels and strides (the hooks' declared shapes, including a fusion
 hook's ``f3`` and balance V2's doubled channels); ``size_divisibility`` is the largest of the
 bottom-up's and the neck's. When the neck is two-way or an RPN hook is set, ``forward``
-returns ``(rpn_features, roi_features)`` (SEPH_SPEC B §2.1), both with the keys and channels
-of ``output_shape()``; ``SephGeneralizedRCNN`` routes them. ``returns_two_dicts`` says which.
+returns ``(rpn_features, roi_features)`` (docs/components.md#conventions), both with the keys and
+channels of ``output_shape()``; ``SephGeneralizedRCNN`` routes them. ``returns_two_dicts`` says
+which.
 
 State-dict names: the bottom-up keeps detectron2's ``bottom_up.*`` prefix; the neck is
 ``neck.*``, hooks ``before_hook.*``/``after_hook.*``/``rpn_hook.*``, extra levels

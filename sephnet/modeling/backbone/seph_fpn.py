@@ -1,24 +1,26 @@
-"""detectron2's ResNet-FPN with sephnet's norms and the log's "P6 from C5" top block.
+"""detectron2's ResNet-FPN with sephnet's norms, the log's laterals and its "P6 from C5" top block.
 
-``build_seph_resnet_fpn_backbone`` is detectron2's ``build_resnet_fpn_backbone`` with two
-changes, both at construction time (the FPN class itself is the backend's, unchanged):
+``build_seph_resnet_fpn_backbone`` is detectron2's ``build_resnet_fpn_backbone`` with three
+changes, all at construction time (the FPN class itself is the backend's, unchanged):
 
 * ``MODEL.FPN.NORM`` goes through :func:`sephnet.layers.norm.resolve_norm`, so
   ``"EvoNormS0"`` works there (groups/epsilon from ``MODEL.SEPH.EVONORM.*``);
+* the lateral 1x1 convs are the original's: a bias, no norm, no activation, whatever
+  ``MODEL.FPN.NORM`` is (only the 3x3 output convs and the top block carry the norm);
 * the top block is chosen by ``MODEL.SEPH.FPN.TOP_BLOCK`` (default detectron2's
   ``LastLevelMaxPool``, so default keys give detectron2's backbone).
 
-How this differs from the original TF-OD-API-style FPN (SEPH_SPEC B §2.3)::
+Per level, compared with the original TF-OD-API-style FPN (docs/components.md#fpn)::
 
-    original                                    this builder (detectron2's FPN)
-    lateral l: 1x1 conv + bias, no norm/act     1x1 conv + FPN.NORM (no bias when normed)
-    output  l: 3x3 conv + FPN.NORM (+ act)      3x3 conv + FPN.NORM, no activation
-    P6: 3x3/2 conv on C5 + FPN.NORM (+ act)     same with TOP_BLOCK "LastLevelStridedConvs"
+    original                                    this builder
+    lateral l: 1x1 conv + bias, no norm/act     same
+    output  l: 3x3 conv + FPN.NORM (+ act "NA") 3x3 conv + FPN.NORM, no activation
+    P6: 3x3/2 conv on C5 + FPN.NORM             same with TOP_BLOCK "LastLevelStridedConvs"
     top-down: nearest resize to C_l's size      nearest 2x upsampling (equal for inputs
                                                 padded to the size divisibility)
 
-With EvoNormS0 the laterals therefore also pass through a norm with a non-linearity, which
-the original's do not; a faithful TF-style FPN is a separate component.
+With ``MODEL.FPN.NORM: ""`` detectron2's laterals are already bias-only 1x1 convs, so the
+default keys build exactly detectron2's backbone.
 """
 from typing import Dict, List
 
@@ -30,6 +32,7 @@ from torch.nn import functional as F
 from sephnet.backend import (
     BACKBONE_REGISTRY,
     FPN,
+    Conv2d,
     LastLevelMaxPool,
     LastLevelP6P7,
     ShapeSpec,
@@ -41,6 +44,7 @@ from sephnet.modeling.head_tricks import add_dropblock_to_stages
 
 __all__ = [
     "TOP_BLOCKS",
+    "use_plain_laterals",
     "LastLevelStridedConvs",
     "make_top_block",
     "build_seph_resnet_fpn_backbone",
@@ -183,9 +187,35 @@ def make_top_block(
     )
 
 
+def use_plain_laterals(fpn: FPN) -> FPN:
+    """Give a built detectron2 ``FPN`` the original's laterals: 1x1 convs with a bias, no norm.
+
+    Each ``fpn_lateral<stage>`` is replaced, in place, by a fresh ``Conv2d`` of the same
+    widths (``c2_xavier_fill`` init, as detectron2 initialises its laterals); the top-down
+    order of ``fpn.lateral_convs`` is kept. Laterals that already have no norm are left as
+    they are (detectron2's FPN without a norm), so this is a no-op for ``FPN.NORM: ""``.
+
+    Returns:
+        ``fpn`` itself.
+    """
+    plain = []
+    for lateral in fpn.lateral_convs:
+        name = next(child for child, module in fpn.named_children() if module is lateral)
+        if lateral.norm is not None:
+            replacement = Conv2d(
+                lateral.in_channels, lateral.out_channels, kernel_size=1, bias=True
+            )
+            weight_init.c2_xavier_fill(replacement)
+            setattr(fpn, name, replacement)
+            lateral = replacement
+        plain.append(lateral)
+    fpn.lateral_convs = plain
+    return fpn
+
+
 @BACKBONE_REGISTRY.register()
 def build_seph_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """detectron2's ResNet-FPN with ``MODEL.FPN.NORM`` resolved by sephnet and a chosen top block.
+    """detectron2's ResNet-FPN with ``MODEL.FPN.NORM`` on its outputs only and a chosen top block.
 
     Reads the keys of ``build_resnet_fpn_backbone`` (``MODEL.RESNETS.*``, ``MODEL.FPN.*``)
     plus ``MODEL.SEPH.EVONORM.GROUPS/EPS``, ``MODEL.SEPH.FPN.TOP_BLOCK/TOP_BLOCK_NUM_LEVELS``
@@ -222,7 +252,7 @@ def build_seph_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         norm=norm,
         **norm_kwargs,
     )
-    return FPN(
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=in_features,
         out_channels=out_channels,
@@ -232,3 +262,4 @@ def build_seph_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    return use_plain_laterals(fpn)

@@ -1,4 +1,4 @@
-"""The log's TF-Object-Detection-API-style FPN (SEPH_SPEC B §2.3) as a neck, and its builder.
+"""The log's TF-Object-Detection-API-style FPN (docs/components.md#fpn) as a neck, and its builder.
 
 ::
 

@@ -1,4 +1,4 @@
-"""Two-way FPN, the log's "wtwfpn" (SEPH_SPEC B §2.6, §2.1): one FPN for the RPN, one for ROIs.
+"""Two-way FPN, the log's "wtwfpn" (docs/components.md#fpn): one FPN for the RPN, one for ROIs.
 
 ::
 

@@ -1,4 +1,5 @@
-"""Fast normalised fusion of same-shape maps (EfficientDet; SEPH_SPEC B §2.3 "wsum", §2.6 BiFPN).
+"""Fast normalised fusion of same-shape maps (EfficientDet; docs/components.md#fpn "wsum",
+docs/components.md#fpn BiFPN).
 
 ``y = sum_i relu(w_i) * x_i / (sum_j relu(w_j) + eps)`` with one learnable scalar per input,
 initialised to 1, and ``eps = 1e-4`` as in the log.

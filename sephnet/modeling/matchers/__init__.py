@@ -1,4 +1,5 @@
-"""RPN anchor matchers of the ATSS family (B §2.8); importing this package registers them.
+"""RPN anchor matchers of the ATSS family (docs/components.md#anchors-and-rpn); importing this
+package registers them.
 
 See :mod:`sephnet.modeling.matchers.base` for the contract every matcher follows.
 """

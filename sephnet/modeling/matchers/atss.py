@@ -1,4 +1,5 @@
-"""``ATSSMatcher``: adaptive IoU threshold from the anchors nearest each gt centre (B §2.8).
+"""``ATSSMatcher``: adaptive IoU threshold from the anchors nearest each gt centre
+(docs/components.md#anchors-and-rpn).
 
 Log rows: "ASTTMatcher" (recipe 7), sephv14_9/14_10 and the configs based on them; the
 pre-fix variant (recipe "3)") is the preset ``ATSSMatcherPreFix``.
@@ -43,8 +44,9 @@ class ATSSMatcher:
     Statistics are computed on the (G, L*k) candidate IoUs; only the final test touches all
     (G, N) pairs.
 
-    ``pre_fix=True`` reproduces the version of 2020-07-30..10-28 (log recipe "3)"), as B §2.8
-    describes it: the candidate count is multiplied by 9 once more; level l's candidate
+    ``pre_fix=True`` reproduces the version of 2020-07-30..10-28 (log recipe "3)"), as
+    docs/components.md#anchors-and-rpn describes it: the candidate count is multiplied by 9 once
+    more; level l's candidate
     indices are offset by the size of level l-1 alone instead of all previous levels (our
     reading of "non-cumulative offsets": from the third level on the candidates land on the
     wrong anchors, as in the original, and an anchor listed twice counts twice in the

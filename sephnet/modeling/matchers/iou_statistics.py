@@ -1,4 +1,5 @@
-"""``IoUStatisticsMatcher``: a per-gt IoU threshold from statistics over all anchors (B §2.8).
+"""``IoUStatisticsMatcher``: a per-gt IoU threshold from statistics over all anchors
+(docs/components.md#anchors-and-rpn).
 
 One forward, three registered presets that differ only in options:
 

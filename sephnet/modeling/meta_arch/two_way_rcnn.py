@@ -1,4 +1,5 @@
-"""SephGeneralizedRCNN: GeneralizedRCNN whose backbone may return two feature dicts (B §2.1).
+"""SephGeneralizedRCNN: GeneralizedRCNN whose backbone may return two feature dicts
+(docs/components.md#conventions).
 
 ::
 
@@ -8,8 +9,9 @@
     roi_heads(images, roi_features, proposals, gt)
 
 With a one-dict backbone it computes exactly what detectron2's ``GeneralizedRCNN`` does.
-Only ``forward`` (training) and ``inference`` are overridden, to route the two dicts; the
-constructor, ``from_config``, preprocessing and visualisation are the parent's.
+Only ``forward`` (training) and ``inference`` are overridden, to route the two dicts
+(upstream's have no seam between the backbone and the two stages); the constructor,
+``from_config``, preprocessing, postprocessing and visualisation are the parent's.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -19,7 +21,6 @@ from sephnet.backend import (
     META_ARCH_REGISTRY,
     GeneralizedRCNN,
     Instances,
-    detector_postprocess,
     get_event_storage,
 )
 
@@ -84,9 +85,4 @@ class SephGeneralizedRCNN(GeneralizedRCNN):
             results = self.roi_heads.forward_with_given_boxes(roi_features, detected_instances)
         if not do_postprocess:
             return results
-        processed = []
-        for result, inputs, size in zip(results, batched_inputs, images.image_sizes):
-            height = inputs.get("height", size[0])
-            width = inputs.get("width", size[1])
-            processed.append({"instances": detector_postprocess(result, height, width)})
-        return processed
+        return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)

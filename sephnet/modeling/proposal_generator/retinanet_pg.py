@@ -1,4 +1,5 @@
-"""``SephRetinaNetPG``: a one-class RetinaNet used as the proposal generator (sephv9, B §2.9)."""
+"""``SephRetinaNetPG``: a one-class RetinaNet used as the proposal generator (sephv9,
+docs/components.md#retinanet-proposal-generator)."""
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -16,12 +17,13 @@ from sephnet.backend import (
     build_anchor_generator,
     cat,
     configurable,
+    _dense_box_regression_loss,
     find_top_rpn_proposals,
     get_event_storage,
-    import_module,
     nms,
     pairwise_iou,
 )
+from sephnet.layers.losses import BOX_REG_LOSS_TYPES
 from sephnet.modeling.proposal_generator.retinanet_pg_head import RetinaNetPGHead
 
 __all__ = ["SephRetinaNetPG"]
@@ -108,10 +110,10 @@ class SephRetinaNetPG(nn.Module):
             ValueError: an unknown ``box_reg_loss_type``.
         """
         super().__init__()
-        if box_reg_loss_type not in ("smooth_l1", "giou", "diou", "ciou"):
+        if box_reg_loss_type not in BOX_REG_LOSS_TYPES:
             raise ValueError(
                 f"SephRetinaNetPG: box_reg_loss_type={box_reg_loss_type!r}; expected one of "
-                "'smooth_l1', 'giou', 'diou', 'ciou'."
+                f"{', '.join(map(repr, BOX_REG_LOSS_TYPES))}."
             )
         self.in_features = list(in_features)
         self.head = head
@@ -283,8 +285,7 @@ class SephRetinaNetPG(nn.Module):
             gamma=self.focal_loss_gamma,
             reduction="sum",
         )
-        dense_loss = import_module("modeling.box_regression")._dense_box_regression_loss
-        loss_loc = dense_loss(
+        loss_loc = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
             pred_deltas,

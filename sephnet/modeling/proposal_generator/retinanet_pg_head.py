@@ -1,4 +1,5 @@
-"""The dense head of the RetinaNet-style proposal generator (sephv9, SEPH_SPEC B §2.9)."""
+"""The dense head of the RetinaNet-style proposal generator (sephv9,
+docs/components.md#retinanet-proposal-generator)."""
 import math
 from typing import List, Tuple
 

@@ -1,8 +1,8 @@
 """``SephRPN``: detectron2's RPN whose anchors can be labelled by an ATSS-style matcher.
 
-Part A item 6: the log's ATSS matchers label RPN anchors (B §2.8). Optionally (Part A item 1,
-B §4 item 13) anchors are sampled over the whole batch as in the original. Everything else
-(head, anchors, losses, proposal selection) is the backend's ``RPN``.
+The log's ATSS matchers label RPN anchors (docs/components.md#anchors-and-rpn). Optionally
+(docs/components.md#conventions) anchors are sampled over the whole batch as in the original.
+Everything else (head, anchors, losses, proposal selection) is the backend's ``RPN``.
 """
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -63,7 +63,8 @@ class SephRPN(RPN):
             sample_over_batch: sample ``batch_size_per_image`` anchors in total from all N
                 images together, as the original did, instead of that many per image. The
                 losses keep detectron2's normaliser N * ``batch_size_per_image``, so they are
-                about 1/N of detectron2's, again as in the original (B §2.8).
+                about 1/N of detectron2's, again as in the original
+                (docs/components.md#anchors-and-rpn).
             kwargs: the keyword arguments of the backend's ``RPN``.
         """
         super().__init__(**kwargs)

@@ -1,4 +1,5 @@
-"""RPN head with an optional per-level norm after its shared conv (sephv17, SEPH_SPEC B §2.8)."""
+"""RPN head with an optional per-level norm after its shared conv (sephv17,
+docs/components.md#anchors-and-rpn)."""
 from typing import List, Tuple
 
 import torch
@@ -11,7 +12,7 @@ from sephnet.backend import (
     build_anchor_generator,
     configurable,
 )
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["SephRPNHead"]
 
@@ -74,7 +75,7 @@ class SephRPNHead(nn.Module):
         )
         if norm:
             self.norms = nn.ModuleList(
-                get_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
+                build_norm(norm, out_channels, groups=norm_groups, eps=norm_eps)
                 for _ in range(num_levels)
             )
         else:

@@ -1,6 +1,6 @@
 """``SephCascadeROIHeads``: detectron2's Cascade R-CNN with sephnet's box heads and predictor.
 
-B §2.19, rows "Cascade", "Cascade+roi nr=128/512", "...+min iou threshold=0.4".
+docs/components.md#cascade, rows "Cascade", "Cascade+roi nr=128/512", "...+min iou threshold=0.4".
 """
 from typing import Dict, List
 
@@ -12,13 +12,12 @@ from sephnet.backend import (
     CascadeROIHeads,
     Instances,
     Matcher,
-    ROIPooler,
     ShapeSpec,
     fast_rcnn_inference,
-    import_module,
+    matched_pairwise_iou,
 )
-from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.predictor.box_predictor import keep_top1_class
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
 __all__ = ["SephCascadeROIHeads", "check_cascade_config"]
@@ -59,18 +58,6 @@ def check_cascade_config(cfg) -> None:
         )
 
 
-def _best_class_only(probs: torch.Tensor) -> torch.Tensor:
-    """Zero all foreground columns of ``probs[R, K+1]`` but each row's largest (background
-    column kept), so ``fast_rcnn_inference`` (strict ``>`` threshold) emits at most one
-    detection per ROI."""
-    foreground = probs[:, :-1]
-    if foreground.numel() == 0:
-        return probs
-    best = foreground.max(dim=1, keepdim=True).indices
-    kept = torch.zeros_like(foreground).scatter_(1, best, foreground.gather(1, best))
-    return torch.cat([kept, probs[:, -1:]], dim=1)
-
-
 @ROI_HEADS_REGISTRY.register()
 class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
     """Cascade R-CNN whose per-stage box heads and predictors are sephnet's.
@@ -91,40 +78,28 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
 
     The class combines detectron2's ``CascadeROIHeads`` (stage loop, relabelling, gradient
     scaling, mean-of-stages inference: the intended behaviour of the original, whose test
-    code called ``predict_probs`` without its argument, B §4 item 11) with
+    code called ``predict_probs`` without its argument, docs/components.md#conventions) with
     :class:`SephStandardROIHeads` (stage-0 sampler, ``gt_ious`` / ``gt_is_matched``) by
     multiple inheritance: only ``_init_box_head`` and ``_match_and_label_boxes`` are
     written here. Stages k > 0 also carry ``gt_ious`` (IoU with the matched gt) and
     ``gt_is_matched``, so the predictor's IoU-weighted losses work at every stage.
 
-    detectron2 conventions kept (Part A item 1): later stages append no gt boxes (the
-    original appended 8 random gt boxes, B §4 item 21). The last stage's predictor decides
-    the test-time options: with ``classes_per_roi_test="top1"`` the averaged probabilities
-    keep each ROI's best foreground class only (the original, B §2.17); the IoU branch's
-    "rank" test score is not supported (rejected at setup). Otherwise inference is the
+    detectron2 conventions kept (docs/components.md#conventions): later stages append no gt boxes
+    (the original appended 8 random gt boxes, docs/components.md#conventions). The last stage's
+    predictor decides the test-time options: with ``classes_per_roi_test="top1"`` the averaged
+    probabilities
+    keep each ROI's best foreground class only (the original, docs/components.md#inference); the IoU
+    branch's "rank" test score is not supported (rejected at setup). Otherwise inference is the
     backend's own.
     """
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         check_cascade_config(cfg)
-        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        channels = sorted({input_shape[f].channels for f in in_features})
-        if len(channels) != 1:
-            raise ValueError(
-                f"MODEL.ROI_HEADS.IN_FEATURES={in_features} have different channel counts "
-                f"{channels}; the cascade's box heads need one."
-            )
-        box_pooler = ROIPooler(
-            output_size=resolution,
-            scales=tuple(1.0 / input_shape[f].stride for f in in_features),
-            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
-            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
-        )
-        pooled = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
-        head_cls = get_registered(
-            SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
+        # The ROI-hook, multi-scale and size-expert options are rejected for the cascade at
+        # setup, so the shared start gives detectron2's ROIPooler here.
+        in_features, box_pooler, pooled, head_cls = cls._box_pooler_and_head_class(
+            cfg, input_shape
         )
         cascade = cfg.MODEL.ROI_BOX_CASCADE_HEAD
         box_heads, box_predictors, matchers = [], [], []
@@ -165,7 +140,7 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
             boxes = predictor.predict_boxes(predictions, proposals)
         instances, _ = fast_rcnn_inference(
             boxes,
-            [_best_class_only(p) for p in mean_probs],
+            [keep_top1_class(p) for p in mean_probs],
             image_sizes,
             last.test_score_thresh,
             last.test_nms_thresh,
@@ -189,11 +164,10 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
             IoU with the matched gt, 0 without gt) and ``gt_is_matched`` (bool ``[R_i]``).
         """
         proposals = super()._match_and_label_boxes(proposals, stage, targets)
-        matched_iou = import_module("structures.boxes").matched_pairwise_iou
         for p, t in zip(proposals, targets):
             has_gt = len(t) > 0
             p.gt_ious = (
-                matched_iou(p.proposal_boxes, p.gt_boxes)
+                matched_pairwise_iou(p.proposal_boxes, p.gt_boxes)
                 if has_gt
                 else p.proposal_boxes.tensor.new_zeros(len(p))
             )

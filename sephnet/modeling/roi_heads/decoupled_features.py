@@ -15,7 +15,7 @@ unless the head has an IoU tower; a predictor with an IoU branch then reads ``bo
 Heads declare the shapes of their fields in ``output_shapes`` (a dict with the keys
 ``"cls"``, ``"box"`` and, when present, ``"iou"``, each a ``ShapeSpec``).
 
-Input side (ROI hooks and the multi-scale pooler, SEPH_SPEC B §2.11-2.13): what reaches a
+Input side (ROI hooks and the multi-scale pooler, docs/components.md#roi-pooling): what reaches a
 box head is one of
 
 * a pooled ``Tensor[R, C, S, S]`` read by every tower;

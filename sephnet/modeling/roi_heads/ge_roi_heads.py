@@ -1,4 +1,5 @@
-"""``SephGEROIHeads``: the log's "gev1" ROI heads (B §2.20, B §2.11 PointPool, B §4 item 25).
+"""``SephGEROIHeads``: the log's "gev1" ROI heads (docs/components.md#ge-roi-heads PointPool,
+docs/components.md#conventions).
 
 Instead of pooling a 7x7 crop into a box head, gev1 runs RetinaNet-style towers densely on
 every pyramid level and reads one feature vector per proposal at its centre; regression is
@@ -17,11 +18,11 @@ from sephnet.backend import (
     Instances,
     ROIPooler,
     ShapeSpec,
+    assign_boxes_to_levels,
     configurable,
-    import_module,
 )
 from sephnet.modeling.dense_tower import SharedConvTower
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 
@@ -221,7 +222,7 @@ class SephGEROIHeads(SephStandardROIHeads):
         if len(self.box_in_features) == 1:
             levels = torch.zeros(sum(len(b) for b in boxes), dtype=torch.int64)
         else:
-            levels = import_module("modeling.poolers").assign_boxes_to_levels(
+            levels = assign_boxes_to_levels(
                 boxes,
                 pooler.min_level,
                 pooler.max_level,

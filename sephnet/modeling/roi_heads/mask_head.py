@@ -1,4 +1,5 @@
-"""Mask head whose convs and deconv carry the configured norm ("EvoNormS0 mask head", B §2.18)."""
+"""Mask head whose convs and deconv carry the configured norm ("EvoNormS0 mask head",
+docs/components.md#mask-head)."""
 from typing import List
 
 import fvcore.nn.weight_init as weight_init
@@ -12,7 +13,7 @@ from sephnet.backend import (
     import_module,
 )
 from sephnet.layers.blocks import conv_norm_act
-from sephnet.layers.norm import get_norm, norm_includes_activation
+from sephnet.layers.norm import build_norm, norm_includes_activation
 
 __all__ = ["SephMaskRCNNConvUpsampleHead"]
 
@@ -89,7 +90,7 @@ class SephMaskRCNNConvUpsampleHead(_mask_head.BaseMaskRCNNHead, nn.Sequential):
             channels = conv_dim
 
         # Registration order is execution order (nn.Sequential).
-        deconv_norm = get_norm(conv_norm, conv_dims[-1], groups=norm_groups, eps=norm_eps)
+        deconv_norm = build_norm(conv_norm, conv_dims[-1], groups=norm_groups, eps=norm_eps)
         self.deconv = _ConvTranspose2d(
             channels, conv_dims[-1], kernel_size=2, stride=2, padding=0, bias=deconv_norm is None
         )

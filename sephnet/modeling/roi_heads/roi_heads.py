@@ -25,17 +25,18 @@ from sephnet.backend import (
     ROIPooler,
     ShapeSpec,
     StandardROIHeads,
+    add_ground_truth_to_proposals,
     configurable,
     get_event_storage,
-    import_module,
     pairwise_iou,
 )
+from sephnet.config.roi_pooler import canonical_level
 from sephnet.modeling.head_tricks import apply_head_tricks
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
-from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
-from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
-from sephnet.modeling.roi_heads.roi_hooks import HookedBoxHead, build_roi_hook
-from sephnet.modeling.roi_heads.size_expert_head import BoxSizeROIPooler
+from sephnet.modeling.roi_heads.predictor.build_predictor import build_box_predictor
+from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
+from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead, build_roi_hook
+from sephnet.modeling.roi_heads.box_heads.size_expert_head import BoxSizeROIPooler
 from sephnet.modeling.samplers import ROISampler, RandomROISampler, build_roi_sampler
 
 __all__ = ["SephStandardROIHeads"]
@@ -70,10 +71,10 @@ class SephStandardROIHeads(StandardROIHeads):
     * every other ``gt_*`` field of the targets (``gt_boxes``, ``gt_masks``, ...) indexed by
       the matched gt, only for images that have gt (as detectron2).
 
-    ``pos_labels_threshold`` (the original's POS_LABELS_THRESHOLD, B §2.10 item 3): matched
-    ROIs with IoU <= threshold are offered to the sampler as background, as in the original,
-    while their ``gt_classes`` stays the matched class so box regression and the mask head
-    still train on them; the predictor (same key) classifies them as background.
+    ``pos_labels_threshold`` (the original's POS_LABELS_THRESHOLD,
+    docs/components.md#predictor-and-losses): matched ROIs with IoU <= threshold are offered
+    to the sampler as background, as in the original, while their ``gt_classes`` stays the
+    matched class so box regression and the mask head still train on them; the predictor (same key) classifies them as background.
 
     The sephv10 "shared head" flow (box pooling reused by the mask head, Res5ROIHeads-style)
     is not offered: the log's sephv10 row ran without masks, and the box path (pool, head,
@@ -133,7 +134,19 @@ class SephStandardROIHeads(StandardROIHeads):
         return ret
 
     @classmethod
-    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def _box_pooler_and_head_class(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """What every Seph ROI head's ``_init_box_head`` starts from.
+
+        Returns:
+            ``(in_features, box_pooler, pooled_shape, head_cls)``: the pooled levels, the
+            pooler (detectron2's ``ROIPooler``; the multi-scale pooler when
+            ``MODEL.SEPH.MULTISCALE_POOLER.ENABLED``; wrapped in ``BoxSizeROIPooler`` for a
+            head whose ``input_kind`` is "box_sizes"), ``ShapeSpec(C, S, S)`` of one pooled
+            box and the registered class of ``MODEL.SEPH.BOX_HEAD.NAME``.
+
+        Raises:
+            ValueError: the pooled levels have different channel counts.
+        """
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         # One box head serves every level, so all pooled levels must have the same width.
@@ -148,9 +161,10 @@ class SephStandardROIHeads(StandardROIHeads):
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+            canonical_level=canonical_level(cfg, input_shape, in_features),
         )
         multiscale = cfg.MODEL.SEPH.MULTISCALE_POOLER
-        if multiscale.ENABLED:  # (box, context) crops, B §2.11
+        if multiscale.ENABLED:  # (box, context) crops, docs/components.md#roi-pooling
             box_pooler = MultiScaleROIPooler(
                 context_scale=multiscale.CONTEXT_SCALE,
                 context_resolution=multiscale.CONTEXT_RESOLUTION,
@@ -161,11 +175,19 @@ class SephStandardROIHeads(StandardROIHeads):
         head_cls = get_registered(
             SEPH_BOX_HEAD_REGISTRY, cfg.MODEL.SEPH.BOX_HEAD.NAME, "MODEL.SEPH.BOX_HEAD.NAME"
         )
-        if getattr(head_cls, "input_kind", "pooled") == "box_sizes":  # V9 size experts
+        if head_cls.input_kind == "box_sizes":  # V9 size experts
             box_pooler = BoxSizeROIPooler(box_pooler)
         pooled_shape = ShapeSpec(channels=channels[0], height=resolution, width=resolution)
+        return in_features, box_pooler, pooled_shape, head_cls
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features, box_pooler, pooled_shape, head_cls = cls._box_pooler_and_head_class(
+            cfg, input_shape
+        )
         box_head = head_cls(cfg, pooled_shape)
-        roi_hook = build_roi_hook(cfg, pooled_shape)  # MODEL.SEPH.ROI_HOOK.NAME, B §2.13
+        # MODEL.SEPH.ROI_HOOK.NAME, docs/components.md#roi-hooks
+        roi_hook = build_roi_hook(cfg, pooled_shape)
         if roi_hook is not None:
             box_head = HookedBoxHead(roi_hook, box_head)
         return {
@@ -175,6 +197,21 @@ class SephStandardROIHeads(StandardROIHeads):
             # with the coder of MODEL.SEPH.BOX_CODER.NAME (sephv24's corner offsets)
             "box_predictor": build_box_predictor(cfg, box_head.output_shapes),
         }
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """detectron2's mask head; its pooler gets ``MODEL.SEPH.ROI_POOLER``'s level rule."""
+        ret = super()._init_mask_head(cfg, input_shape)
+        if ret.get("mask_pooler") is not None:
+            in_features = ret["mask_in_features"]
+            ret["mask_pooler"] = ROIPooler(
+                output_size=cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION,
+                scales=tuple(1.0 / input_shape[f].stride for f in in_features),
+                sampling_ratio=cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO,
+                pooler_type=cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE,
+                canonical_level=canonical_level(cfg, input_shape, in_features),
+            )
+        return ret
 
     def forward(self, images, features, proposals, targets=None):
         """The backend's ``forward``; in training with an OHEM-style sampler
@@ -213,8 +250,7 @@ class SephStandardROIHeads(StandardROIHeads):
             N Instances, the sampled proposals with the fields of the class docstring.
         """
         if self.proposal_append_gt:
-            add_gt = import_module("modeling.proposal_generator.proposal_utils")
-            proposals = add_gt.add_ground_truth_to_proposals(targets, proposals)
+            proposals = add_ground_truth_to_proposals(targets, proposals)
         matches = [self._match_image(p, t) for p, t in zip(proposals, targets)]
         roi_losses = [None] * len(proposals)
         if getattr(self.roi_sampler, "ranks_by_loss", False):

@@ -1,4 +1,4 @@
-"""ROI samplers (B §2.10); importing this package registers them.
+"""ROI samplers (docs/components.md#roi-sampling); importing this package registers them.
 
 See :mod:`sephnet.modeling.samplers.base` for the contract every sampler follows.
 """

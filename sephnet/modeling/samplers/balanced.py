@@ -1,4 +1,5 @@
-"""The log's "new rcn sample": instance-balanced positives and IoU-balanced negatives (B §2.10).
+"""The log's "new rcn sample": instance-balanced positives and IoU-balanced negatives
+(docs/components.md#roi-sampling).
 
 In the spirit of Libra R-CNN's balanced sampling: rather than drawing the foreground
 uniformly (large objects with many overlapping proposals dominate), every gt instance gets

@@ -17,12 +17,13 @@ Returns ``fg_idx`` and ``bg_idx``, int64 index vectors into ``[0, R)``: ``labels
 are all foreground (neither -1 nor ``bg_label``), ``labels[bg_idx]`` all ``bg_label``. An
 ignored (-1) entry is never returned.
 
-Counts follow detectron2's ``subsample_labels`` (SEPH_SPEC Part A item 1), for every
+Counts follow detectron2's ``subsample_labels`` (docs/components.md#conventions), for every
 sampler: ``num_pos = min(#foreground, int(num_samples * positive_fraction))`` and
 ``num_neg = min(#background, num_samples - num_pos)``; no index is returned twice. So an
 image with too few proposals yields fewer than ``num_samples`` ROIs. The original
-("new rcn sample", B §2.10) always returned exactly ``num_samples`` ROIs, repeating indices
-when it ran short and falling back to uniform picks over all valid proposals; samplers
+("new rcn sample", docs/components.md#roi-sampling) always returned exactly ``num_samples`` ROIs,
+repeating indices when it ran short and falling back to uniform picks over all valid proposals;
+samplers
 here only decide *which* proposals fill those counts.
 
 ``matched_idxs`` and ``ious`` are what a max-IoU matcher gives: for a proposal with no gt

@@ -64,6 +64,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # subprocesses: over 10 s on 2 cores
 def test_two_cpu_processes_average_gradients(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_SCRIPT)

@@ -72,6 +72,7 @@ def test_dispatch_to_torchvision_when_usable(monkeypatch):
     assert calls == ["nms", "batched_nms", ("roi_align", (7, 7), 0.25, 0, True)]
 
 
+@pytest.mark.slow  # subprocesses: over 10 s on 2 cores
 def test_importing_the_layers_with_a_broken_torchvision_does_not_crash(tmp_path):
     fake = tmp_path / "torchvision"
     fake.mkdir()

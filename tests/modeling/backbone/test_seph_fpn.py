@@ -94,15 +94,41 @@ def test_evonorm_fpn_shapes_strides_and_norm_placement():
     x = _image().requires_grad_()
     outputs = backbone(x)
     _check_outputs_match_output_shape(backbone, outputs)
-    # detectron2's FPN normalises laterals and outputs; normalised convs have no bias.
-    fpn_convs = [m for n, m in backbone.named_children() if n.startswith("fpn_")]
-    assert len(fpn_convs) == 8
-    for conv in fpn_convs:
-        assert isinstance(conv.norm, EvoNormS0)
-        assert (conv.norm.groups, conv.norm.eps) == (8, 1e-3)
-        assert conv.bias is None and conv.activation is None
+    # The original's FPN: 1x1 laterals with a bias and no norm; the 3x3 outputs carry the
+    # norm (and so no bias), with no activation after it.
+    stages = (2, 3, 4, 5)
+    for stage in stages:
+        lateral = getattr(backbone, f"fpn_lateral{stage}")
+        assert lateral.norm is None and lateral.activation is None
+        assert lateral.bias is not None
+        output = getattr(backbone, f"fpn_output{stage}")
+        assert isinstance(output.norm, EvoNormS0)
+        assert (output.norm.groups, output.norm.eps) == (8, 1e-3)
+        assert output.bias is None and output.activation is None
+    # The top-down pass uses the replaced laterals, finest last.
+    assert backbone.lateral_convs == [getattr(backbone, f"fpn_lateral{s}") for s in stages[::-1]]
     sum(o.sum() for o in outputs.values()).backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_evonorm_fpn_laterals_are_plain_affine_maps_by_value():
+    """P5 = output5(W5 C5 + b5): no norm (and so no EvoNormS0 non-linearity) on the lateral."""
+    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0"})
+    backbone = build_backbone(cfg).eval().double()
+    x = _image().double()
+    with torch.no_grad():
+        c5 = backbone.bottom_up(x)["res5"]
+        lateral = backbone.fpn_lateral5
+        expected_lateral = F.conv2d(c5, lateral.weight, lateral.bias)
+        torch.testing.assert_close(lateral(c5), expected_lateral, rtol=1e-12, atol=1e-12)
+        # Affine, hence a * (L(c) - b) = L(a c) - b for any a (EvoNormS0 would break it).
+        scaled = lateral(3.0 * c5) - lateral.bias[None, :, None, None]
+        torch.testing.assert_close(
+            scaled, 3.0 * (expected_lateral - lateral.bias[None, :, None, None]),
+            rtol=1e-10, atol=1e-10,
+        )
+        p5 = backbone(x)["p5"]
+        torch.testing.assert_close(p5, backbone.fpn_output5(expected_lateral), rtol=1e-12, atol=1e-12)
 
 
 def test_strided_conv_top_block_reads_c5_with_the_fpn_norm():
@@ -208,7 +234,8 @@ def test_evonorm_everywhere_mask_rcnn_trains_and_predicts():
     model = build_model(cfg)
     assert isinstance(model.proposal_generator.rpn_head, SephRPNHead)
     assert isinstance(model.roi_heads.mask_head, SephMaskRCNNConvUpsampleHead)
-    assert sum(isinstance(m, EvoNormS0) for m in model.modules()) == 8 + 1 + 5 + 3
+    # FPN: 4 outputs (laterals carry no norm) + P6; RPN: 5 levels; mask: 2 convs + deconv.
+    assert sum(isinstance(m, EvoNormS0) for m in model.modules()) == 4 + 1 + 5 + 3
 
     masks = torch.zeros(2, IMAGE, IMAGE, dtype=torch.bool)
     masks[0, 8:40, 10:30] = True

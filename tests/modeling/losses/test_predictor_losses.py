@@ -7,7 +7,7 @@ import torch
 from sephnet.backend import Box2BoxTransform, Boxes, EventStorage, Instances, ShapeSpec, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.losses import ROIBoxRegressionLoss, ROIClassificationLoss
-from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers, SephPredictions
+from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 
 K = 2
 SHAPE = ShapeSpec(channels=4)

@@ -133,7 +133,7 @@ def test_invalid_iou_thresholds_are_rejected(thresholds):
 
 
 def _slow_reference(gt, anchors, levels, lo, hi, min_iou, ignore_band, level_weighted):
-    """Loop reference in plain Python floats (B §2.8 read literally)."""
+    """Loop reference in plain Python floats (docs/components.md#anchors-and-rpn read literally)."""
     def iou(a, b):
         iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
         ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

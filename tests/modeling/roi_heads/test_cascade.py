@@ -17,8 +17,8 @@ from sephnet.backend import (
     get_cfg,
 )
 from sephnet.config import add_sephnet_config, validate_sephnet_config
-from sephnet.modeling.roi_heads.box_heads import TwinTowerConvFCHead
-from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers
+from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import TwinTowerConvFCHead
+from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers
 from sephnet.modeling.roi_heads.cascade import SephCascadeROIHeads
 
 K = 3

@@ -14,9 +14,7 @@ from sephnet.backend import (
     MaskRCNNConvUpsampleHead,
     ShapeSpec,
     build_mask_head,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.roi_heads.mask_head import SephMaskRCNNConvUpsampleHead
 
@@ -96,27 +94,26 @@ def test_empty_conv_dims_raise():
         SephMaskRCNNConvUpsampleHead(SHAPE, num_classes=3, conv_dims=[])
 
 
-def _cfg():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.MASK_ON = True
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.ROI_MASK_HEAD.NAME = "SephMaskRCNNConvUpsampleHead"
-    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 16
-    cfg.MODEL.ROI_MASK_HEAD.NORM = "EvoNormS0"
-    cfg.MODEL.SEPH.EVONORM.GROUPS = 4
-    cfg.MODEL.SEPH.EVONORM.EPS = 1e-4
-    return cfg
+#: A small mask head with EvoNormS0 (the keys each mask-head test starts from).
+MASK_KEYS = {
+    "MODEL.MASK_ON": True,
+    "MODEL.ROI_HEADS.NUM_CLASSES": 3,
+    "MODEL.ROI_MASK_HEAD.NAME": "SephMaskRCNNConvUpsampleHead",
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 2,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 16,
+    "MODEL.ROI_MASK_HEAD.NORM": "EvoNormS0",
+    "MODEL.SEPH.EVONORM.GROUPS": 4,
+    "MODEL.SEPH.EVONORM.EPS": 1e-4,
+}
 
 
-def test_from_config_reads_the_mask_keys_and_evonorm_parameters():
-    head = build_mask_head(_cfg(), SHAPE)
+def test_from_config_reads_the_mask_keys_and_evonorm_parameters(sephnet_cfg):
+    head = build_mask_head(sephnet_cfg(MASK_KEYS), SHAPE)
     assert isinstance(head, SephMaskRCNNConvUpsampleHead)
     norms = [m for m in head.modules() if isinstance(m, EvoNormS0)]
     assert len(norms) == 3 and all((n.groups, n.eps) == (4, 1e-4) for n in norms)
     assert head.predictor.out_channels == 3
-    cfg = _cfg()
+    cfg = sephnet_cfg(MASK_KEYS)
     cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = True
     assert build_mask_head(cfg, SHAPE).predictor.out_channels == 1
 
@@ -137,8 +134,8 @@ def _instances(training):
     return inst
 
 
-def test_training_loss_and_inference_masks():
-    head = build_mask_head(_cfg(), SHAPE)
+def test_training_loss_and_inference_masks(sephnet_cfg):
+    head = build_mask_head(sephnet_cfg(MASK_KEYS), SHAPE)
     x = torch.randn(2, 8, 7, 7, requires_grad=True)
     with EventStorage():
         losses = head.train()(x, [_instances(training=True)])

@@ -1,4 +1,5 @@
-"""sephnet's backbone hooks (SEPH_SPEC B §2.5); importing this package registers them in
+"""sephnet's backbone hooks (docs/components.md#backbone-hooks); importing this package registers
+them in
 ``SEPH_BACKBONE_HOOK_REGISTRY``."""
 from sephnet.modeling.backbone.hooks.base import (
     BackboneHook,

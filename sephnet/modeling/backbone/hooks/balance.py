@@ -1,4 +1,5 @@
-"""BalanceBackboneHook: Libra-R-CNN-style balanced refinement of the pyramid (SEPH_SPEC B §2.5).
+"""BalanceBackboneHook: Libra-R-CNN-style balanced refinement of the pyramid
+(docs/components.md#backbone-hooks).
 
 ::
 

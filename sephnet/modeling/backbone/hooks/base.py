@@ -1,4 +1,5 @@
-"""The backbone-hook contract and the helpers every hook family shares (SEPH_SPEC B §2.5).
+"""The backbone-hook contract and the helpers every hook family shares
+(docs/components.md#backbone-hooks).
 
 A backbone hook transforms a feature dict, either the bottom-up maps before the neck
 ("before", keys ``res2``..``res5`` and extra levels such as ``res6``) or the neck outputs

@@ -1,4 +1,5 @@
-"""FusionBackboneHook: one fused map ``f<l>`` at the finest pyramid level (SEPH_SPEC B §2.5).
+"""FusionBackboneHook: one fused map ``f<l>`` at the finest pyramid level
+(docs/components.md#backbone-hooks).
 
 An after-hook: the FPN outputs are kept and a new key is added, named ``f`` + the finest
 level (``f3`` for P3..P6; the log's "F3"), which ROI heads may pool from alone
@@ -16,7 +17,7 @@ C_out = C (sephv14_43*); ``"V3"`` sum, C_out = C. The norm is the hooks' NORM ke
 with no activation (the log's FPN.ACTIVATION_FN "NA").
 
 Only the hook as rewritten on 2020-06-15 (bilinear resize + 3x3 conv + norm) exists here; the
-earlier 1x1-conv-to-64-channels version is not reproduced. Following SEPH_SPEC B §4 item 29,
+earlier 1x1-conv-to-64-channels version is not reproduced. Following docs/components.md#conventions,
 the June C3 row "use FuseBackbone" is read as this rewritten version.
 """
 from typing import Dict, Optional

@@ -1,4 +1,5 @@
-"""SEBackboneHook: squeeze-and-excitation on every pyramid level >= 4 (SEPH_SPEC B §2.5).
+"""SEBackboneHook: squeeze-and-excitation on every pyramid level >= 4
+(docs/components.md#backbone-hooks).
 
 ::
 

@@ -103,7 +103,7 @@ def test_statistics_count_classes_objects_and_sizes_by_hand():
 
 
 def test_generated_set_has_small_objects_every_class_and_varied_counts(tmp_path):
-    generate_clutter(str(tmp_path), ClutterParams(num_train=40, num_val=1))
+    generate_clutter(str(tmp_path), ClutterParams(num_train=30, num_val=1))
     with open(tmp_path / "annotations" / "instances_train.json") as f:
         stats = dataset_statistics(json.load(f))
     assert set(stats["per_class"]) == set(CLUTTER_CLASSES)

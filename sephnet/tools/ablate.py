@@ -263,6 +263,7 @@ class _Runner:
         self.opts, self.num_gpus = list(opts), num_gpus
         self._live: List[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self._stopping = False  # set by stop_all: no new child starts after it
 
     def run(self, row: AblationRow, env: Optional[Dict[str, str]] = None, gpus: int = 0,
             run_dir: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> str:
@@ -291,8 +292,10 @@ class _Runner:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             start = time.monotonic()
-            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             with self._lock:
+                if self._stopping:
+                    return "failed"
+                child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 self._live.append(child)
             code, cpu_s = _wait_with_cpu_time(child)
             with self._lock:
@@ -315,6 +318,7 @@ class _Runner:
     def stop_all(self) -> None:
         """Terminate every running child (their checkpoints stay for a resume)."""
         with self._lock:
+            self._stopping = True
             children = list(self._live)
         for child in children:
             child.terminate()
@@ -432,6 +436,11 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
     ]
 
 
+def _without_key(opts: Sequence[str], key: str) -> List[str]:
+    """KEY VALUE pairs ``opts`` without ``key``'s pair."""
+    return [v for k, val in zip(opts[::2], opts[1::2]) if k != key for v in (k, val)]
+
+
 def run_proxy_study(
     rows: Sequence[AblationRow],
     output_root: str,
@@ -471,7 +480,7 @@ def run_proxy_study(
         "iterations": iterations,
         "seeds": seeds,
         "anchor_scale": ANCHOR_SCALE,
-        "overrides": proxy_opts(iterations, 0)[:-2],  # the fixed part (SEED is per run)
+        "overrides": _without_key(proxy_opts(iterations, 0), "SEED"),  # SEED is per run
         "user_opts": list(opts),
     }
     with open(os.path.join(output_root, PROXY_SETTINGS), "w", encoding="utf-8") as f:
@@ -485,14 +494,15 @@ def run_proxy_study(
         return runner.run(row, env=env, run_dir=run_dir, opts=run_opts)
 
     status: Dict[str, str] = {}
+    pool = ThreadPoolExecutor(max_workers=parallel)
     try:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            for (row, run_dir, _), result in zip(runs, pool.map(one, runs)):
-                status[os.path.relpath(run_dir, output_root)] = result
+        for (row, run_dir, _), result in zip(runs, pool.map(one, runs)):
+            status[os.path.relpath(run_dir, output_root)] = result
     except KeyboardInterrupt:
-        runner.stop_all()
+        runner.stop_all()  # before the pool's shutdown, which waits for the running runs
         raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         metrics, timings = load_seed_metrics(rows, output_root)
         if metrics:
             paths = write_proxy_results(rows, metrics, output_root, settings, timings)

@@ -83,7 +83,7 @@ def test_study_runs_each_seed_once_resumes_and_writes_results(tmp_path, fake_tra
     assert timing["attempts"] == 1 and timing["wall_s"] >= 0 and timing["cpu_s"] >= 0
     settings = json.load(open(os.path.join(root, "proxy.json")))
     assert settings["rows"] == ["a", "b"] and settings["seeds"] == 2
-    assert settings["overrides"] == proxy_opts(20, 0)[:-2]
+    assert settings["overrides"] == proxy_opts(20, 0)[:-2] and "SEED" not in settings["overrides"]
     text = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     # the fake reports AP 10% on its first call in a folder: mean 0.1, std 0 over 2 seeds
     assert "|label a (ours)|2|0.100 ± 0.000|0.500 ± 0.000|" in text

@@ -33,7 +33,6 @@ else ``./datasets/clutter``. Registered as ``clutter_train`` / ``clutter_val``.
 import dataclasses
 import json
 import os
-from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
@@ -48,7 +47,7 @@ __all__ = [
     "CLUTTER_CLASSES",
     "CLUTTER_VERSION",
     "ClutterParams",
-    "dataset_statistics",
+    "clutter_json_files",
     "default_clutter_root",
     "ensure_clutter",
     "generate_clutter",
@@ -319,6 +318,12 @@ def _draw_image(rng: np.random.Generator, params: ClutterParams):
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), objects
 
 
+def clutter_json_files(root: Optional[str] = None) -> List[str]:
+    """The train and val json files of the dataset in ``root`` (generated if needed)."""
+    root = ensure_clutter(root)
+    return [_json_path(root, split) for split in _SPLITS]
+
+
 def _clutter_metadata(root: str, split: str) -> Dict[str, Any]:
     return {
         "thing_classes": list(CLUTTER_CLASSES),
@@ -350,44 +355,3 @@ def register_clutter(root: Optional[str] = None, params: ClutterParams = Clutter
 
         DatasetCatalog.register(name, load)
         MetadataCatalog.get(name).set(**_clutter_metadata(root, split))
-
-
-#: Area bin edges (px^2) of :func:`dataset_statistics`; 32^2 and 96^2 are COCO's
-#: small/medium/large limits.
-AREA_BINS = (0, 8 ** 2, 16 ** 2, 32 ** 2, 64 ** 2, 96 ** 2, float("inf"))
-
-
-def dataset_statistics(coco: Dict[str, Any]) -> Dict[str, Any]:
-    """Counts of a COCO instances dict (any dataset, not only clutter).
-
-    Returns:
-        ``{"images", "objects", "per_class": {name: count}, "objects_per_image": {"min",
-        "mean", "max", "histogram": {count: images}}, "area_histogram": {"lo-hi": objects}
-        (AREA_BINS), "small_fraction" (area < 32^2), "box_aspect": {"p5", "p50", "p95"}
-        (width / height)}``.
-    """
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    per_image = Counter(a["image_id"] for a in coco["annotations"])
-    counts = [per_image.get(img["id"], 0) for img in coco["images"]]
-    areas = np.array([a["area"] for a in coco["annotations"]], np.float64)
-    aspects = np.array([a["bbox"][2] / a["bbox"][3] for a in coco["annotations"]], np.float64)
-    hist, _ = np.histogram(areas, bins=np.array(AREA_BINS))
-    labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(AREA_BINS[:-1], AREA_BINS[1:])]
-    return {
-        "images": len(coco["images"]),
-        "objects": len(coco["annotations"]),
-        "per_class": {names[k]: n for k, n in sorted(Counter(a["category_id"] for a in coco["annotations"]).items())},
-        "objects_per_image": {"min": min(counts), "mean": round(float(np.mean(counts)), 2), "max": max(counts),
-                              "histogram": dict(sorted(Counter(counts).items()))},
-        "area_histogram": dict(zip(labels, hist.tolist())),
-        "small_fraction": round(float((areas < 32 ** 2).mean()), 3),
-        "box_aspect": {f"p{q}": round(float(np.percentile(aspects, q)), 2) for q in (5, 50, 95)},
-    }
-
-
-if __name__ == "__main__":
-    # python -m sephnet.data.clutter: generate (if needed) and print both splits' statistics.
-    dataset_root = ensure_clutter()
-    for split_name in _SPLITS:
-        with open(_json_path(dataset_root, split_name)) as f:
-            print(split_name, json.dumps(dataset_statistics(json.load(f)), indent=1))

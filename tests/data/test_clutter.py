@@ -1,4 +1,4 @@
-"""The clutter dataset: determinism, masks that agree with boxes, areas and pixels, its
+"""The clutter dataset: determinism, masks that agree with boxes and areas, occlusion, its
 statistics, and lazy registration."""
 import hashlib
 import json
@@ -11,7 +11,8 @@ import pytest
 
 from sephnet.backend import DatasetCatalog, MetadataCatalog
 from sephnet.data import clutter
-from sephnet.data.clutter import CLUTTER_CLASSES, ClutterParams, dataset_statistics, generate_clutter
+from sephnet.data.clutter import CLUTTER_CLASSES, ClutterParams, generate_clutter
+from sephnet.data.statistics import dataset_statistics
 
 SMALL = ClutterParams(num_train=8, num_val=2)
 
@@ -80,26 +81,6 @@ def test_occluded_objects_keep_the_visible_fraction(tmp_path):
         assert not (visible & later).any()
         occluded += int(visible.sum() > 0 and later.any())
     assert occluded >= 1
-
-
-def test_statistics_count_classes_objects_and_sizes_by_hand():
-    coco = {
-        "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "hexagon"}],
-        "images": [{"id": 1}, {"id": 2}, {"id": 3}],
-        "annotations": [
-            {"image_id": 1, "category_id": 1, "area": 50.0, "bbox": [0, 0, 10, 5]},
-            {"image_id": 1, "category_id": 2, "area": 2000.0, "bbox": [0, 0, 40, 50]},
-            {"image_id": 2, "category_id": 2, "area": 10000.0, "bbox": [0, 0, 100, 100]},
-        ],
-    }
-    stats = dataset_statistics(coco)
-    assert stats["images"] == 3 and stats["objects"] == 3
-    assert stats["per_class"] == {"circle": 1, "hexagon": 2}
-    assert stats["objects_per_image"] == {"min": 0, "mean": 1.0, "max": 2, "histogram": {0: 1, 1: 1, 2: 1}}
-    assert stats["area_histogram"] == {"0-64": 1, "64-256": 0, "256-1024": 0, "1024-4096": 1,
-                                       "4096-9216": 0, "9216-inf": 1}
-    assert stats["small_fraction"] == pytest.approx(1 / 3, abs=1e-3)
-    assert stats["box_aspect"]["p50"] == 1.0  # aspects 2.0, 0.8, 1.0
 
 
 def test_generated_set_has_small_objects_every_class_and_varied_counts(tmp_path):

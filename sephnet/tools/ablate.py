@@ -329,7 +329,10 @@ class _Runner:
 def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
     """Wait for ``child``; returns its exit code and the user + system CPU seconds it and
     its reaped descendants used (``os.wait4``, which reaps it: the returncode is set here)."""
-    _, status, usage = os.wait4(child.pid, 0)
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except ChildProcessError:  # stop_all's child.wait() reaped it first: no usage left
+        return child.wait(), 0.0
     child.returncode = os.waitstatus_to_exitcode(status)
     return child.returncode, usage.ru_utime + usage.ru_stime
 

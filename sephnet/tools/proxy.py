@@ -8,7 +8,7 @@ samplers, matchers, losses, ROI counts, LR schedule type, pooled levels) is kept
 
 What the proxy does to a row, and why:
 
-- data: ``clutter_train`` / ``clutter_val`` (10 classes), 160-224 px images used at their
+- data: ``clutter_train`` / ``clutter_val`` (8 classes), 160-224 px images used at their
   own size (the log trains and tests at ~576 px, so anchors are scaled by 1/4), masks as
   bitmaps (the dataset stores RLE);
 - model: ResNet-18 from scratch with GroupNorm (FrozenBN is meaningless without pretrained
@@ -30,7 +30,7 @@ ANCHOR_SCALE = 0.25
 #: (train, test) datasets of the proxy.
 PROXY_DATASETS = ("clutter_train", "clutter_val")
 
-_NUM_CLASSES = 10  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
+_NUM_CLASSES = 8  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
 
 
 def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Sequence[float]]] = None

@@ -52,7 +52,7 @@ def test_every_row_gets_the_same_overrides_and_its_own_anchors_scaled(tmp_path):
         cfg.merge_from_list(opts)
         validate_sephnet_config(cfg)  # every row accepts the proxy overrides
         assert (cfg.SEED, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (seed, 300, (200, 250))
-        assert cfg.DATASETS.TRAIN == ("clutter_train",) and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 10
+        assert cfg.DATASETS.TRAIN == ("clutter_train",) and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 8
     assert all(f == fixed[0] for f in fixed)
     # the anchor rule gives different values where rows differ (C3: 120-512, others 64-512)
     assert scaled_anchor_sizes([[120], [512]]) == [[30.0], [128.0]]

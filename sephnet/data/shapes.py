@@ -26,18 +26,16 @@ Root folder: ``$SEPHNET_SHAPES_DIR`` if set, else ``$DETECTRON2_DATASETS/shapes`
 """
 import dataclasses
 import json
-import logging
 import os
-import shutil
-import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from iopath.common.file_io import file_lock
 
 from sephnet.backend import DatasetCatalog, MetadataCatalog, load_coco_json
+
+from .generated_dataset import default_root, ensure_generated, write_metadata
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -49,8 +47,6 @@ __all__ = [
     "register_shapes",
 ]
 
-logger = logging.getLogger(__name__)
-
 SHAPES_VERSION = 1
 """Bump when the generator's output changes for the same parameters."""
 
@@ -58,7 +54,6 @@ SHAPES_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle")
 """Class names in contiguous-id order; COCO category id = contiguous id + 1."""
 
 _SPLITS = ("train", "val")
-_METADATA_FILE = "generator.json"
 _CIRCLE_VERTICES = 32
 _GAP_PX = 2
 
@@ -98,10 +93,7 @@ class ShapesParams:
 
 def default_shapes_root() -> str:
     """``$SEPHNET_SHAPES_DIR``, else ``$DETECTRON2_DATASETS/shapes``, else ``datasets/shapes``."""
-    explicit = os.environ.get("SEPHNET_SHAPES_DIR")
-    if explicit:
-        return explicit
-    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "shapes")
+    return default_root("SEPHNET_SHAPES_DIR", "shapes")
 
 
 def _json_path(root: str, split: str) -> str:
@@ -112,44 +104,15 @@ def _expected_metadata(params: ShapesParams) -> Dict[str, Any]:
     return {"version": SHAPES_VERSION, "params": params.as_json()}
 
 
-def _is_current(root: str, params: ShapesParams) -> bool:
-    """Whether ``root`` holds a complete dataset made by this generator with ``params``."""
-    try:
-        with open(os.path.join(root, _METADATA_FILE)) as f:
-            stored = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return stored == _expected_metadata(params)
-
-
 def ensure_shapes(root: Optional[str] = None, params: ShapesParams = ShapesParams()) -> str:
-    """Make sure ``root`` holds the dataset for ``params``, generating it if needed.
-
-    Generation runs under the file lock ``<root>.lock`` (so concurrent processes, e.g.
-    distributed ranks, generate once), writes into ``<root>.tmp-<random>`` and renames
-    it to ``root``; a stale ``root`` is moved aside first and deleted afterwards.
+    """Make sure ``root`` holds the dataset for ``params``, generating it if needed
+    (atomically, under a file lock: :func:`~sephnet.data.generated_dataset.ensure_generated`).
 
     Returns:
         The dataset root (absolute).
     """
-    root = os.path.abspath(root or default_shapes_root())
-    if _is_current(root, params):
-        return root
-    with file_lock(root):
-        if _is_current(root, params):  # another process generated it meanwhile
-            return root
-        tmp = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-        logger.info("Generating the synthetic shapes dataset into %s ...", root)
-        try:
-            generate_shapes(tmp, params)
-            if os.path.exists(root):
-                stale = f"{root}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(root, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            os.rename(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return ensure_generated(root or default_shapes_root(), _expected_metadata(params),
+                            lambda out_dir: generate_shapes(out_dir, params))
 
 
 def generate_shapes(out_dir: str, params: ShapesParams = ShapesParams()) -> None:
@@ -179,8 +142,7 @@ def generate_shapes(out_dir: str, params: ShapesParams = ShapesParams()) -> None
         }
         with open(_json_path(out_dir, split), "w") as f:
             json.dump(coco, f)
-    with open(os.path.join(out_dir, _METADATA_FILE), "w") as f:
-        json.dump(_expected_metadata(params), f, indent=1, sort_keys=True)
+    write_metadata(out_dir, _expected_metadata(params))
 
 
 def _annotation(ann_id: int, image_id: int, class_id: int, polygon: List[float], mask: np.ndarray) -> dict:

@@ -11,6 +11,9 @@ Examples::
     # a CPU smoke run of three rows on the synthetic shapes data (tiny model and schedule)
     python -m sephnet.tools.ablate --rows fpn3-baseline sephv2 sephv14 --shapes-smoke
 
+    # the proxy study: rows at laptop scale on the clutter dataset, 2 seeds, 2 runs at once
+    python -m sephnet.tools.ablate --proxy --rows fpn3-baseline seph-bn seph --seeds 2 --parallel 2
+
 Rows are picked from the index (``configs/coco/ablations.yaml``) by id, label or glob. Each
 runs as ``python train_net.py --config-file <config> [--resume] OUTPUT_DIR <root>/<id>
 [smoke opts] [--opts ...]`` with its output in ``<root>/<id>/`` (log: ``ablate.log``).
@@ -19,6 +22,13 @@ holds a ``last_checkpoint`` was interrupted and resumes from it. When a run ends
 metrics are collected into ``final_metrics.json`` (see :func:`collect_metrics`); at the end
 ``results.md`` and ``ap_diff.png`` (:mod:`sephnet.tools.results_table`) are written to the
 output root for every selected row that has final metrics.
+
+``--proxy`` (:mod:`sephnet.tools.proxy`) runs every row with the same proxy overrides and
+``--seeds N`` seeds, one folder per run (``<root>/<id>/seed<k>/``, same skip/resume rules),
+seed 0 of every row before seed 1, and writes the study's settings to ``<root>/proxy.json``,
+each run's wall and CPU time to its ``timing.json``, and ``results.md`` / ``proxy_ap.png``
+(:mod:`sephnet.tools.proxy_results`: mean ± std over seeds, rank correlation with the log).
+``--parallel K`` runs K trainings at once on the CPU, each with ``cpu_count / K`` threads.
 """
 import argparse
 import contextlib
@@ -27,16 +37,25 @@ import json
 import math
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
+from sephnet.tools.proxy import ANCHOR_SCALE, proxy_opts, row_anchor_sizes, scaled_anchor_sizes
+from sephnet.tools.proxy_results import (
+    PROXY_SETTINGS,
+    TIMING,
+    load_seed_metrics,
+    write_proxy_results,
+)
 from sephnet.tools.results_table import FINAL_METRICS, load_measured, write_results
 
 __all__ = [
@@ -45,10 +64,14 @@ __all__ = [
     "build_command",
     "collect_metrics",
     "run_rows",
+    "proxy_runs",
+    "run_proxy_study",
     "main",
 ]
 
 _TASKS = ("bbox", "segm")
+#: Default --proxy-iters: sized so 11 rows x 2 seeds take about an hour on 2 quiet cores.
+PROXY_ITERATIONS = 400
 # detectron2's COCOEvaluator keys (percent) for the log's first six columns.
 _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -240,13 +263,19 @@ class _Runner:
         self.opts, self.num_gpus = list(opts), num_gpus
         self._live: List[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self._stopping = False  # set by stop_all: no new child starts after it
 
-    def run(self, row: AblationRow, env: Optional[Dict[str, str]] = None, gpus: int = 0) -> str:
-        """Train/evaluate one row unless finished; returns "finished", "done" or "failed"."""
-        run_dir = os.path.join(self.output_root, row.id)
+    def run(self, row: AblationRow, env: Optional[Dict[str, str]] = None, gpus: int = 0,
+            run_dir: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> str:
+        """Train/evaluate one row unless finished; returns "finished", "done" or "failed".
+
+        ``run_dir`` (default ``<output_root>/<row id>``) and ``opts`` (default the runner's)
+        name one run of the row; its wall and CPU time accumulate in ``timing.json``."""
+        run_dir = run_dir or os.path.join(self.output_root, row.id)
+        name = os.path.relpath(run_dir, self.output_root)
         state = run_state(run_dir)
         if state == "finished":
-            print(f"[ablate] {row.id}: finished earlier, skipped", flush=True)
+            print(f"[ablate] {name}: finished earlier, skipped", flush=True)
             return "finished"
         os.makedirs(run_dir, exist_ok=True)
         cmd = build_command(
@@ -255,41 +284,70 @@ class _Runner:
             run_dir,
             num_gpus=gpus or self.num_gpus,
             resume=state == "interrupted",
-            opts=self.opts,
+            opts=self.opts if opts is None else opts,
         )
         verb = "resuming" if state == "interrupted" else "starting"
-        print(f"[ablate] {row.id}: {verb} ({row.label})", flush=True)
+        print(f"[ablate] {name}: {verb} ({row.label})", flush=True)
         with open(os.path.join(run_dir, "ablate.log"), "a", encoding="utf-8") as log:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            start = time.monotonic()
             with self._lock:
+                if self._stopping:
+                    return "failed"
+                child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 self._live.append(child)
-            code = child.wait()
+            code, cpu_s = _wait_with_cpu_time(child)
             with self._lock:
                 self._live.remove(child)
+        _add_timing(run_dir, time.monotonic() - start, cpu_s)
         if code != 0:
-            print(f"[ablate] {row.id}: train_net exited with {code}; see {run_dir}/ablate.log",
+            print(f"[ablate] {name}: train_net exited with {code}; see {run_dir}/ablate.log",
                   flush=True)
             return "failed"
         metrics = collect_metrics(run_dir)
         if not _final_metrics_ok(metrics):
-            print(f"[ablate] {row.id}: no bbox evaluation in {run_dir}/metrics.json", flush=True)
+            print(f"[ablate] {name}: no bbox evaluation in {run_dir}/metrics.json", flush=True)
             return "failed"
         with open(os.path.join(run_dir, FINAL_METRICS), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=1)
         ap = metrics["bbox"][0]
-        print(f"[ablate] {row.id}: done, bbox mAP {_fmt(ap)}", flush=True)
+        print(f"[ablate] {name}: done, bbox mAP {_fmt(ap)}", flush=True)
         return "done"
 
     def stop_all(self) -> None:
         """Terminate every running child (their checkpoints stay for a resume)."""
         with self._lock:
+            self._stopping = True
             children = list(self._live)
         for child in children:
             child.terminate()
         for child in children:
             child.wait()
+
+
+def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
+    """Wait for ``child``; returns its exit code and the user + system CPU seconds it and
+    its reaped descendants used (``os.wait4``, which reaps it: the returncode is set here)."""
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except ChildProcessError:  # stop_all's child.wait() reaped it first: no usage left
+        return child.wait(), 0.0
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _add_timing(run_dir: str, wall_s: float, cpu_s: float) -> None:
+    """Add one attempt's times to ``<run_dir>/timing.json`` (attempts of a resumed run sum)."""
+    path = os.path.join(run_dir, TIMING)
+    timing = {"wall_s": 0.0, "cpu_s": 0.0, "attempts": 0}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            timing.update(json.load(f))
+    timing = {"wall_s": round(timing["wall_s"] + wall_s, 1), "cpu_s": round(timing["cpu_s"] + cpu_s, 1),
+              "attempts": timing["attempts"] + 1}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(timing, f)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -358,6 +416,103 @@ def run_rows(
     return status
 
 
+def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int, seeds: int,
+               opts: Sequence[str] = ()) -> List[Tuple[AblationRow, str, List[str]]]:
+    """The runs of a proxy study: ``(row, run folder, config overrides)`` for seeds
+    ``0..seeds-1`` of each row, seed-major (seed 0 of every row first, so a study stopped
+    early still covers every row). Overrides: :func:`~sephnet.tools.proxy.proxy_opts` with
+    the run's seed and the row's anchors x ``ANCHOR_SCALE``, then ``opts`` (last wins).
+
+    Raises:
+        ValueError: ``seeds`` < 1, ``iterations`` < 10, or a row has no config.
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds={seeds}; expected >= 1.")
+    for row in rows:
+        if not row.runnable:
+            raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
+    anchors = {row.id: scaled_anchor_sizes(row_anchor_sizes(row.config)) for row in rows}
+    return [
+        (row, os.path.join(output_root, row.id, f"seed{seed}"),
+         proxy_opts(iterations, seed, anchors[row.id]) + list(opts))
+        for seed in range(seeds) for row in rows
+    ]
+
+
+def _without_key(opts: Sequence[str], key: str) -> List[str]:
+    """KEY VALUE pairs ``opts`` without ``key``'s pair."""
+    return [v for k, val in zip(opts[::2], opts[1::2]) if k != key for v in (k, val)]
+
+
+def run_proxy_study(
+    rows: Sequence[AblationRow],
+    output_root: str,
+    *,
+    iterations: int,
+    seeds: int,
+    parallel: int = 1,
+    train_net: str = "train_net.py",
+    opts: Sequence[str] = (),
+    command: str = "",
+) -> Dict[str, str]:
+    """Run a proxy study (see the module docstring) and write its results.
+
+    Args:
+        rows: runnable rows, in the order of the tables.
+        output_root: the study's folder.
+        iterations, seeds: the proxy schedule's length and the seeds per row.
+        parallel: trainings at once; each gets ``max(1, cpu_count // parallel)`` threads.
+        train_net: path of ``train_net.py``.
+        opts: KEY VALUE overrides added after the proxy's.
+        command: the command line, recorded in ``proxy.json`` and ``results.md``.
+
+    Returns:
+        ``{"<row id>/seed<k>": "finished" | "done" | "failed"}``.
+
+    Raises:
+        ValueError: as :func:`proxy_runs`, or ``parallel`` < 1.
+        KeyboardInterrupt: after stopping the running children (their folders resume).
+    """
+    if parallel < 1:
+        raise ValueError(f"--parallel={parallel}; expected >= 1.")
+    runs = proxy_runs(rows, output_root, iterations=iterations, seeds=seeds, opts=opts)
+    os.makedirs(output_root, exist_ok=True)
+    settings = {
+        "command": command,
+        "rows": [r.id for r in rows],
+        "iterations": iterations,
+        "seeds": seeds,
+        "anchor_scale": ANCHOR_SCALE,
+        "overrides": _without_key(proxy_opts(iterations, 0), "SEED"),  # SEED is per run
+        "user_opts": list(opts),
+    }
+    with open(os.path.join(output_root, PROXY_SETTINGS), "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=1)
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    runner = _Runner(train_net, output_root, (), 1)
+
+    def one(run: Tuple[AblationRow, str, List[str]]) -> str:
+        row, run_dir, run_opts = run
+        return runner.run(row, env=env, run_dir=run_dir, opts=run_opts)
+
+    status: Dict[str, str] = {}
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
+        for (row, run_dir, _), result in zip(runs, pool.map(one, runs)):
+            status[os.path.relpath(run_dir, output_root)] = result
+    except KeyboardInterrupt:
+        runner.stop_all()  # before the pool's shutdown, which waits for the running runs
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        metrics, timings = load_seed_metrics(rows, output_root)
+        if metrics:
+            paths = write_proxy_results(rows, metrics, output_root, settings, timings)
+            print(f"[ablate] wrote {' and '.join(paths)}", flush=True)
+    return status
+
+
 def _write_table(rows: Sequence[AblationRow], output_root: str) -> None:
     measured = load_measured(rows, output_root)
     if measured:
@@ -382,8 +537,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", default=os.path.join("configs", "coco", "ablations.yaml"),
                         help="the ablation index (default: %(default)s)")
     parser.add_argument("--output-root", default=None,
-                        help="parent of the run folders (default: output/ablations, or "
-                        "output/ablations-shapes with --shapes-smoke)")
+                        help="parent of the run folders (default: output/ablations, "
+                        "output/ablations-shapes with --shapes-smoke, output/ablations-proxy "
+                        "with --proxy)")
     parser.add_argument("--train-net", default="train_net.py",
                         help="path of train_net.py (default: %(default)s)")
     parser.add_argument("--num-gpus", type=int, default=1,
@@ -395,6 +551,15 @@ def argument_parser() -> argparse.ArgumentParser:
                         "--smoke-iters iterations (overrides come before --opts)")
     parser.add_argument("--smoke-iters", type=int, default=20,
                         help="iterations of a --shapes-smoke run (default: %(default)s)")
+    parser.add_argument("--proxy", action="store_true",
+                        help="proxy study: the same CPU-sized overrides on every row (clutter "
+                        "dataset, ResNet-18, --proxy-iters iterations), --seeds seeds each")
+    parser.add_argument("--proxy-iters", type=int, default=PROXY_ITERATIONS,
+                        help="iterations of a --proxy run (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="with --proxy: seeds per row, run folders seed0..seedN-1")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="with --proxy: CPU trainings at once (default: %(default)s)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides for every run")
     return parser
@@ -406,6 +571,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = argument_parser().parse_args(argv)
     if len(args.opts) % 2:
         raise SystemExit(f"--opts needs KEY VALUE pairs, got {args.opts!r}.")
+    if args.proxy and args.shapes_smoke:
+        raise SystemExit("--proxy and --shapes-smoke exclude each other.")
     try:
         rows = select_rows(load_index(args.index), args.rows)
         smoke = shapes_smoke_opts(args.smoke_iters) if args.shapes_smoke else []
@@ -413,12 +580,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(str(e)) from None
     opts = smoke + args.opts
     root = args.output_root or os.path.join(
-        "output", "ablations-shapes" if args.shapes_smoke else "ablations"
+        "output",
+        "ablations-proxy" if args.proxy else "ablations-shapes" if args.shapes_smoke else "ablations",
     )
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
-                          parallel_gpus=args.parallel_gpus, opts=opts)
+        if args.proxy:
+            args_line = shlex.join(sys.argv[1:] if argv is None else list(argv))
+            command = f"python -m sephnet.tools.ablate {args_line}"
+            status = run_proxy_study(rows, root, iterations=args.proxy_iters, seeds=args.seeds,
+                                     parallel=args.parallel, train_net=args.train_net,
+                                     opts=args.opts, command=command)
+        else:
+            status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
+                              parallel_gpus=args.parallel_gpus, opts=opts)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     except KeyboardInterrupt:
         print("[ablate] interrupted; running the same command again resumes", flush=True)
         return 130

@@ -1,0 +1,109 @@
+"""The proxy scale of the experiment log: one set of config overrides that shrinks any log row
+to a CPU-sized run on the clutter dataset (:mod:`sephnet.data.clutter`).
+
+The overrides are the same for every row; only the anchor sizes follow a rule instead of a
+value (the row's own sizes times :data:`ANCHOR_SCALE`), because rows differ in pyramid levels
+and anchors. Everything a row changes relative to its parents (heads, predictors, norms,
+samplers, matchers, losses, ROI counts, LR schedule type, pooled levels) is kept.
+
+What the proxy does to a row, and why:
+
+- data: ``clutter_train`` / ``clutter_val`` (8 classes), 160-224 px images used at their
+  own size (the log trains and tests at ~576 px, so anchors are scaled by 1/4), masks as
+  bitmaps (the dataset stores RLE);
+- model: ResNet-18 from scratch with GroupNorm (FrozenBN is meaningless without pretrained
+  weights and no weights can be downloaded), 64-channel FPN and head convs, 256-wide head
+  FCs, at most 1000 / 500 / 300 RPN boxes (pre-NMS per level / post-NMS train / test);
+- schedule: 4 images per iteration on one process, lr 0.02, ``iterations`` steps with
+  warmup over the first tenth and the piecewise rows' LR steps at 2/3 and 5/6 of the run
+  (where the log's 80k and 100k of 120k fall); the row's scheduler type (cosine or
+  piecewise) is kept; one evaluation at the end;
+- seed: ``SEED`` = the run's seed.
+"""
+from typing import List, Optional, Sequence
+
+__all__ = ["ANCHOR_SCALE", "PROXY_DATASETS", "proxy_opts", "row_anchor_sizes", "scaled_anchor_sizes"]
+
+#: Proxy image size / the log's (160 / ~600 px): the factor applied to each row's anchors.
+ANCHOR_SCALE = 0.25
+
+#: (train, test) datasets of the proxy.
+PROXY_DATASETS = ("clutter_train", "clutter_val")
+
+_NUM_CLASSES = 8  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
+
+
+def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Sequence[float]]] = None
+               ) -> List[str]:
+    """The proxy's KEY VALUE config overrides (see the module docstring).
+
+    Args:
+        iterations: SGD steps (>= 10).
+        seed: the run's ``SEED``.
+        anchor_sizes: ``MODEL.ANCHOR_GENERATOR.SIZES`` to set (already scaled; see
+            :func:`scaled_anchor_sizes`), or None to keep the config's own (for configs
+            already at the proxy's scale, e.g. the quickstart).
+
+    Raises:
+        ValueError: ``iterations`` < 10.
+    """
+    if iterations < 10:
+        raise ValueError(f"--proxy-iters={iterations}; expected at least 10.")
+    opts = [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.WEIGHTS", "",
+        "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
+        "MODEL.BACKBONE.FREEZE_AT", "0",
+        "MODEL.RESNETS.DEPTH", "18",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.RESNETS.NORM", "GN",
+        "MODEL.FPN.OUT_CHANNELS", "64",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000",
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "500",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(_NUM_CLASSES),
+        "MODEL.ROI_BOX_HEAD.CONV_DIM", "64",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "256",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
+        "MODEL.SEPH.BOX_HEAD.CONV_DIM", "64",
+        "MODEL.SEPH.BOX_HEAD.FC_DIM", "256",
+        "MODEL.SEPH.BOX_HEAD.BRANCH_CONV_DIM", "64",
+        "DATASETS.TRAIN", f"('{PROXY_DATASETS[0]}',)",
+        "DATASETS.TEST", f"('{PROXY_DATASETS[1]}',)",
+        "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.MASK_FORMAT", "bitmask",
+        "INPUT.MIN_SIZE_TRAIN", "(160,)",
+        "INPUT.MAX_SIZE_TRAIN", "224",
+        "INPUT.MIN_SIZE_TEST", "160",
+        "INPUT.MAX_SIZE_TEST", "224",
+        "SOLVER.IMS_PER_BATCH", "4",
+        "SOLVER.REFERENCE_WORLD_SIZE", "0",
+        "SOLVER.BASE_LR", "0.02",
+        "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.WARMUP_ITERS", str(iterations // 10),
+        "SOLVER.STEPS", f"({iterations * 2 // 3}, {iterations * 5 // 6})",
+        "SOLVER.CHECKPOINT_PERIOD", str(iterations // 2),
+        "TEST.EVAL_PERIOD", "0",
+        "SEED", str(seed),
+    ]
+    if anchor_sizes is not None:
+        opts += ["MODEL.ANCHOR_GENERATOR.SIZES", repr([list(map(float, s)) for s in anchor_sizes])]
+    return opts
+
+
+def scaled_anchor_sizes(sizes: Sequence[Sequence[float]], scale: float = ANCHOR_SCALE
+                        ) -> List[List[float]]:
+    """``sizes`` (``MODEL.ANCHOR_GENERATOR.SIZES``) times ``scale``, rounded to 0.1 px."""
+    return [[round(float(s) * scale, 1) for s in level] for level in sizes]
+
+
+def row_anchor_sizes(config_file: str) -> List[List[float]]:
+    """``MODEL.ANCHOR_GENERATOR.SIZES`` of a row's config (merged with its bases)."""
+    from sephnet.backend import get_cfg
+    from sephnet.config import add_sephnet_config
+
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.merge_from_file(config_file)
+    return [list(level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]

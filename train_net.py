@@ -47,6 +47,12 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
+from sephnet.engine.file_checks import (
+    check_config_file,
+    check_weights_file,
+    check_weights_fit_model,
+    guard_dataset_json,
+)
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -83,12 +89,28 @@ def setup(args) -> CfgNode:
     cfg = get_cfg()
     add_sephnet_config(cfg)
     if args.config_file:
+        check_config_file(args.config_file)
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     validate_sephnet_config(cfg)
     cfg.freeze()
+    for name in cfg.DATASETS.TRAIN:
+        guard_dataset_json(name, training=True)
+    for name in cfg.DATASETS.TEST:
+        guard_dataset_json(name, training=False)
     default_setup(cfg, args)
     return cfg
+
+
+def check_weights(cfg: CfgNode, model: torch.nn.Module, checkpointer, args) -> None:
+    """Refuse an unusable ``MODEL.WEIGHTS`` before loading it (one line naming the file), unless
+    ``--resume`` will load OUTPUT_DIR's last checkpoint instead. For ``--eval-only`` the file
+    must give every weight of the model (evaluating random weights is never intended)."""
+    if args.resume and checkpointer.has_checkpoint():
+        return
+    state = check_weights_file(cfg.MODEL.WEIGHTS)
+    if state is not None:
+        check_weights_fit_model(state, model, cfg.MODEL.WEIGHTS, require_all=args.eval_only)
 
 
 def main(args) -> Dict[str, Any]:
@@ -96,9 +118,9 @@ def main(args) -> Dict[str, Any]:
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        check_weights(cfg, model, checkpointer, args)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -113,6 +135,7 @@ def main(args) -> Dict[str, Any]:
                 cfg.TEST.EVAL_PERIOD, trainer.checkpointer, args.best_metric, mode=args.best_mode
             )
         ])
+    check_weights(cfg, trainer.model, trainer.checkpointer, args)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

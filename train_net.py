@@ -74,6 +74,11 @@ class Trainer(DefaultTrainer):
         """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
         return build_optimizer(cfg, model)
 
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Check ``MODEL.WEIGHTS`` (:func:`check_weights`), then load as detectron2 does."""
+        check_weights(self.cfg, self.model, self.checkpointer, resume, eval_only=False)
+        super().resume_or_load(resume=resume)
+
     def build_hooks(self) -> List[Optional[Any]]:
         """detectron2's hooks, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
@@ -102,15 +107,15 @@ def setup(args) -> CfgNode:
     return cfg
 
 
-def check_weights(cfg: CfgNode, model: torch.nn.Module, checkpointer, args) -> None:
+def check_weights(cfg: CfgNode, model: torch.nn.Module, checkpointer, resume: bool, eval_only: bool) -> None:
     """Refuse an unusable ``MODEL.WEIGHTS`` before loading it (one line naming the file), unless
     ``--resume`` will load OUTPUT_DIR's last checkpoint instead. For ``--eval-only`` the file
     must give every weight of the model (evaluating random weights is never intended)."""
-    if args.resume and checkpointer.has_checkpoint():
+    if resume and checkpointer.has_checkpoint():
         return
     state = check_weights_file(cfg.MODEL.WEIGHTS)
     if state is not None:
-        check_weights_fit_model(state, model, cfg.MODEL.WEIGHTS, require_all=args.eval_only)
+        check_weights_fit_model(state, model, cfg.MODEL.WEIGHTS, require_all=eval_only)
 
 
 def main(args) -> Dict[str, Any]:
@@ -119,7 +124,7 @@ def main(args) -> Dict[str, Any]:
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        check_weights(cfg, model, checkpointer, args)
+        check_weights(cfg, model, checkpointer, args.resume, eval_only=True)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
@@ -135,7 +140,6 @@ def main(args) -> Dict[str, Any]:
                 cfg.TEST.EVAL_PERIOD, trainer.checkpointer, args.best_metric, mode=args.best_mode
             )
         ])
-    check_weights(cfg, trainer.model, trainer.checkpointer, args)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -47,6 +47,7 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
+from sephnet.engine.preemption import PreemptionCheckpoint, ignore_stop_signals_in_forked_children
 from sephnet.engine.file_checks import (
     check_config_file,
     check_weights_file,
@@ -131,6 +132,7 @@ def main(args) -> Dict[str, Any]:
             verify_results(cfg, results)
         return results
 
+    ignore_stop_signals_in_forked_children()  # data-loader workers: the main process stops them
     trainer = Trainer(cfg)
     if args.best_metric and comm.is_main_process():
         # after EvalHook, so it sees each evaluation's results; the trainer's checkpointer
@@ -140,6 +142,9 @@ def main(args) -> Dict[str, Any]:
                 cfg.TEST.EVAL_PERIOD, trainer.checkpointer, args.best_metric, mode=args.best_mode
             )
         ])
+    # last, so that a signalled iteration completes before the checkpoint: SIGTERM/SIGINT end the
+    # run with a resumable checkpoint and exit code 75 (a second signal exits at once)
+    trainer.register_hooks([PreemptionCheckpoint()])
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

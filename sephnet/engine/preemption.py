@@ -7,9 +7,11 @@ checkpointer writes ``model_<iter>.pth`` (atomically on the core backend) and ta
 128 + signal number), without a checkpoint.
 
 With several processes (``--num-gpus``) every rank stops after the same iteration: the ranks
-agree each iteration on whether any of them was signalled. Data-loader workers forked during
-training ignore both signals (a terminal's Ctrl-C and a scheduler's SIGTERM reach the whole
-process group), so they keep serving the main process until it stops them.
+agree each iteration on whether any of them was signalled. A terminal's Ctrl-C and a
+scheduler's SIGTERM reach the whole process group, data-loader workers included: workers
+forked during training ignore SIGINT (PyTorch's own SIGTERM handler still ends them), and after
+the first signal the main process stops reacting to their deaths (PyTorch's SIGCHLD check
+would raise mid-iteration), as the stopping run fetches no more batches.
 """
 import logging
 import os
@@ -42,7 +44,8 @@ os.register_at_fork(after_in_child=_ignore_in_child)
 
 
 def ignore_stop_signals_in_forked_children() -> None:
-    """From now on, processes forked by this one (data-loader workers) ignore SIGTERM/SIGINT."""
+    """From now on, processes forked by this one (data-loader workers) start ignoring SIGTERM and
+    SIGINT (PyTorch's workers then install their own SIGTERM handler)."""
     _children_ignore[0] = True
 
 
@@ -66,6 +69,7 @@ class PreemptionCheckpoint(HookBase):
             sys.stderr.flush()
             os._exit(128 + signum)
         self._signum = signum
+        self._previous.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
         logger.warning(
             f"Received {name} during iteration {self.trainer.iter}: finishing it, then saving a "
             f"resumable checkpoint (send {name} again to exit at once)."

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Boxes, get_cfg
+from sephnet.backend import Boxes, ShapeSpec, build_roi_heads, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
 from sephnet.modeling.roi_heads.multiscale_pooler import (
@@ -132,13 +132,24 @@ def _cfg(**keys):
     return cfg
 
 
-def test_valid_combinations_pass():
-    validate_sephnet_config(_cfg())
-    validate_sephnet_config(_cfg(**{"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}))  # sephv19
-    validate_sephnet_config(_cfg(**{
-        "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
-        "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook",
-    }))
+@pytest.mark.parametrize("keys,head,hook", [
+    ({}, "BoxQueryAttentionHead", None),
+    ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}, "FCClsConvBoxHead", None),  # sephv19
+    ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
+      "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook"}, "FCClsConvBoxHead", "IouHeadNonLocalROIHeadsHook"),
+])
+def test_valid_combinations_pass(keys, head, hook):
+    cfg = _cfg(**keys, **{"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 2.0})
+    validate_sephnet_config(cfg)
+    # what the validated config builds: the multi-scale pooler feeding the named head (and hook)
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    heads = build_roi_heads(cfg, {f"p{k}": ShapeSpec(channels=32, stride=2 ** k) for k in range(2, 6)})
+    assert isinstance(heads.box_pooler, MultiScaleROIPooler) and heads.box_pooler.context_scale == 2.0
+    feats = [torch.zeros(1, 32, 64 >> k, 64 >> k) for k in range(2, 6)]
+    pooled = heads.box_pooler(feats, [Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0]]))])
+    assert pooled.box.shape == pooled.context.shape == (1, 32, 7, 7)
+    parts = {type(m).__name__ for m in heads.box_head.modules()}
+    assert head in parts and (hook is None or hook in parts)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Preemption: real ``train_net.py`` processes receiving SIGTERM / SIGINT mid-step finish the
 iteration, write a resumable checkpoint, say where and exit with code 75; ``--resume`` then ends
-with the same final weights, bit for bit, as one uninterrupted run. A second signal exits at once.
+with the same final weights, bit for bit, as one uninterrupted run (on the core backend, whose
+checkpoints hold the data-loader position). A second signal exits at once.
 
 Same tiny setup as test_kill_resume.py (6 iterations, checkpoints every 2, evaluation at 4).
 """
@@ -37,8 +38,6 @@ def _last_checkpoint(out: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(BACKEND != "core", reason="bit-identical --resume needs the core's resumable "
-                    "data-loader and RNG state in checkpoints")
 def test_sigterm_and_sigint_stop_with_a_checkpoint_and_resume_identically(tmp_path):
     data = str(tmp_path / "data")
     generate_shapes(data, ShapesParams(num_train=4, num_val=2, image_sizes=((64, 64), (64, 80)),
@@ -60,6 +59,8 @@ def test_sigterm_and_sigint_stop_with_a_checkpoint_and_resume_identically(tmp_pa
         assert torch.load(path, map_location="cpu", weights_only=False)["iteration"] == iteration
         assert not os.path.exists(os.path.join(out, "model_final.pth"))
     assert _run(data, out).returncode == 0
+    if BACKEND != "core":
+        return  # detectron2 v0.6 restarts its data loader on resume: not bit-identical there
     want, got = kill_resume._final_weights(reference), kill_resume._final_weights(out)
     assert want.keys() == got.keys()
     different = [k for k in want if not torch.equal(want[k], got[k])]

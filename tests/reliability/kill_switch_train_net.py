@@ -14,8 +14,9 @@ args>``. Environment:
   - ``eval:<k>``: inside the ``k``-th batch (1-based, counted over the run) the evaluator
     processes;
   - ``timer:<seconds>``: whatever the process is doing that many seconds after it started;
-  - ``signal:<i>:<NAME>[:<n>]``: inside step ``i`` (after the backward pass) the process sends
-    itself signal NAME (e.g. SIGTERM) ``n`` times (default 1) instead of SIGKILL.
+  - ``signal:<i>:<NAME>[:<n>]``: as step ``i`` starts (``before_step``; detectron2 v0.6 has no
+    ``after_backward``) the process sends itself signal NAME (e.g. SIGTERM) ``n`` times (default
+    1) instead of SIGKILL.
 """
 import io
 import os
@@ -71,7 +72,7 @@ def _arm_signal(spec: str) -> None:
     iteration, name, *times = spec.split(":")
 
     class _SignalInStep(HookBase):
-        def after_backward(self) -> None:
+        def before_step(self) -> None:
             if self.trainer.iter == int(iteration):
                 for _ in range(int(times[0]) if times else 1):
                     os.kill(os.getpid(), getattr(signal, name))

@@ -47,13 +47,13 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
-from sephnet.engine.preemption import PreemptionCheckpoint, ignore_stop_signals_in_forked_children
 from sephnet.engine.file_checks import (
     check_config_file,
     check_weights_file,
     check_weights_fit_model,
     guard_dataset_json,
 )
+from sephnet.engine.preemption import PreemptionCheckpoint, ignore_stop_signals_in_forked_children
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")

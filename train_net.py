@@ -49,6 +49,13 @@ from sephnet.backend import (
 )
 from sephnet.data.stitch import stitch_batches
 from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
+from sephnet.engine.file_checks import (
+    check_config_file,
+    check_weights_file,
+    check_weights_fit_model,
+    guard_dataset_json,
+)
+from sephnet.engine.preemption import PreemptionCheckpoint, ignore_stop_signals_in_forked_children
 from sephnet.solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -84,6 +91,10 @@ class Trainer(DefaultTrainer):
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
         """detectron2's schedule, or the original's cosine (``MODEL.SEPH.SOLVER.COSINE_*``)."""
         return build_lr_scheduler(cfg, optimizer)
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Check ``MODEL.WEIGHTS`` (:func:`check_weights`), then load as detectron2 does."""
+        check_weights(self.cfg, self.model, self.checkpointer, resume, eval_only=False)
+        super().resume_or_load(resume=resume)
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), then the experiment
@@ -109,12 +120,28 @@ def setup(args) -> CfgNode:
     cfg = get_cfg()
     add_sephnet_config(cfg)
     if args.config_file:
+        check_config_file(args.config_file)
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     validate_sephnet_config(cfg)
     cfg.freeze()
+    for name in cfg.DATASETS.TRAIN:
+        guard_dataset_json(name, training=True)
+    for name in cfg.DATASETS.TEST:
+        guard_dataset_json(name, training=False)
     default_setup(cfg, args)
     return cfg
+
+
+def check_weights(cfg: CfgNode, model: torch.nn.Module, checkpointer, resume: bool, eval_only: bool) -> None:
+    """Refuse an unusable ``MODEL.WEIGHTS`` before loading it (one line naming the file), unless
+    ``--resume`` will load OUTPUT_DIR's last checkpoint instead. For ``--eval-only`` the file
+    must give every weight of the model (evaluating random weights is never intended)."""
+    if resume and checkpointer.has_checkpoint():
+        return
+    state = check_weights_file(cfg.MODEL.WEIGHTS)
+    if state is not None:
+        check_weights_fit_model(state, model, cfg.MODEL.WEIGHTS, require_all=eval_only)
 
 
 def main(args) -> Dict[str, Any]:
@@ -122,14 +149,15 @@ def main(args) -> Dict[str, Any]:
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        check_weights(cfg, model, checkpointer, args.resume, eval_only=True)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
 
+    ignore_stop_signals_in_forked_children()  # data-loader workers: the main process stops them
     trainer = Trainer(cfg)
     if args.best_metric and comm.is_main_process():
         # after EvalHook, so it sees each evaluation's results; the trainer's checkpointer
@@ -139,6 +167,9 @@ def main(args) -> Dict[str, Any]:
                 cfg.TEST.EVAL_PERIOD, trainer.checkpointer, args.best_metric, mode=args.best_mode
             )
         ])
+    # last, so that a signalled iteration completes before the checkpoint: SIGTERM/SIGINT end the
+    # run with a resumable checkpoint and exit code 75 (a second signal exits at once)
+    trainer.register_hooks([PreemptionCheckpoint()])
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

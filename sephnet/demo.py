@@ -83,7 +83,8 @@ def get_parser() -> argparse.ArgumentParser:
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The config ``train_net.py`` would build (detectron2's and sephnet's defaults ← config
     file ← ``--opts``), then the confidence threshold as the test score threshold of the box
-    heads (``MODEL.ROI_HEADS``, ``MODEL.RETINANET``, ``MODEL.PANOPTIC_FPN.COMBINE``); checked
+    heads (``MODEL.ROI_HEADS``, ``MODEL.RETINANET``, and ``MODEL.PANOPTIC_FPN.COMBINE`` for a
+    PanopticFPN); checked
     by :func:`validate_sephnet_config` and frozen.
 
     Raises:
@@ -98,7 +99,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     cfg.merge_from_list(args.opts)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = threshold
-    cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = threshold
+    if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":  # the key is refused where nothing reads it
+        cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = threshold
     validate_sephnet_config(cfg)
     cfg.freeze()
     return cfg

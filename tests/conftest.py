@@ -2,6 +2,7 @@
 that propagate to pytest's log capture whatever ran before, and the ``sephnet_cfg`` config
 fixture."""
 import logging
+import os
 import random
 
 import numpy as np
@@ -13,7 +14,8 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 
 # CI runs the suite on 2 cores with 2 pytest-xdist workers: one torch thread each avoids
 # oversubscription, which makes the many tiny convolutions of these tests far slower.
-torch.set_num_threads(1)
+# OMP_NUM_THREADS overrides it (tests/run_cpu_matrix.sh checks the suite with 1 and 2 threads).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 _FRAMEWORK_LOGGERS = ("sephnet", "sephnet.d2", "d2", "detectron2", "fvcore")
 

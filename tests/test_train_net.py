@@ -11,6 +11,7 @@ import torch
 import train_net
 from sephnet.backend import DatasetCatalog, register_coco_instances
 from sephnet.data import ShapesParams, generate_shapes
+from sephnet.engine.preemption import PreemptionCheckpoint
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart",
                       "mask_rcnn_R_18_FPN_shapes.yaml")
@@ -60,6 +61,7 @@ def test_best_metric_flag_registers_best_checkpointer(monkeypatch, flags, expect
     monkeypatch.setattr(train_net, "setup", lambda args: cfg)
     monkeypatch.setattr(train_net, "Trainer", _RecordingTrainer)
     registered = train_net.main(_args(*flags))
+    assert isinstance(registered.pop(), PreemptionCheckpoint)  # always registered, last
     if expected is None:
         assert registered == []
         return

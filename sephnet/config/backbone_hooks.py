@@ -107,6 +107,12 @@ def validate_config(cfg: CfgNode) -> None:
             "(MODEL.BACKBONE.NAME 'build_seph_hooked_fpn_backbone'), which runs its bottom-up "
             "internally; use 'build_seph_tf_fpn_backbone'."
         )
+    if node.AFTER and backbone == "build_seph_two_way_fpn_backbone":
+        raise ValueError(
+            f"MODEL.SEPH.BACKBONE_HOOKS.AFTER={node.AFTER!r} cannot follow the two-way FPN "
+            "(MODEL.BACKBONE.NAME 'build_seph_two_way_fpn_backbone'): its RPN pyramid takes the "
+            "RPN hook (MODEL.SEPH.BACKBONE_HOOKS.RPN) and its ROI pyramid none."
+        )
     if node.RPN and cfg.MODEL.META_ARCHITECTURE != _SEPH_META_ARCH:
         raise ValueError(
             f"MODEL.SEPH.BACKBONE_HOOKS.RPN={node.RPN!r} gives the RPN its own features; it "

@@ -1,7 +1,7 @@
 """MODEL.SEPH.BACKBONE_HOOKS keys: defaults, YAML merge, each setup-time error names its keys."""
 import pytest
 
-from sephnet.backend import get_cfg
+from sephnet.backend import build_backbone, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.config.backbone_hooks import HOOKED_BACKBONES, validate_config
 
@@ -41,9 +41,16 @@ def test_keys_merge_from_yaml_text(tmp_path):
         cfg.merge_from_list(["MODEL.SEPH.BACKBONE_HOOKS.NONLOCAL", "x"])
 
 
-@pytest.mark.parametrize("backbone", HOOKED_BACKBONES)
+@pytest.mark.parametrize("backbone", [b for b in HOOKED_BACKBONES if b != "build_seph_two_way_fpn_backbone"])
 def test_every_hooked_builder_accepts_after_hooks(backbone):
-    validate_config(_cfg(backbone, AFTER="SEBackboneHook"))
+    cfg = _cfg(backbone, AFTER="SEBackboneHook")
+    validate_config(cfg)
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                         "MODEL.FPN.OUT_CHANNELS", 64, "MODEL.RESNETS.OUT_FEATURES", ["res3", "res4", "res5"],
+                         "MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5"]])
+    built = build_backbone(cfg)  # a narrow ResNet-18 under the validated hooks
+    hooks = {name: type(m).__name__ for name, m in built.named_children() if name.endswith("hook")}
+    assert "SEBackboneHook" in hooks.values(), hooks
 
 
 @pytest.mark.parametrize(
@@ -52,6 +59,8 @@ def test_every_hooked_builder_accepts_after_hooks(backbone):
         ({"BEFORE": "Nope"}, None, "BEFORE='Nope' is not registered.*NonLocalBackboneHook"),
         ({"AFTER": "SEBackboneHook"}, "build_resnet_fpn_backbone",
          "AFTER='SEBackboneHook' needs a hooked backbone builder.*'build_resnet_fpn_backbone'"),
+        ({"AFTER": "SEBackboneHook"}, "build_seph_two_way_fpn_backbone",
+         "AFTER='SEBackboneHook' cannot follow the two-way FPN"),
         ({"BEFORE": "SEBackboneHook"}, "build_seph_hooked_fpn_backbone",
          "BEFORE='SEBackboneHook' cannot wrap detectron2's FPN"),
         ({"RPN": "BalanceBackboneHook"}, None, "RPN='BalanceBackboneHook'.*SephGeneralizedRCNN"),

@@ -1,7 +1,7 @@
 """MODEL.SEPH.NECKS keys and the reused MODEL.FPN keys: defaults, merge, setup-time errors."""
 import pytest
 
-from sephnet.backend import get_cfg
+from sephnet.backend import build_backbone, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.config.necks import validate_config
 
@@ -17,6 +17,13 @@ def _cfg(backbone="build_seph_tf_fpn_backbone", **keys):
     return cfg
 
 
+def _tiny_backbone(cfg):
+    """The validated config's backbone, built on a narrow ResNet-18."""
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                         "MODEL.FPN.OUT_CHANNELS", 64])
+    return build_backbone(cfg)
+
+
 def test_defaults():
     cfg = get_cfg()
     add_sephnet_config(cfg)
@@ -30,15 +37,26 @@ def test_defaults():
 
 @pytest.mark.parametrize("fuse", ["sum", "avg", "concat", "mix_fusion", "wsum"])
 def test_tf_fpn_accepts_every_fuse_type(fuse):
-    validate_config(_cfg(**{"MODEL.FPN.FUSE_TYPE": fuse}))
+    cfg = _cfg(**{"MODEL.FPN.FUSE_TYPE": fuse})
+    validate_config(cfg)
+    backbone = _tiny_backbone(cfg)
+    assert backbone.neck.fuse_type == fuse
+    assert {k: (s.channels, s.stride) for k, s in backbone.output_shape().items()} == {
+        "p3": (64, 8), "p4": (64, 16), "p5": (64, 32), "p6": (64, 64)}
 
 
 def test_two_way_with_c6_inputs_validates():
-    validate_config(_cfg(
+    cfg = _cfg(
         "build_seph_two_way_fpn_backbone",
         **{"MODEL.META_ARCHITECTURE": "SephGeneralizedRCNN", "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
            "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"]},
-    ))
+    )
+    validate_config(cfg)
+    backbone = _tiny_backbone(cfg)
+    assert backbone.two_way and backbone.returns_two_dicts
+    assert backbone._extra_names == ["res6"]  # C6 from a strided conv on res5, fed to the FPN
+    assert [(k, s.stride) for k, s in backbone.output_shape().items()] == [
+        ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64), ("p7", 128)]
 
 
 @pytest.mark.parametrize(

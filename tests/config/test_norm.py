@@ -1,9 +1,12 @@
 """Norm config keys: defaults, YAML merging, and the setup-time errors of validate_config."""
+import os
+
 import pytest
 
-from sephnet.backend import get_cfg
+from sephnet.backend import build_model, get_cfg
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.config.norm import validate_config
+from sephnet.layers.evonorm import EvoNormS0
 
 
 def _cfg(**overrides):
@@ -14,6 +17,7 @@ def _cfg(**overrides):
     return cfg
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEPH_FPN = {"MODEL__BACKBONE__NAME": "build_seph_resnet_fpn_backbone"}
 SEPH_MASK = {
     "MODEL__MASK_ON": True,
@@ -33,7 +37,7 @@ def test_defaults_are_the_logs_values_and_validate():
 
 
 def test_evonorm_everywhere_validates_with_seph_components():
-    cfg = _cfg(
+    overrides = dict(
         **SEPH_FPN,
         **SEPH_MASK,
         **SEPH_RPN,
@@ -42,7 +46,26 @@ def test_evonorm_everywhere_validates_with_seph_components():
         MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0",
         MODEL__SEPH__FPN__TOP_BLOCK="LastLevelStridedConvs",
     )
+    cfg = _cfg(**overrides)
     validate_config(cfg)
+    # the same keys over detectron2's FPN levels, on a narrow ResNet-18, build EvoNormS0 exactly
+    # where they say
+    cfg = _cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-RCNN-FPN.yaml"))
+    for key, value in overrides.items():
+        cfg.merge_from_list([key.replace("__", "."), value])
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                         "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ROI_MASK_HEAD.CONV_DIM", 32,
+                         "MODEL.DEVICE", "cpu"])
+    validate_config(cfg)
+    model = build_model(cfg)
+    owners = sorted({".".join(name.split(".")[:2]) for name, m in model.named_modules()
+                     if isinstance(m, EvoNormS0)})
+    assert owners == sorted(
+        # the laterals are plain 1x1 convs with a bias, as in the original (docs/components.md)
+        [f"backbone.fpn_output{level}" for level in (2, 3, 4, 5)]
+        + ["backbone.top_block", "proposal_generator.rpn_head", "roi_heads.mask_head"]
+    )
 
 
 def test_yaml_keys_merge_and_typos_fail(tmp_path):

@@ -1,7 +1,7 @@
 """MODEL.SEPH.RPN.MATCHER keys: defaults, merging from YAML text, and validation errors."""
 import pytest
 
-from sephnet.backend import get_cfg
+from sephnet.backend import ShapeSpec, build_proposal_generator, get_cfg
 from sephnet.config import add_sephnet_config
 from sephnet.config.rpn import validate_config
 
@@ -23,11 +23,26 @@ def test_defaults_keep_detectron2_matching():
     validate_config(cfg)  # "" with the upstream RPN is valid
 
 
-@pytest.mark.parametrize(
-    "name", ["ATSSMatcher", "ATSSMatcherPreFix", "ATSSMatcher3", "ATSSMatcher4", "DynamicMatcher"]
-)
+# name -> the matcher class it builds and the settings that tell the presets apart
+MATCHERS = {
+    "ATSSMatcher": ("ATSSMatcher", {"pre_fix": False}),
+    "ATSSMatcherPreFix": ("ATSSMatcher", {"pre_fix": True}),
+    "ATSSMatcher3": ("IoUStatisticsMatcher", {"ignore_band": True, "level_weighted": False, "low": 0.4, "high": 0.5}),
+    "ATSSMatcher4": ("IoUStatisticsMatcher", {"ignore_band": False, "level_weighted": False, "low": 0.4, "high": 0.5}),
+    "DynamicMatcher": ("IoUStatisticsMatcher", {"ignore_band": False, "level_weighted": True, "low": 0.4, "high": 0.5}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATCHERS))
 def test_every_registered_matcher_validates(name):
-    validate_config(_cfg(name))
+    cfg = _cfg(name)
+    validate_config(cfg)
+    shapes = {f: ShapeSpec(channels=8, stride=2 ** (i + 2)) for i, f in enumerate(cfg.MODEL.RPN.IN_FEATURES)}
+    rpn = build_proposal_generator(cfg, shapes)  # the validated config builds SephRPN with it
+    assert type(rpn).__name__ == "SephRPN"
+    cls, settings = MATCHERS[name]
+    assert type(rpn.box_matcher).__name__ == cls
+    assert {k: getattr(rpn.box_matcher, k) for k in settings} == settings
 
 
 def test_keys_merge_from_a_config_list():

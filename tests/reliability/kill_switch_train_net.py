@@ -13,7 +13,10 @@ args>``. Environment:
   - ``tag:<name>``: after ``<name>.pth`` is complete, before ``last_checkpoint`` names it;
   - ``eval:<k>``: inside the ``k``-th batch (1-based, counted over the run) the evaluator
     processes;
-  - ``timer:<seconds>``: whatever the process is doing that many seconds after it started.
+  - ``timer:<seconds>``: whatever the process is doing that many seconds after it started;
+  - ``signal:<i>:<NAME>[:<n>]``: as step ``i`` starts (``before_step``; detectron2 v0.6 has no
+    ``after_backward``) the process sends itself signal NAME (e.g. SIGTERM) ``n`` times (default
+    1) instead of SIGKILL.
 """
 import io
 import os
@@ -59,6 +62,25 @@ def _arm_step(iteration: int) -> None:
 
     def patched(self) -> list:
         return build_hooks(self) + [_KillInStep()]
+
+    DefaultTrainer.build_hooks = patched
+
+
+def _arm_signal(spec: str) -> None:
+    from sephnet.backend import DefaultTrainer, HookBase
+
+    iteration, name, *times = spec.split(":")
+
+    class _SignalInStep(HookBase):
+        def before_step(self) -> None:
+            if self.trainer.iter == int(iteration):
+                for _ in range(int(times[0]) if times else 1):
+                    os.kill(os.getpid(), getattr(signal, name))
+
+    build_hooks = DefaultTrainer.build_hooks
+
+    def patched(self) -> list:
+        return build_hooks(self) + [_SignalInStep()]
 
     DefaultTrainer.build_hooks = patched
 
@@ -120,7 +142,7 @@ def _arm_timer(seconds: float) -> None:
 
 
 _ARMS = {"step": lambda a: _arm_step(int(a)), "save": _arm_save, "tag": _arm_tag,
-         "eval": lambda a: _arm_eval(int(a)), "timer": lambda a: _arm_timer(float(a))}
+         "eval": lambda a: _arm_eval(int(a)), "timer": lambda a: _arm_timer(float(a)), "signal": _arm_signal}
 
 
 def main() -> None:

@@ -109,9 +109,12 @@ def test_inconsistent_keys_are_named():
 # --- datasets and images ------------------------------------------------------------------
 
 def test_unregistered_dataset_lists_registered_ones():
+    # the backend's catalog: the one importing sephnet registered shapes_train into
+    from sephnet.backend import DatasetCatalog as BackendCatalog
+
     expected = r"Dataset 'no_such_set' is not registered! Available datasets are: .*shapes_train"
     with pytest.raises(KeyError, match=expected):
-        DatasetCatalog.get("no_such_set")
+        BackendCatalog.get("no_such_set")
 
 
 def test_missing_and_unreadable_images_name_the_file(tmp_path):

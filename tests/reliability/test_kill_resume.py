@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 
+from sephnet.backend import BACKEND
 from sephnet.data import ShapesParams, generate_shapes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,6 +87,8 @@ def _detections(out: str) -> Optional[list]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "core", reason="bit-identical --resume needs the core's resumable "
+                    "data-loader and RNG state in checkpoints (detectron2 v0.6 restarts its loader)")
 def test_sigkilled_runs_resume_to_identical_weights_and_metrics(tmp_path):
     data = str(tmp_path / "data")
     generate_shapes(data, ShapesParams(num_train=4, num_val=2, image_sizes=((64, 64), (64, 80)),

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Boxes
-from sephnet.config import validate_sephnet_config
+from sephnet.backend import Boxes, ShapeSpec, build_roi_heads, get_cfg
+from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
 from sephnet.modeling.roi_heads.poolers.multiscale_pooler import (
     CONTEXT_VERSIONS,
@@ -120,23 +120,36 @@ def test_bad_arguments(kwargs):
         MultiScaleROIPooler(**args)
 
 
-#: The V5 head on the multi-scale pooler (the keys each config test starts from).
-POOLER_KEYS = {
-    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
-    "MODEL.SEPH.BOX_HEAD.NAME": "BoxQueryAttentionHead",
-    "MODEL.SEPH.MULTISCALE_POOLER.ENABLED": True,
-    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
-}
+def _cfg(**keys):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
+    cfg.MODEL.SEPH.BOX_HEAD.NAME = "BoxQueryAttentionHead"
+    cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED = True
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    for key, value in keys.items():
+        cfg.merge_from_list([key, value])
+    return cfg
 
 
-def test_valid_combinations_pass(sephnet_cfg):
-    validate_sephnet_config(sephnet_cfg(POOLER_KEYS))
-    sephv19 = {**POOLER_KEYS, "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}
-    validate_sephnet_config(sephnet_cfg(sephv19))
-    validate_sephnet_config(sephnet_cfg({**POOLER_KEYS, **{
-        "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
-        "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook",
-    }}))
+@pytest.mark.parametrize("keys,head,hook", [
+    ({}, "BoxQueryAttentionHead", None),
+    ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead"}, "FCClsConvBoxHead", None),  # sephv19
+    ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
+      "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook"}, "FCClsConvBoxHead", "ROIHook"),
+])
+def test_valid_combinations_pass(keys, head, hook):
+    cfg = _cfg(**keys, **{"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 2.0})
+    validate_sephnet_config(cfg)
+    # what the validated config builds: the multi-scale pooler feeding the named head (and hook)
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    heads = build_roi_heads(cfg, {f"p{k}": ShapeSpec(channels=32, stride=2 ** k) for k in range(2, 6)})
+    assert isinstance(heads.box_pooler, MultiScaleROIPooler) and heads.box_pooler.context_scale == 2.0
+    feats = [torch.zeros(1, 32, 64 >> k, 64 >> k) for k in range(2, 6)]
+    pooled = heads.box_pooler(feats, [Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0]]))])
+    assert pooled.box.shape == pooled.context.shape == (1, 32, 7, 7)
+    parts = {type(m).__name__ for m in heads.box_head.modules()}
+    assert head in parts and (hook is None or hook in parts)
 
 
 @pytest.mark.parametrize(
@@ -152,9 +165,9 @@ def test_valid_combinations_pass(sephnet_cfg):
         ({"MODEL.ROI_HEADS.NAME": "SephGEROIHeads"}, "SephGEROIHeads"),
     ],
 )
-def test_config_errors_name_the_key(keys, match, sephnet_cfg):
+def test_config_errors_name_the_key(keys, match):
     with pytest.raises(ValueError, match=match):
-        validate_sephnet_config(sephnet_cfg({**POOLER_KEYS, **keys}))
+        validate_sephnet_config(_cfg(**keys))
 
 
 def test_sephv19_head_reads_the_pair_positionally():

@@ -1,6 +1,6 @@
 """The one place where sephnet chooses its framework.
 
-sephnet has one API and two backends (see ``shared/design/ARCHITECTURE.md``):
+sephnet has one API and two backends (the README's "One API, two backends"):
 
 * ``"detectron2"``: the real library, used whenever ``import detectron2`` works;
 * ``"core"``: sephnet's portable implementation of the detectron2 subset it uses,

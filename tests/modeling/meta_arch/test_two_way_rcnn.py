@@ -115,7 +115,9 @@ def _train_step_and_predict(cfg):
     ],
 )
 def test_tiny_model_trains_one_step_and_predicts(backbone, keys):
-    _train_step_and_predict(_cfg(backbone, **keys))
+    # the helper asserts losses, gradients and predictions; here: it ends in eval mode
+    model = _train_step_and_predict(_cfg(backbone, **keys))
+    assert isinstance(model, SephGeneralizedRCNN) and not model.training
 
 
 def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts():

@@ -27,6 +27,8 @@ setup(
         "matplotlib",
         "pyyaml",
         "yacs",
+        # Hungarian matching (DETR), Spearman rank correlation (proxy results)
+        "scipy",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist", "onnx", "onnxruntime"],

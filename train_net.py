@@ -46,6 +46,7 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
+from sephnet.data import build_train_loader
 from sephnet.engine import TerminalProgress
 from sephnet.solver import build_optimizer
 
@@ -53,8 +54,9 @@ logger = logging.getLogger("sephnet.train_net")
 
 
 class Trainer(DefaultTrainer):
-    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks) and, on the
-    main process, a live progress line when stdout is a terminal."""
+    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks), sephnet's
+    training augmentations and, on the main process, a live progress line when stdout is
+    a terminal."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str = None):
@@ -62,6 +64,11 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        """detectron2's loader, with sephnet's ``MODEL.SEPH.AUGMENT`` augmentations when on."""
+        return build_train_loader(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -63,10 +63,26 @@ def _same(a, b):
             assert torch.equal(img_a, img_b) and torch.equal(box_a, box_b)
 
 
-def test_plain_config_gets_detectron2s_mapper(registered):
-    loader = build_train_loader(_cfg())
-    mapper = getattr(loader.dataset, "_map_func", None) or getattr(loader.dataset, "mapper", None)
-    assert type(getattr(mapper, "_obj", mapper)).__name__ == "DatasetMapper"
+def _mapper_used(cfg, monkeypatch):
+    """The mapper build_train_loader hands to the backend's loader builder (None: its own)."""
+    from sephnet.backend import data as d2_data
+
+    seen = {}
+
+    def record(cfg, mapper=None, **kwargs):
+        seen["mapper"] = mapper
+        return "loader"
+
+    monkeypatch.setattr(d2_data, "build_detection_train_loader", record)
+    assert build_train_loader(cfg) == "loader"
+    return seen["mapper"]
+
+
+def test_plain_config_gets_detectron2s_loader_and_augmented_one_the_mapper(registered, monkeypatch):
+    assert _mapper_used(_cfg(), monkeypatch) is None
+    mapper = _mapper_used(_cfg(MOSAIC=1.0), monkeypatch)
+    assert type(mapper).__name__ == "AugmentedDatasetMapper"
+    assert len(mapper.dataset) == 4 and mapper.mix_probs == (0.0, 0.0, 1.0)
 
 
 @pytest.mark.skipif(BACKEND != "core", reason="exact resume is a feature of the core's loader")

@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from fvcore.transforms.transform import (
     BlendTransform,
     CropTransform,
@@ -40,13 +41,18 @@ __all__ = [
 ]
 
 
+class _ArgumentError(AssertionError, ValueError):
+    """A bad constructor argument where detectron2 asserts: an ``AssertionError`` as
+    there, and a ``ValueError`` (the house convention)."""
+
+
 class RandomApply(Augmentation):
     """Apply a wrapped augmentation/transform with probability ``prob``, else do nothing."""
 
     def __init__(self, tfm_or_aug: Union[Transform, Augmentation], prob: float = 0.5):
         super().__init__()
         if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"RandomApply(prob=) must be in [0, 1]; got {prob}.")
+            raise _ArgumentError(f"RandomApply(prob=) must be in [0, 1]; got {prob}.")
         self.aug = _transform_to_aug(tfm_or_aug)
         self.prob = prob
 
@@ -109,6 +115,7 @@ class ResizeShortestEdge(Augmentation):
     :meth:`get_output_shape`).
     """
 
+    @torch.jit.unused  # scripting a caller of get_output_shape compiles only that
     def __init__(
         self,
         short_edge_length: Union[int, Sequence[int]],
@@ -141,7 +148,8 @@ class ResizeShortestEdge(Augmentation):
             )
         self._init(locals())
 
-    def get_transform(self, image: np.ndarray) -> Transform:
+    @torch.jit.unused  # no annotations: TorchScript would compile their types
+    def get_transform(self, image):
         h, w = image.shape[:2]
         if self.is_range:
             size = np.random.randint(self.short_edge_length[0], self.short_edge_length[1] + 1)

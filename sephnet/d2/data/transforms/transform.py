@@ -11,7 +11,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fvcore.transforms.transform import CropTransform, NoOpTransform, Transform, TransformList
+from fvcore.transforms.transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    Transform,
+    TransformList,
+)
 from PIL import Image
 
 __all__ = [
@@ -320,3 +326,36 @@ class PILColorTransform(ColorTransform):
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         return np.asarray(super().apply_image(Image.fromarray(img)))
+
+
+# Rotated boxes (detectron2's "rotated_box" data type): (N, 5) float arrays of
+# (x_center, y_center, width, height, angle in degrees, counter-clockwise), absolute pixels.
+def _hflip_rotated_box(transform: HFlipTransform, rotated_boxes: np.ndarray) -> np.ndarray:
+    """Mirror the centres and negate the angles (in place)."""
+    rotated_boxes[:, 0] = transform.width - rotated_boxes[:, 0]
+    rotated_boxes[:, 4] = -rotated_boxes[:, 4]
+    return rotated_boxes
+
+
+def _resize_rotated_box(transform: ResizeTransform, rotated_boxes: np.ndarray) -> np.ndarray:
+    """Scale rotated boxes by ``(sx, sy)`` (in place).
+
+    With the angle ``t``, the box's width axis is ``(cos t, -sin t)`` and its height axis
+    ``(sin t, cos t)`` (y points down). Each axis is scaled componentwise; its new length
+    scales the side, and the new height axis gives the new angle. Under unequal scaling
+    the result is the rotated box spanned by the scaled axes (not a tight box).
+    """
+    sx = transform.new_w * 1.0 / transform.w
+    sy = transform.new_h * 1.0 / transform.h
+    theta = np.deg2rad(rotated_boxes[:, 4])
+    cos, sin = np.cos(theta), np.sin(theta)
+    rotated_boxes[:, 0] *= sx
+    rotated_boxes[:, 1] *= sy
+    rotated_boxes[:, 2] *= np.hypot(sx * cos, sy * sin)
+    rotated_boxes[:, 3] *= np.hypot(sx * sin, sy * cos)
+    rotated_boxes[:, 4] = np.rad2deg(np.arctan2(sx * sin, sy * cos))
+    return rotated_boxes
+
+
+HFlipTransform.register_type("rotated_box", _hflip_rotated_box)
+ResizeTransform.register_type("rotated_box", _resize_rotated_box)

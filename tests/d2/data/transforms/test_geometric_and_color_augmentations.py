@@ -233,3 +233,39 @@ def test_color_transforms_leave_geometry_alone():
     assert (pil.apply_image(image) == 0).all()
     with pytest.raises(ValueError, match="callable"):
         T.ColorTransform(3)
+
+
+# ----------------------------------------------------------------------------- rotated boxes
+def test_rotated_boxes_follow_flip_and_resize():
+    boxes = np.array([[30.0, 10.0, 8.0, 4.0, 30.0]])
+    flipped = T.HFlipTransform(100).apply_rotated_box(boxes.copy())
+    np.testing.assert_allclose(flipped, [[70.0, 10.0, 8.0, 4.0, -30.0]])
+    # equal scaling: centre and sides scale, the angle stays
+    doubled = T.ResizeTransform(50, 100, 100, 200).apply_rotated_box(boxes.copy())
+    np.testing.assert_allclose(doubled, [[60.0, 20.0, 16.0, 8.0, 30.0]])
+    # x doubled only: an axis-aligned box stretches its width; a 90-degree box its height
+    stretch = T.ResizeTransform(50, 100, 50, 200)
+    np.testing.assert_allclose(stretch.apply_rotated_box(np.array([[10.0, 5, 8, 4, 0]])), [[20, 5, 16, 4, 0]])
+    np.testing.assert_allclose(stretch.apply_rotated_box(np.array([[10.0, 5, 8, 4, 90]])), [[20, 5, 8, 8, 90]])
+    # 45 degrees: both axes become (2, 1)/sqrt(2)-like; the angle turns towards x
+    out = stretch.apply_rotated_box(np.array([[0.0, 0, 2, 2, 45]]))[0]
+    np.testing.assert_allclose(out[2:4], [2 * np.sqrt(2.5), 2 * np.sqrt(2.5)])
+    np.testing.assert_allclose(out[4], np.degrees(np.arctan2(2, 1)))
+
+
+def test_random_apply_bad_probability_is_an_assertion_and_value_error():
+    for prob in (-0.01, 1.01):
+        with pytest.raises(AssertionError):
+            T.RandomApply(T.NoOpTransform(), prob=prob)
+        with pytest.raises(ValueError, match="prob"):
+            T.RandomApply(T.NoOpTransform(), prob=prob)
+
+
+def test_resize_shortest_edge_output_shape_is_scriptable():
+    import torch
+
+    @torch.jit.script
+    def output_shape(h: int, w: int):
+        return T.ResizeShortestEdge.get_output_shape(h, w, 80, 133)
+
+    assert output_shape(100, 200) == (67, 133)

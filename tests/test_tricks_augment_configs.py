@@ -15,6 +15,7 @@ from sephnet.backend import BACKEND, DatasetCatalog, get_cfg, register_coco_inst
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.config import augment as augment_config
 from sephnet.data import ShapesParams, generate_shapes
+from sephnet.tools.ablation_index import load_index, select_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUGMENT = os.path.join(REPO, "configs", "tricks", "augment")
@@ -58,8 +59,14 @@ SMALL = [
 ]
 
 
-def test_every_augmentation_config_is_checked():
-    assert set(os.listdir(AUGMENT)) == {os.path.basename(p) for p in CONFIGS.values()}
+INDEX = os.path.join(AUGMENT, "ablations.yaml")
+
+
+def test_every_augmentation_config_is_checked_and_an_ablation_row():
+    assert set(os.listdir(AUGMENT)) == {os.path.basename(p) for p in CONFIGS.values()} | {"ablations.yaml"}
+    rows = select_rows(load_index(INDEX), ["*"])
+    assert {r.config for r in rows} == set(CONFIGS.values()) | {os.path.join(REPO, "configs", "coco", f"{PREFIX[:-1]}.yaml")}
+    assert all(r.table == "extra" and r.changes for r in rows)
 
 
 @pytest.fixture(scope="module")

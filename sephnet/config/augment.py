@@ -131,7 +131,7 @@ def validate_config(cfg: CfgNode) -> None:
 
     Validated: every PROB is in [0, 1] and the three mixing probabilities sum to at most
     1; ranges are ``[low, high]`` pairs inside their bounds; ALPHA > 0; CUTOUT sizes are
-    positive ints. With any augmentation on: no keypoints (``MODEL.KEYPOINT_ON``) and no
+    positive ints; PHOTOMETRIC needs ``INPUT.FORMAT`` "BGR" or "RGB". With any augmentation on: no keypoints (``MODEL.KEYPOINT_ON``) and no
     precomputed proposals (``MODEL.LOAD_PROPOSALS``), which these augmentations do not
     transform.
 
@@ -161,6 +161,11 @@ def validate_config(cfg: CfgNode) -> None:
     _check_number(node.MIXUP, "MIXUP.ALPHA", 0.0, float("inf"), strict_low=True)
     _check_number(node.CUTMIX, "CUTMIX.ALPHA", 0.0, float("inf"), strict_low=True)
     _check_range(node.MOSAIC, "MOSAIC.CENTER_RANGE", 0.0, 1.0)
+    if photometric.PROB > 0 and cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+        raise ValueError(
+            f"{_KEY}.PHOTOMETRIC needs colour images: INPUT.FORMAT 'BGR' or 'RGB'; got "
+            f"{cfg.INPUT.FORMAT!r}."
+        )
     if any_enabled(cfg):
         for key in ("KEYPOINT_ON", "LOAD_PROPOSALS"):
             if cfg.MODEL[key]:

@@ -12,7 +12,7 @@ See ``docs/augmentations.md`` for what each one does to images, boxes and masks.
 """
 from sephnet.backend import CfgNode
 
-__all__ = ["add_config", "validate_config", "mixing_enabled", "any_enabled"]
+__all__ = ["add_config", "validate_config", "any_enabled"]
 
 _KEY = "MODEL.SEPH.AUGMENT"
 _MIXES = ("MIXUP", "CUTMIX", "MOSAIC")
@@ -90,11 +90,6 @@ def add_config(cfg: CfgNode) -> None:
 def any_enabled(cfg: CfgNode) -> bool:
     """Whether any ``MODEL.SEPH.AUGMENT`` augmentation has a probability above 0."""
     return any(cfg.MODEL.SEPH.AUGMENT[name].PROB > 0 for name in _ALL)
-
-
-def mixing_enabled(cfg: CfgNode) -> bool:
-    """Whether MixUp, CutMix or Mosaic may be applied (they draw extra samples)."""
-    return any(cfg.MODEL.SEPH.AUGMENT[name].PROB > 0 for name in _MIXES)
 
 
 def _is_number(value) -> bool:

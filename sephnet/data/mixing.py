@@ -182,10 +182,6 @@ def cover(annotations: List[Dict[str, Any]], rect: Rect, canvas_size: Tuple[int,
     return out
 
 
-def _canvas(size: Tuple[int, int], channels_like: np.ndarray) -> np.ndarray:
-    return np.zeros(tuple(size) + channels_like.shape[2:], dtype=channels_like.dtype)
-
-
 def mixup(a: Sample, b: Sample, lam: float) -> Sample:
     """MixUp: ``lam * a + (1 - lam) * b`` on a canvas of the larger height and width,
     both images at the top-left corner (0 elsewhere); the instances of both.
@@ -269,7 +265,8 @@ def mosaic(samples: Sequence[Sample], canvas_size: Tuple[int, int], center: Tupl
     :func:`mosaic_layout`)."""
     if len(samples) != 4:
         raise ValueError(f"Mosaic needs 4 samples; got {len(samples)}.")
-    image = _canvas(canvas_size, samples[0].image)
+    first = samples[0].image
+    image = np.zeros(tuple(canvas_size) + first.shape[2:], dtype=first.dtype)
     annotations = []
     for sample, (rect, (dx, dy)) in zip(samples, mosaic_layout(canvas_size, center, [s.size for s in samples])):
         x0, y0, x1, y1 = rect

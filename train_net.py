@@ -47,7 +47,7 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.data import build_train_loader
-from sephnet.engine import TerminalProgress
+from sephnet.engine import TerminalProgress, ValidationLoss
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -76,8 +76,12 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
     def build_hooks(self) -> List[Optional[Any]]:
-        """detectron2's hooks, then :class:`TerminalProgress` (main process)."""
+        """detectron2's hooks, with :class:`ValidationLoss` before the writer when
+        ``MODEL.SEPH.VAL_LOSS.ENABLED``, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
+        if self.cfg.MODEL.SEPH.VAL_LOSS.ENABLED:
+            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+            ret.insert(writers[0] if writers else len(ret), ValidationLoss.from_config(self.cfg))
         if comm.is_main_process():
             ret.append(TerminalProgress())
         return ret

@@ -1,4 +1,5 @@
 """sephnet's own training hooks (beside the backend's ``engine.hooks``)."""
 from .progress import TerminalProgress, format_progress
+from .validation_loss import ValidationLoss
 
-__all__ = ["TerminalProgress", "format_progress"]
+__all__ = ["TerminalProgress", "format_progress", "ValidationLoss"]

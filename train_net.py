@@ -30,7 +30,6 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 from sephnet import add_sephnet_config, validate_sephnet_config
@@ -47,7 +46,7 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
-from sephnet.data.stitch import stitch_batches
+from sephnet.data import build_train_loader
 from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
 from sephnet.engine.file_checks import (
     check_config_file,
@@ -62,8 +61,9 @@ logger = logging.getLogger("sephnet.train_net")
 
 
 class Trainer(DefaultTrainer):
-    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks) and, on the
-    main process, a live progress line when stdout is a terminal."""
+    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks), sephnet's
+    training augmentations and, on the main process, a live progress line when stdout is
+    a terminal."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str = None):
@@ -79,18 +79,15 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        """detectron2's training loader; with ``MODEL.SEPH.STITCH.PROB`` > 0 the original's
-        batch stitching on top (:func:`sephnet.data.stitch.stitch_batches`)."""
-        loader = super().build_train_loader(cfg)
-        if cfg.MODEL.SEPH.STITCH.PROB <= 0:
-            return loader
-        seed = cfg.SEED if cfg.SEED >= 0 else None
-        return stitch_batches(loader, cfg.MODEL.SEPH.STITCH.PROB, np.random.default_rng(seed))
+        """:func:`sephnet.data.build_train_loader`: detectron2's training loader with sephnet's
+        ``MODEL.SEPH.AUGMENT`` augmentations and ``MODEL.SEPH.STITCH`` batch stitching when on."""
+        return build_train_loader(cfg)
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
         """detectron2's schedule, or the original's cosine (``MODEL.SEPH.SOLVER.COSINE_*``)."""
         return build_lr_scheduler(cfg, optimizer)
+
     def resume_or_load(self, resume: bool = True) -> None:
         """Check ``MODEL.WEIGHTS`` (:func:`check_weights`), then load as detectron2 does."""
         check_weights(self.cfg, self.model, self.checkpointer, resume, eval_only=False)

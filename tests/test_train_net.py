@@ -124,7 +124,8 @@ def _train_then_evaluate(out, overrides):
 
 
 def test_train_loader_stitches_batches_when_asked(monkeypatch):
-    from sephnet.backend import Boxes, DefaultTrainer, Instances
+    from sephnet.backend import Boxes, Instances
+    from sephnet.data import train_loader
 
     def item(value):
         inst = Instances((8, 8))
@@ -133,7 +134,7 @@ def test_train_loader_stitches_batches_when_asked(monkeypatch):
         return {"image": torch.full((3, 8, 8), value, dtype=torch.uint8), "instances": inst}
 
     batches = [[item(1), item(2)]] * 3
-    monkeypatch.setattr(DefaultTrainer, "build_train_loader", classmethod(lambda cls, cfg: batches))
+    monkeypatch.setattr(train_loader, "build_augmented_loader", lambda cfg: batches)
     cfg = train_net.setup(_args("MODEL.MASK_ON", "False", "MODEL.SEPH.STITCH.PROB", "1.0"))
     for batch in train_net.Trainer.build_train_loader(cfg):
         counts = sorted(len(x["instances"]) for x in batch)

@@ -27,6 +27,7 @@ from sephnet.layers.losses import (
     iou_class_loss_weights,
     weighted_cross_entropy,
 )
+from sephnet.modeling.postprocessing import DetectionNMS, fast_rcnn_inference_with
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.iou_branch import IoUBranch
@@ -144,6 +145,7 @@ class SephOutputLayers(nn.Module):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
         classes_per_roi_test: str = "all",
+        test_nms: Optional[DetectionNMS] = None,
     ):
         """
         Args:
@@ -167,6 +169,8 @@ class SephOutputLayers(nn.Module):
             test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's
                 ``fast_rcnn_inference``.
             classes_per_roi_test: ``"all"`` (detectron2) or ``"top1"`` (the original).
+            test_nms: the test-time suppression (soft-NMS, box voting, WBF); None or the
+                default is detectron2's per-class NMS.
         """
         super().__init__()
         if isinstance(output_shapes, ShapeSpec):
@@ -238,6 +242,7 @@ class SephOutputLayers(nn.Module):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         self.classes_per_roi_test = classes_per_roi_test
+        self.test_nms = DetectionNMS() if test_nms is None else test_nms
 
     @classmethod
     def from_config(cls, cfg, output_shapes):
@@ -277,6 +282,7 @@ class SephOutputLayers(nn.Module):
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "classes_per_roi_test": pred.CLASSES_PER_ROI_TEST,
+            "test_nms": DetectionNMS.from_config(cfg),
         }
 
     def forward(self, features: Union[DecoupledFeatures, torch.Tensor]) -> SephPredictions:
@@ -517,14 +523,17 @@ class SephOutputLayers(nn.Module):
                 for b, s, q, shape in zip(boxes, scores, ranks, image_shapes)
             ]
             return [r[0] for r in results], [r[1] for r in results]
-        return fast_rcnn_inference(
-            boxes,
-            scores,
-            image_shapes,
-            self.test_score_thresh,
-            self.test_nms_thresh,
-            self.test_topk_per_image,
-        )
+        return self.select_detections(boxes, scores, image_shapes)
+
+    def select_detections(
+        self, boxes: List[torch.Tensor], scores: List[torch.Tensor], image_shapes
+    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        """``fast_rcnn_inference`` with this predictor's thresholds and, when ``test_nms``
+        is not plain NMS, its soft-NMS / box voting / WBF in place of the NMS."""
+        args = (self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image)
+        if self.test_nms.is_detectron2_nms:
+            return fast_rcnn_inference(boxes, scores, image_shapes, *args)
+        return fast_rcnn_inference_with(self.test_nms, boxes, scores, image_shapes, *args)
 
     def _rank_by_iou_single_image(self, boxes, scores, ranks, image_shape):
         """Threshold on class probability, then NMS and top-k ordered by predicted IoU.

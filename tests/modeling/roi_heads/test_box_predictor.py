@@ -16,6 +16,7 @@ from sephnet.backend import (
     ShapeSpec,
     get_cfg,
 )
+from sephnet.config import box_nms as box_nms_config
 from sephnet.config import predictor as predictor_config
 from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
@@ -472,6 +473,7 @@ def _cfg(**predictor_keys):
     cfg = get_cfg()
     cfg.MODEL.SEPH = CfgNode()
     predictor_config.add_config(cfg)
+    box_nms_config.add_config(cfg)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 

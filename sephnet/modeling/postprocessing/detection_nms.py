@@ -106,7 +106,8 @@ class DetectionNMS:
                 num_sources=num_sources,
             )
         if self.method == "nms":
-            keep = batched_nms(boxes, scores, classes, nms_thresh)
+            # float32 for both: detectron2's batched_nms casts the boxes only
+            keep = batched_nms(boxes.float(), scores.float(), classes, nms_thresh)
             kept_scores = scores[keep]
         else:
             keep, kept_scores = batched_soft_nms(

@@ -50,7 +50,7 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
-from sephnet.engine import TerminalProgress
+from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -87,14 +87,24 @@ class Trainer(DefaultTrainer):
         results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
         return OrderedDict((f"{name}_TTA", value) for name, value in results.items())
 
+    def build_writers(self):
+        """detectron2's writers (console, metrics.json, TensorBoard), then the experiment
+        trackers ``MODEL.SEPH.TRACKING`` enables (Weights & Biases, MLflow)."""
+        return super().build_writers() + build_tracking_writers(self.cfg)
+
     def build_hooks(self) -> List[Optional[Any]]:
-        """detectron2's hooks (with ``TEST.AUG.ENABLED``, the end-of-training TTA evaluation
-        just before the writers, so its results reach ``metrics.json``), then
-        :class:`TerminalProgress` (main process)."""
+        """detectron2's hooks, with :class:`ValidationLoss` (``MODEL.SEPH.VAL_LOSS.ENABLED``)
+        and the end-of-training TTA evaluation (``TEST.AUG.ENABLED``) before the writer, so
+        their numbers reach ``metrics.json``, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
+        before_writer = []
+        if self.cfg.MODEL.SEPH.VAL_LOSS.ENABLED:
+            before_writer.append(ValidationLoss.from_config(self.cfg))
         if self.cfg.TEST.AUG.ENABLED:
-            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
-            ret.insert(writers[0] if writers else len(ret), hooks.EvalHook(0, self._test_tta))
+            before_writer.append(hooks.EvalHook(0, self._test_tta))
+        writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+        at = writers[0] if writers else len(ret)
+        ret[at:at] = before_writer
         if comm.is_main_process():
             ret.append(TerminalProgress())
         return ret

@@ -62,8 +62,8 @@ from sephnet.backend import (
 from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.modeling.postprocessing import DetectionNMS
 
-__all__ = ["EnsembleMember", "load_member", "ensemble_predict", "evaluate_members",
-           "fuse_result_files", "main"]
+__all__ = ["EnsembleMember", "member_views", "load_member", "ensemble_predict",
+           "evaluate_members", "fuse_results", "coco_evaluate", "fuse_result_files", "main"]
 
 logger = logging.getLogger("sephnet.tools.ensemble")
 

@@ -342,7 +342,10 @@ def coco_evaluate(json_file: str, results: List[dict], tasks: Sequence[str]):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-        out[task] = {k: float(v * 100) for k, v in zip(_COCO_STATS, ev.stats[:6])}
+        # pycocotools reports -1 where a size range has no ground truth; detectron2 shows NaN
+        out[task] = {
+            k: float(v * 100) if v >= 0 else float("nan") for k, v in zip(_COCO_STATS, ev.stats[:6])
+        }
     return out
 
 

@@ -164,3 +164,15 @@ def test_command_line_errors_name_the_input(tiny_run, tmp_path):
         ensemble.main(["--model", "nope.yaml", weights, "--dataset", name])
     with pytest.raises(ValueError, match="not registered"):
         ensemble.main(["--model", config, weights, "--dataset", "no_such_dataset"])
+
+
+@pytest.mark.slow
+def test_saved_predictions_fused_with_themselves_score_as_the_model(tiny_run):
+    cfg, model, name, config, weights, root, (plain_results, _) = tiny_run
+    saved = str(root / "plain" / "coco_instances_results.json")
+    out = root / "json_nms"
+    results = ensemble.main(["--results", saved, saved, "--dataset", name, "--output", str(out)])
+    for task in ("bbox", "segm"):
+        for metric in ("AP", "AP50", "APl"):  # no large shapes: APl is NaN as detectron2's
+            assert results[task][metric] == pytest.approx(plain_results[task][metric],
+                                                          nan_ok=True), (task, metric)

@@ -60,7 +60,7 @@ def _components(cfg):
     box_head = seph.BOX_HEAD.NAME if m.ROI_HEADS.NAME.startswith("Seph") else m.ROI_BOX_HEAD.NAME
     hooks = seph.BACKBONE_HOOKS
     return (
-        m.BACKBONE.NAME, m.RESNETS.DEPTH, m.FPN.NORM, seph.FPN.TOP_BLOCK,
+        m.META_ARCHITECTURE, m.BACKBONE.NAME, m.RESNETS.DEPTH, m.FPN.NORM, seph.FPN.TOP_BLOCK,
         hooks.BEFORE, hooks.AFTER, hooks.RPN, seph.MULTISCALE_POOLER.ENABLED,
         m.PROPOSAL_GENERATOR.NAME, m.RPN.HEAD_NAME, seph.RPN.MATCHER.NAME,
         m.ROI_HEADS.NAME, box_head, m.ROI_BOX_HEAD.NORM, seph.SAMPLER.NAME,
@@ -109,6 +109,9 @@ def test_config_merges_validates_and_builds(path):
     representative = path in REPRESENTATIVES
     cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
     model = build_model(cfg)
+    if not hasattr(model, "roi_heads"):  # a one-stage (dense) detector
+        _check_dense_detector(cfg, model, representative)
+        return
     assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
     assert hasattr(model.roi_heads, "mask_head") == cfg.MODEL.MASK_ON
     # the levels the RPN and ROI heads read are ones the backbone produces
@@ -139,3 +142,25 @@ def test_config_merges_validates_and_builds(path):
     assert instances.image_size == (SIZE, SIZE)
     assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
     assert instances.has("pred_masks") == cfg.MODEL.MASK_ON or len(instances) == 0
+
+
+def _check_dense_detector(cfg, model, representative):
+    """RetinaNet-style models: head on the configured levels; one step and one inference."""
+    assert model.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
+    assert set(cfg.MODEL.RETINANET.IN_FEATURES) <= set(model.backbone.output_shape())
+    if not representative:
+        return
+    data = _image_with_two_objects(cfg.MODEL.RETINANET.NUM_CLASSES)
+    model.train()
+    with EventStorage(0):
+        losses = model([data])
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0, losses
+    total.backward()
+    for part in (model.backbone, model.head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
+    assert result["instances"].image_size == (SIZE, SIZE)
+    assert len(result["instances"]) <= cfg.TEST.DETECTIONS_PER_IMAGE

@@ -26,3 +26,9 @@ from sephnet.modeling.backbone.two_way_fpn import (  # noqa: E402,F401
     TwoWayFPN,
     build_seph_two_way_fpn_backbone,
 )
+from sephnet.modeling.backbone.detnet import (  # noqa: E402,F401
+    DetNet,
+    DetNetFPN,
+    build_seph_detnet_backbone,
+    build_seph_detnet_fpn_backbone,
+)

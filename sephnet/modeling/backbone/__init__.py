@@ -32,3 +32,6 @@ from sephnet.modeling.backbone.detnet import (  # noqa: E402,F401
     build_seph_detnet_backbone,
     build_seph_detnet_fpn_backbone,
 )
+from sephnet.modeling.backbone.pafpn import PAFPN, build_seph_pafpn_backbone  # noqa: E402,F401
+from sephnet.modeling.backbone.asff import ASFF, build_seph_asff_backbone  # noqa: E402,F401
+from sephnet.modeling.backbone.nas_fpn import NASFPN, build_seph_nas_fpn_backbone  # noqa: E402,F401

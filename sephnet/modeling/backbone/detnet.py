@@ -38,6 +38,7 @@ from sephnet.backend import (
 )
 from sephnet.modeling.backbone.hooked_backbone import HookedBackbone
 from sephnet.modeling.backbone.hooks.base import pyramid_level
+from sephnet.modeling.backbone.top_down import TopDownPyramid
 
 __all__ = ["DetNetBlock", "DetNet", "DetNetFPN", "build_seph_detnet_backbone", "build_seph_detnet_fpn_backbone"]
 
@@ -202,15 +203,7 @@ class DetNetFPN(nn.Module):
             raise ValueError(f"DetNetFPN inputs {in_features} must be ordered finest first, strides {strides}")
         self.in_features = list(in_features)
         self.out_names = [f"p{pyramid_level(f)}" for f in in_features]
-        self.lateral = nn.ModuleList()
-        self.output = nn.ModuleList()
-        for name in in_features:
-            lateral = Conv2d(input_shapes[name].channels, out_channels, 1, bias=not norm, norm=get_norm(norm, out_channels))
-            output = Conv2d(out_channels, out_channels, 3, padding=1, bias=not norm, norm=get_norm(norm, out_channels))
-            weight_init.c2_xavier_fill(lateral)
-            weight_init.c2_xavier_fill(output)
-            self.lateral.append(lateral)
-            self.output.append(output)
+        self.pyramid = TopDownPyramid([input_shapes[f].channels for f in in_features], out_channels, norm=norm)
         self._shapes = {
             out: ShapeSpec(channels=out_channels, stride=input_shapes[f].stride)
             for out, f in zip(self.out_names, in_features)
@@ -222,14 +215,7 @@ class DetNetFPN(nn.Module):
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """{in_feature: (N, C_l, H_l, W_l)} -> {p<level>: (N, out_channels, H_l, W_l)}."""
-        inputs = [features[f] for f in self.in_features]
-        top = self.lateral[-1](inputs[-1])
-        outputs = [self.output[-1](top)]
-        for i in range(len(inputs) - 2, -1, -1):
-            lateral = self.lateral[i](inputs[i])
-            top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")
-            outputs.insert(0, self.output[i](top))
-        return dict(zip(self.out_names, outputs))
+        return dict(zip(self.out_names, self.pyramid([features[f] for f in self.in_features])))
 
 
 def _detnet(cfg, input_shape: ShapeSpec, out_features) -> DetNet:

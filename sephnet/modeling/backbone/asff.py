@@ -8,7 +8,7 @@ Single-Shot Object Detection", 2019), for any number of levels.
         R_{s->t} = P_s resized to level t:   s == t: P_t
                    s finer (k = t - s levels): (k-1) x max-pool 3x3/2, then 3x3/2 conv + norm + ReLU
                    s coarser: nearest upsampling to P_t's size
-        w_{s->t} = 1x1 conv (C -> WEIGHT_CHANNELS) + norm + ReLU of R_{s->t}
+        w_{s->t} = 1x1 conv (C -> WEIGHT_CHANNELS, bias) + ReLU of R_{s->t} (no norm: few channels)
         alpha_t  = softmax over s of 1x1 conv(concat_s w_{s->t})     (L weights per pixel)
         out_t    = 3x3 conv + norm ( sum_s alpha_t[s] * R_{s->t} )
     outputs p<level>, OUT_CHANNELS wide
@@ -77,7 +77,7 @@ class ASFF(nn.Module):
             for t in range(levels)
         )
         self.weight_feat = nn.ModuleList(
-            nn.ModuleList(conv_norm_act(out_channels, weight_channels, kernel_size=1, **kwargs) for _ in range(levels))
+            nn.ModuleList(conv_norm_act(out_channels, weight_channels, kernel_size=1) for _ in range(levels))
             for _ in range(levels)
         )
         self.weight_logits = nn.ModuleList(nn.Conv2d(weight_channels * levels, levels, 1) for _ in range(levels))

@@ -30,13 +30,13 @@ from sephnet.backend import (
     Box2BoxTransform,
     Box2BoxTransformLinear,
     Boxes,
-    FCOSHead,
     Instances,
     RetinaNet,
     build_anchor_generator,
     build_backbone,
 )
 from sephnet.modeling.matchers.atss import ATSSMatcher
+from sephnet.modeling.meta_arch.dense_head import build_centerness_head
 
 __all__ = ["SephATSS", "centerness_targets"]
 
@@ -59,25 +59,42 @@ class SephATSS(RetinaNet):
     @classmethod
     def from_config(cls, cfg) -> dict:
         retina = cfg.MODEL.RETINANET
-        args = super().from_config(cfg)
-        backbone = args["backbone"]
-        shapes = [backbone.output_shape()[f] for f in retina.IN_FEATURES]
-        num_anchors = build_anchor_generator(cfg, shapes).num_cell_anchors
-        if set(num_anchors) != {1}:
+        backbone = build_backbone(cfg)
+        available = backbone.output_shape()
+        missing = [f for f in retina.IN_FEATURES if f not in available]
+        if missing:
             raise ValueError(
-                f"SephATSS uses one anchor per location; MODEL.ANCHOR_GENERATOR gives {num_anchors} "
-                "(set one size per level and ASPECT_RATIOS: [[1.0]])"
+                f"MODEL.RETINANET.IN_FEATURES {list(retina.IN_FEATURES)}: {missing} not produced by "
+                f"the backbone (it outputs {sorted(available)})"
             )
-        args["head"] = FCOSHead(
-            input_shape=shapes,
-            conv_dims=[shapes[0].channels] * retina.NUM_CONVS,
-            num_classes=retina.NUM_CLASSES,
-            norm=retina.NORM,
-            prior_prob=retina.PRIOR_PROB,
-        )
-        args["anchor_matcher"] = ATSSMatcher(topk=cfg.MODEL.SEPH.ATSS.TOPK, min_iou=0.0)
-        args["box2box_transform"] = Box2BoxTransform(weights=retina.BBOX_REG_WEIGHTS)
-        return args
+        shapes = [available[f] for f in retina.IN_FEATURES]
+        anchor_generator = build_anchor_generator(cfg, shapes)
+        if set(anchor_generator.num_cell_anchors) != {1}:
+            raise ValueError(
+                f"SephATSS uses one anchor per location; MODEL.ANCHOR_GENERATOR gives "
+                f"{anchor_generator.num_cell_anchors} (set one size per level and ASPECT_RATIOS: [[1.0]])"
+            )
+        return {
+            "backbone": backbone,
+            "head": build_centerness_head(cfg, shapes),
+            "head_in_features": retina.IN_FEATURES,
+            "anchor_generator": anchor_generator,
+            "box2box_transform": Box2BoxTransform(weights=retina.BBOX_REG_WEIGHTS),
+            "anchor_matcher": ATSSMatcher(topk=cfg.MODEL.SEPH.ATSS.TOPK, min_iou=0.0),
+            "num_classes": retina.NUM_CLASSES,
+            "focal_loss_alpha": retina.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": retina.FOCAL_LOSS_GAMMA,
+            "smooth_l1_beta": retina.SMOOTH_L1_LOSS_BETA,
+            "box_reg_loss_type": retina.BBOX_REG_LOSS_TYPE,
+            "test_score_thresh": retina.SCORE_THRESH_TEST,
+            "test_topk_candidates": retina.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": retina.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "vis_period": cfg.VIS_PERIOD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
 
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_deltas, pred_centerness = self._transpose_dense_predictions(

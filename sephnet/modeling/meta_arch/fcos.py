@@ -24,11 +24,12 @@ from sephnet.backend import (
     FCOS,
     META_ARCH_REGISTRY,
     Boxes,
-    FCOSHead,
     build_backbone,
     cat,
     configurable,
 )
+
+from sephnet.modeling.meta_arch.dense_head import build_centerness_head
 
 __all__ = ["SephFCOS", "iou_loss"]
 
@@ -73,13 +74,7 @@ class SephFCOS(FCOS):
                 f"the backbone (it outputs {sorted(shapes)})"
             )
         feature_shapes = [shapes[f] for f in retina.IN_FEATURES]
-        head = FCOSHead(
-            input_shape=feature_shapes,
-            conv_dims=[feature_shapes[0].channels] * retina.NUM_CONVS,
-            num_classes=retina.NUM_CLASSES,
-            norm=retina.NORM,
-            prior_prob=retina.PRIOR_PROB,
-        )
+        head = build_centerness_head(cfg, feature_shapes)
         radius = fcos.CENTER_SAMPLING_RADIUS if fcos.CENTER_SAMPLING else float("inf")
         return {
             "backbone": backbone,

@@ -37,6 +37,11 @@ def validate_config(cfg: CfgNode) -> None:
                 f"'{_META_ARCH}', got {cfg.MODEL.META_ARCHITECTURE!r}."
             )
         return
+    if cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE != "smooth_l1":
+        raise ValueError(
+            f"MODEL.RETINANET.BBOX_REG_LOSS_TYPE={cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE!r} is not read "
+            f"by {_META_ARCH}; its box loss is {_KEY}.BOX_LOSS."
+        )
     if node.BOX_LOSS not in _BOX_LOSSES:
         raise ValueError(f"{_KEY}.BOX_LOSS={node.BOX_LOSS!r}; expected one of {_BOX_LOSSES}.")
     if not node.CENTER_SAMPLING_RADIUS > 0:

@@ -119,6 +119,10 @@ def test_config_keys_are_validated():
     validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.BOX_LOSS": "iou"}))
     with pytest.raises(ValueError, match="MODEL.SEPH.FCOS.BOX_LOSS='l1'"):
         validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.BOX_LOSS": "l1"}))
+    cfg = _cfg("SephFCOS")
+    cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "giou"
+    with pytest.raises(ValueError, match="its box loss is MODEL.SEPH.FCOS.BOX_LOSS"):
+        validate_sephnet_config(cfg)
     with pytest.raises(ValueError, match="CENTER_SAMPLING_RADIUS"):
         validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.CENTER_SAMPLING_RADIUS": 0.0}))
     with pytest.raises(ValueError, match="read only by MODEL.META_ARCHITECTURE='SephFCOS'"):

@@ -109,6 +109,7 @@ def test_configs_are_found_and_representatives_cover_each_combination():
 def test_config_merges_validates_and_builds(path):
     representative = path in REPRESENTATIVES
     cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
+    _skip_unbuildable_on_detectron2(cfg)
     model = build_model(cfg)
     if not hasattr(model, "roi_heads"):  # a one-stage (dense) detector
         _check_dense_detector(cfg, model, representative)
@@ -150,6 +151,12 @@ def _skip_training_without_a_deformable_backward(cfg):
     """detectron2 v0.6 has CPU forward kernels for deformable convs but no CPU backward."""
     if BACKEND == "detectron2" and any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) and not torch.cuda.is_available():
         pytest.skip("detectron2 v0.6 cannot backpropagate through deformable convs on CPU")
+
+
+def _skip_unbuildable_on_detectron2(cfg):
+    """detectron2 v0.6's RetinaNetHead probes its norm with 1 channel: "GN" fails on current torch."""
+    if BACKEND == "detectron2" and cfg.MODEL.META_ARCHITECTURE == "RetinaNet" and cfg.MODEL.RETINANET.NORM == "GN":
+        pytest.skip("detectron2 v0.6 RetinaNetHead cannot build GroupNorm(32, 1) on current torch")
 
 
 def _check_dense_detector(cfg, model, representative):

@@ -29,7 +29,9 @@ setup(
         "yacs",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist"],
+        "test": ["pytest>=7", "pytest-xdist", "onnx", "onnxruntime"],
         "fast-eval": ["faster-coco-eval"],
+        # sephnet.tools.export_model --format onnx (checked with onnxruntime)
+        "export": ["onnx", "onnxruntime"],
     },
 )

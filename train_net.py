@@ -46,7 +46,7 @@ from sephnet.backend import (
     launch,
     verify_results,
 )
-from sephnet.engine import TerminalProgress
+from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -68,9 +68,18 @@ class Trainer(DefaultTrainer):
         """detectron2's optimizer, with sephnet's norms (EvoNormS0) decayed as norm layers."""
         return build_optimizer(cfg, model)
 
+    def build_writers(self):
+        """detectron2's writers (console, metrics.json, TensorBoard), then the experiment
+        trackers ``MODEL.SEPH.TRACKING`` enables (Weights & Biases, MLflow)."""
+        return super().build_writers() + build_tracking_writers(self.cfg)
+
     def build_hooks(self) -> List[Optional[Any]]:
-        """detectron2's hooks, then :class:`TerminalProgress` (main process)."""
+        """detectron2's hooks, with :class:`ValidationLoss` before the writer when
+        ``MODEL.SEPH.VAL_LOSS.ENABLED``, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
+        if self.cfg.MODEL.SEPH.VAL_LOSS.ENABLED:
+            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+            ret.insert(writers[0] if writers else len(ret), ValidationLoss.from_config(self.cfg))
         if comm.is_main_process():
             ret.append(TerminalProgress())
         return ret

@@ -6,7 +6,7 @@ its own non-linearity (EvoNormS0, the log's activation "NA") no ReLU is added; o
 every conv and FC is followed by a ReLU.
 """
 from sephnet.backend import CfgNode
-from sephnet.layers.norm import is_sephnet_norm, resolve_norm
+from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 
 __all__ = ["add_config", "validate_config"]
@@ -55,8 +55,8 @@ def add_config(cfg: CfgNode) -> None:
     node.IOU_NUM_FC = 2
     # Not reproduced: the original's CONV_WEIGHT_DECAY / FC_WEIGHT_DECAY (L2 1e-4 on the
     # towers' conv / FC weights only; "regularizer" rows sephv14_36..39/41/43*/44). sephnet
-    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout and
-    # DropBlock (off in every log row) are not offered either.
+    # uses detectron2's global SOLVER.WEIGHT_DECAY (SEPH_SPEC Part A item 1). Dropout (off
+    # in every log row) is not offered; DropBlock is, as a trick: MODEL.SEPH.DROPBLOCK.HEADS.
 
 
 def _check_int(value, key: str, minimum: int) -> None:
@@ -151,6 +151,15 @@ def validate_config(cfg: CfgNode) -> None:
                 f"Seph ROI head (MODEL.ROI_HEADS.NAME, got {roi_heads!r}): detectron2's "
                 "box heads cannot build it."
             )
+        if not norm_uses_groups(norm):  # FRN: per channel, conv layers only
+            fc_keys = [key for key, _ in _used_widths(cfg, name) if key == "FC_DIM"]
+            if fc_keys:
+                raise ValueError(
+                    f"MODEL.ROI_BOX_HEAD.NORM={norm!r} normalises over each map's H x W, which "
+                    f"an FC output lacks; {_KEY}.NAME={name!r} with {_KEY}.NUM_FC="
+                    f"{node.NUM_FC} has FC layers (use a conv-only head or another norm)."
+                )
+            return
         groups, groups_key = cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     elif norm == "GN":
         groups, groups_key = 32, "GN's fixed group count"

@@ -9,7 +9,7 @@ upstream keys ``MODEL.FPN.NORM``, ``MODEL.ROI_MASK_HEAD.NORM`` and ``MODEL.ROI_B
 from typing import Optional, Tuple
 
 from sephnet.backend import CfgNode
-from sephnet.layers.norm import is_sephnet_norm, resolve_norm
+from sephnet.layers.norm import is_sephnet_norm, norm_uses_groups, resolve_norm
 
 __all__ = ["add_config", "validate_config"]
 
@@ -28,7 +28,8 @@ def add_config(cfg: CfgNode) -> None:
     # "EvoNormS0 mask head", sephv2 and all later sephv*/sephN* configs).
     seph.EVONORM.GROUPS = 32
     # Epsilon added to the group variance inside the square root (positive float).
-    # 1e-5 in every log row.
+    # 1e-5 in every log row. Also FRN's epsilon (added to the mean square) when a NORM key
+    # names "FRN".
     seph.EVONORM.EPS = 1e-5
 
     # Created only if absent: other components may add keys under the same node.
@@ -66,7 +67,7 @@ def _check_norm_name(name, key: str) -> None:
 
 def _groups(cfg: CfgNode, norm: str) -> Optional[Tuple[int, str]]:
     """(groups, where it comes from) of a group-wise norm, else None."""
-    if is_sephnet_norm(norm):
+    if norm_uses_groups(norm):
         return cfg.MODEL.SEPH.EVONORM.GROUPS, "MODEL.SEPH.EVONORM.GROUPS"
     if norm == "GN":
         return 32, "detectron2's GN groups"

@@ -23,6 +23,9 @@ def add_config(cfg: CfgNode) -> None:
     # "BalancedROISampler": the log's "new rcn sample", switchable with BALANCED_POS /
     #   BALANCED_NEG below (recipes 3)-9), sephv14*, sephv15*, sephv16/17/18*, sephv19,
     #   sephv21, sephv22, the reference recipe sephv14_10).
+    # "OHEMROISampler": online hard example mining (not a log row): the highest-loss
+    #   foreground and background under the current model; needs MODEL.ROI_HEADS.NAME
+    #   "SephStandardROIHeads" (which scores every candidate before sampling).
     node.NAME = "RandomROISampler"
     # BalancedROISampler only: split the foreground quota equally over the gt instances
     # (floor(P / #instances) each, then a uniform fill) instead of drawing uniformly.
@@ -52,7 +55,8 @@ def _is_number(value) -> bool:
 def validate_config(cfg: CfgNode) -> None:
     """Check the sampler keys.
 
-    Validated: NAME is registered (the error lists the samplers); BALANCED_POS / _NEG are
+    Validated: NAME is registered (the error lists the samplers); a sampler ranking by loss
+    (OHEM) comes with MODEL.ROI_HEADS.NAME "SephStandardROIHeads"; BALANCED_POS / _NEG are
     booleans; NUM_NEG_BINS is an int >= 1; NEG_LOW_IOU < NEG_HIGH_IOU; NEG_LOW_IOU is below
     the lowest ``MODEL.ROI_HEADS.IOU_THRESHOLDS`` entry (else every negative falls in one
     bin).
@@ -65,7 +69,13 @@ def validate_config(cfg: CfgNode) -> None:
     from sephnet.modeling.registry import SEPH_ROI_SAMPLER_REGISTRY, get_registered
 
     node = cfg.MODEL.SEPH.SAMPLER
-    get_registered(SEPH_ROI_SAMPLER_REGISTRY, node.NAME, f"{_KEY}.NAME")
+    sampler = get_registered(SEPH_ROI_SAMPLER_REGISTRY, node.NAME, f"{_KEY}.NAME")
+    roi_heads = cfg.MODEL.ROI_HEADS.NAME
+    if getattr(sampler, "ranks_by_loss", False) and roi_heads != "SephStandardROIHeads":
+        raise ValueError(
+            f"{_KEY}.NAME={node.NAME!r} ranks candidates by their loss, which only "
+            f"SephStandardROIHeads computes; got MODEL.ROI_HEADS.NAME={roi_heads!r}."
+        )
     for key in ("BALANCED_POS", "BALANCED_NEG"):
         if not isinstance(node[key], bool):
             raise ValueError(f"{_KEY}.{key}={node[key]!r}; expected True or False.")

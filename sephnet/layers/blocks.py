@@ -100,6 +100,11 @@ class FCNormAct(nn.Linear):
             norm_groups, norm_eps: groups and epsilon of sephnet's norms (EvoNormS0).
         """
         norm_layer = get_norm(norm, out_features, groups=norm_groups, eps=norm_eps)
+        if getattr(norm_layer, "needs_spatial_extent", False):
+            raise ValueError(
+                f"FCNormAct: norm {norm!r} takes statistics over H x W, which an FC output "
+                "lacks; use it on conv layers only."
+            )
         super().__init__(in_features, out_features, bias=norm_layer is None)
         self.norm = norm_layer
         self.activation = _activation(norm, activation)

@@ -1,10 +1,10 @@
-"""Norm lookup by config name: detectron2's names plus sephnet's own (EvoNormS0).
+"""Norm lookup by config name: detectron2's names plus sephnet's own (EvoNormS0, FRN).
 
 detectron2's :func:`get_norm` maps a config ``NORM`` string to a layer through a closed
 dict, and sephnet never edits that dict. Instead, every sephnet component that reads a
 ``NORM`` key passes the name through :func:`resolve_norm`:
 
-* a name registered in ``SEPH_NORM_REGISTRY`` (``"EvoNormS0"``) becomes a factory
+* a name registered in ``SEPH_NORM_REGISTRY`` (``"EvoNormS0"``, ``"FRN"``) becomes a factory
   ``channels -> nn.Module``, which detectron2's ``get_norm``, ``Conv2d(norm=...)`` and
   ``FPN(norm=...)`` accept in place of a string;
 * any name the backend's ``get_norm`` knows (``""``, ``"BN"``, ``"SyncBN"``, ``"FrozenBN"``,
@@ -22,6 +22,7 @@ from torch import nn
 
 from sephnet.backend import get_norm as _backend_get_norm
 from sephnet.layers import evonorm as _evonorm  # noqa: F401  (registers EvoNormS0)
+from sephnet.layers import frn as _frn  # noqa: F401  (registers FRN)
 from sephnet.modeling.registry import SEPH_NORM_REGISTRY
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "get_norm",
     "is_sephnet_norm",
     "valid_norm_names",
+    "norm_uses_groups",
 ]
 
 NormSpec = Union[str, Callable[[int], nn.Module]]
@@ -112,7 +114,7 @@ def resolve_norm(name: str, *, groups: int = 32, eps: float = 1e-5) -> NormSpec:
 
 
 def norm_includes_activation(name: str) -> bool:
-    """Whether the norm named ``name`` has its own non-linearity (only EvoNormS0 does).
+    """Whether the norm named ``name`` has its own non-linearity (EvoNormS0 and FRN do).
 
     Heads ask this before appending a ReLU after a norm.
 
@@ -123,6 +125,14 @@ def norm_includes_activation(name: str) -> bool:
     if not is_sephnet_norm(name):
         return False
     return bool(getattr(SEPH_NORM_REGISTRY.get(name), "includes_activation", False))
+
+
+def norm_uses_groups(name: str) -> bool:
+    """Whether the sephnet norm ``name`` normalises over channel groups (EvoNormS0 does,
+    FRN does not: its layers need no width divisible by ``MODEL.SEPH.EVONORM.GROUPS``)."""
+    return is_sephnet_norm(name) and bool(
+        getattr(SEPH_NORM_REGISTRY.get(name), "uses_groups", True)
+    )
 
 
 def get_norm(

@@ -151,17 +151,22 @@ def write_results(rows: Sequence[AblationRow], measured: Measured, output_root: 
     return table_path, chart_path
 
 
-def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "configs/coco/") -> str:
-    """The README's markdown table: row -> config -> what it changes -> the log's AP.
+def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "configs/coco/",
+                       costs: Optional[Mapping[str, Mapping[str, Optional[float]]]] = None) -> str:
+    """The README's markdown table: row -> config -> what it changes -> the log's AP, and,
+    given ``costs`` (``{row id: {"gflops", "params_m", "latency_s"}}``, see
+    :mod:`sephnet.tools.row_costs`), GFLOPs, parameters and CPU latency columns.
 
     One line per index entry (log rows, then extras); a pending row names the component it
     waits for instead of a config; AP is the log's bbox mAP (and segm mAP where the log has
-    it).
+    it); a row without a cost shows ``-``.
     """
-    lines = [
-        "| table | row (log label) | config | conf. | what it changes | log AP (bbox / segm) |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = "| table | row (log label) | config | conf. | what it changes | log AP (bbox / segm) |"
+    rule = "|---|---|---|---|---|---|"
+    if costs is not None:
+        header += " GFLOPs | params (M) | CPU latency (s) |"
+        rule += "---|---|---|"
+    lines = [header, rule]
     for row in rows:
         if row.config is not None:
             config = f"`{config_prefix}{os.path.basename(row.config)}`"
@@ -171,8 +176,14 @@ def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "config
         if row.log_segm is not None:
             ap += f" / {row.log_segm[0]:.3f}"
         label = row.label.replace("|", "/")
-        lines.append(f"| {row.table} | {label} | {config} | {row.confidence or '-'} | "
-                     f"{row.changes} | {ap} |")
+        line = (f"| {row.table} | {label} | {config} | {row.confidence or '-'} | "
+                f"{row.changes} | {ap} |")
+        if costs is not None:
+            cost = costs.get(row.id, {})
+            line += "".join(f" {'-' if cost.get(k) is None else f'{cost[k]:{fmt}}'} |"
+                            for k, fmt in (("gflops", ".1f"), ("params_m", ".1f"),
+                                           ("latency_s", ".2f")))
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -198,10 +209,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--index", default=os.path.join("configs", "coco", "ablations.yaml"))
     parser.add_argument("--output-root", default=os.path.join("output", "ablations"))
     parser.add_argument("--readme", action="store_true", help="print the README rows table")
+    parser.add_argument("--costs", default=os.path.join("benchmarks", "results", "row_costs.json"),
+                        help="row_costs.json for the README table's cost columns (skipped when "
+                        "the file does not exist)")
     args = parser.parse_args(argv)
     rows = load_index(args.index)
     if args.readme:
-        print(render_readme_rows(rows), end="")
+        from sephnet.tools.row_costs import load_costs
+
+        costs = load_costs(args.costs) if os.path.isfile(args.costs) else None
+        print(render_readme_rows(rows, costs=costs), end="")
         return 0
     measured = load_measured(rows, args.output_root)
     if not measured:

@@ -37,7 +37,8 @@ def test_balanced_sampler_is_built_with_the_configured_switches_and_bins():
     [
         (
             {"NAME": "NoSuchSampler"},
-            r"MODEL.SEPH.SAMPLER.NAME='NoSuchSampler'.*BalancedROISampler, RandomROISampler",
+            r"MODEL.SEPH.SAMPLER.NAME='NoSuchSampler'.*"
+            r"BalancedROISampler, OHEMROISampler, RandomROISampler",
         ),
         ({"NUM_NEG_BINS": 0}, r"MODEL.SEPH.SAMPLER.NUM_NEG_BINS=0"),
         ({"BALANCED_POS": 1}, r"MODEL.SEPH.SAMPLER.BALANCED_POS=1"),

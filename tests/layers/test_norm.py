@@ -82,9 +82,9 @@ def test_backend_get_norm_accepts_the_resolved_factory_but_not_the_raw_name():
         backend.get_norm("EvoNormS0", 32)
 
 
-def test_only_evonorm_includes_activation():
+def test_only_sephnet_norms_include_activation():
     flags = {name: norm_includes_activation(name) for name in valid_norm_names()}
-    assert [name for name, flag in flags.items() if flag] == ["EvoNormS0"]
+    assert [name for name, flag in flags.items() if flag] == ["EvoNormS0", "FRN"]
 
 
 @pytest.mark.parametrize("fn", [resolve_norm, norm_includes_activation, lambda n: get_norm(n, 32)])

@@ -129,3 +129,14 @@ def test_cli_rebuilds_results_from_final_metrics(tmp_path, capsys):
     assert (root / "ap_diff.png").is_file()
     main(["--index", str(index), "--readme"])
     assert "| FPN-3 | row a | `configs/coco/A.yaml` | H |  | 0.300 |" in capsys.readouterr().out
+
+
+def test_readme_rows_gain_cost_columns_from_row_costs(tmp_path):
+    costs = {"a": {"gflops": 264.44, "params_m": 44.34, "latency_s": 3.456},
+             "b": {"gflops": 300.0, "params_m": 50.0, "latency_s": None}}
+    lines = render_readme_rows(_rows(tmp_path), costs=costs).splitlines()
+    assert lines[0].endswith("| GFLOPs | params (M) | CPU latency (s) |")
+    assert lines[1] == "|---|---|---|---|---|---|---|---|---|"
+    assert lines[2].endswith("| 0.300 / 0.270 | 264.4 | 44.3 | 3.46 |")
+    assert lines[3].endswith("| 0.200 | 300.0 | 50.0 | - |")
+    assert lines[4].endswith("| 0.200 | - | - | - |")  # no cost measured for this row

@@ -22,6 +22,7 @@ from typing import Iterator, List, Tuple
 import torch
 
 from .torchvision_ops import torchvision_ops
+from .traced_ops import traced_nms
 
 __all__ = ["nms", "batched_nms"]
 
@@ -203,6 +204,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         raise ValueError(f"nms: boxes must have shape [N, 4], got {tuple(boxes.shape)}")
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"nms: scores must have shape [{boxes.shape[0]}], got {tuple(scores.shape)}")
+    if torch.jit.is_tracing():
+        return traced_nms(boxes, scores, float(iou_threshold))
     return _nms_pytorch(boxes, scores, iou_threshold)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from .torchvision_ops import torchvision_ops
+from .traced_ops import traced_roi_align
 
 __all__ = ["roi_align", "ROIAlign"]
 
@@ -242,6 +243,9 @@ def roi_align(
         return ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     if input.dim() != 4:
         raise ValueError(f"roi_align: input must be NCHW, got shape {tuple(input.shape)}")
+    if torch.jit.is_tracing():
+        return traced_roi_align(input, _rois_from_boxes(boxes), float(spatial_scale),
+                                list(output_size), int(sampling_ratio), bool(aligned))
     return _roi_align_pytorch(input, _rois_from_boxes(boxes), output_size, spatial_scale, int(sampling_ratio), aligned)
 
 

@@ -56,7 +56,8 @@ def _create_grid_offsets(
     size: Sequence[int], stride: int, offset: float, device: torch.device
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Anchor centres of an (H, W) grid, flattened row-major: returns (shift_x, shift_y), each (H*W,)."""
-    grid_h, grid_w = int(size[0]), int(size[1])
+    # no int(): while tracing the sizes are traced values, and the grid must follow them
+    grid_h, grid_w = size[0], size[1]
     xs = torch.arange(
         offset * stride, grid_w * stride, step=stride, dtype=torch.float32, device=device
     )

@@ -11,7 +11,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from sephnet.d2.layers import ROIAlign, cat, nonzero_tuple
+from sephnet.d2.layers import ROIAlign, cat, nonzero_tuple, shapes_to_tensor
 from sephnet.d2.layers.torchvision_ops import torchvision_ops
 from sephnet.d2.structures import Boxes
 
@@ -52,7 +52,9 @@ def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> torch.Tensor:
         (M, 5) tensor in the boxes' dtype/device; column 0 is the image index as a float.
     """
     boxes = torch.cat([b.tensor for b in box_lists], dim=0)
-    counts = torch.as_tensor([len(b) for b in box_lists], dtype=torch.int64, device=boxes.device)
+    # __len__ rather than len(): while tracing it returns the traced size, so the counts
+    # follow the input instead of being fixed to the example's
+    counts = shapes_to_tensor([b.__len__() for b in box_lists], device=boxes.device)
     batch_idx = torch.repeat_interleave(
         torch.arange(len(box_lists), dtype=boxes.dtype, device=boxes.device), counts
     )

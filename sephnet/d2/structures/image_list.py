@@ -2,6 +2,7 @@
 from typing import Any, List, Tuple, Union
 
 import torch
+from torch.nn import functional as F
 
 from sephnet.d2.structures.errors import StructureError
 
@@ -82,6 +83,8 @@ class ImageList:
                     f"dimensions differ from the first element's {tuple(lead)}"
                 )
 
+        if torch.jit.is_tracing():
+            return ImageList._from_tensors_traced(tensors, size_divisibility, pad_value)
         image_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
         max_h = max(h for h, _ in image_sizes)
         max_w = max(w for _, w in image_sizes)
@@ -94,3 +97,26 @@ class ImageList:
         for img, slot in zip(tensors, batched):
             slot[..., : img.shape[-2], : img.shape[-1]].copy_(img)
         return ImageList(batched.contiguous(), image_sizes)
+
+    @staticmethod
+    def _from_tensors_traced(
+        tensors: Union[List[torch.Tensor], Tuple[torch.Tensor, ...]],
+        size_divisibility: int,
+        pad_value: float,
+    ) -> "ImageList":
+        """:meth:`from_tensors` while tracing: the same result, computed from the traced
+        sizes (0-d tensors) so that a traced model pads and clips for whatever size it is
+        given, and with ``F.pad`` rather than copies into views (which exporters drop).
+        ``image_sizes`` then holds (h, w) pairs of 0-d tensors, as in detectron2."""
+        sizes = [torch.stack([torch.as_tensor(t.shape[-2]), torch.as_tensor(t.shape[-1])])
+                 for t in tensors]
+        max_size = torch.stack(sizes).max(0).values
+        if size_divisibility > 1:
+            stride = size_divisibility
+            max_size = (max_size + (stride - 1)).div(stride, rounding_mode="floor") * stride
+        padded = [
+            F.pad(t, [0, max_size[1] - t.shape[-1], 0, max_size[0] - t.shape[-2]], value=pad_value)
+            for t in tensors
+        ]
+        image_sizes = [(size[0], size[1]) for size in sizes]
+        return ImageList(torch.stack(padded).contiguous(), image_sizes)

@@ -37,6 +37,7 @@ from sephnet.backend import (
 )
 from sephnet.layers.blocks import conv_norm_act
 from sephnet.layers.norm import norm_includes_activation, resolve_norm
+from sephnet.modeling.head_tricks import add_dropblock_to_stages
 
 __all__ = [
     "TOP_BLOCKS",
@@ -187,13 +188,22 @@ def build_seph_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """detectron2's ResNet-FPN with ``MODEL.FPN.NORM`` resolved by sephnet and a chosen top block.
 
     Reads the keys of ``build_resnet_fpn_backbone`` (``MODEL.RESNETS.*``, ``MODEL.FPN.*``)
-    plus ``MODEL.SEPH.EVONORM.GROUPS/EPS`` and ``MODEL.SEPH.FPN.TOP_BLOCK/TOP_BLOCK_NUM_LEVELS``.
+    plus ``MODEL.SEPH.EVONORM.GROUPS/EPS``, ``MODEL.SEPH.FPN.TOP_BLOCK/TOP_BLOCK_NUM_LEVELS``
+    and ``MODEL.SEPH.DROPBLOCK.*`` (DropBlock after the named ResNet stages).
     The top block's convs start from the last FPN input (e.g. ``res5``).
 
     Returns:
         The backend's ``FPN`` (outputs ``p<stage>`` plus the top block's levels).
     """
     bottom_up = build_resnet_backbone(cfg, input_shape)
+    dropblock = cfg.MODEL.SEPH.DROPBLOCK
+    add_dropblock_to_stages(
+        bottom_up,
+        dropblock.BACKBONE_STAGES,
+        drop_prob=dropblock.DROP_PROB,
+        block_size=dropblock.BACKBONE_BLOCK_SIZE,
+        ramp_iters=dropblock.RAMP_ITERS,
+    )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     if not in_features:
         raise ValueError("MODEL.FPN.IN_FEATURES is empty; expected e.g. ['res2', ..., 'res5'].")

@@ -9,6 +9,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 import torch
 from fvcore.nn import giou_loss
 from torch import nn
+from torch.nn import functional as F
 
 from sephnet.backend import (
     Box2BoxTransform,
@@ -26,6 +27,11 @@ from sephnet.layers.losses import (
     iou_box_loss_weights,
     iou_class_loss_weights,
     weighted_cross_entropy,
+)
+from sephnet.modeling.losses.roi_losses import (
+    ROIBoxRegressionLoss,
+    ROIClassificationLoss,
+    build_roi_losses,
 )
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
@@ -110,6 +116,9 @@ class SephOutputLayers(nn.Module):
     ``box_loss_weighting="proposal_iou"``: the GIoU loss weighted per ROI by
     :func:`~sephnet.layers.losses.iou_box_loss_weights`); ``loss_iou`` = the IoU branch's
     loss (see ``iou_branch.py``). The accuracy statistics use the classification labels.
+    ``cls_loss`` / ``box_loss`` (``MODEL.SEPH.ROI_LOSS``: focal, GHM-C, label smoothing;
+    IoU, Balanced L1, GHM-R) replace the per-ROI cross-entropy / box loss and keep these
+    normalisations.
 
     Inference: detectron2's ``fast_rcnn_inference`` on the class probabilities, which are
     first multiplied by the predicted IoU when the branch's test score is "multiply"
@@ -144,6 +153,8 @@ class SephOutputLayers(nn.Module):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
         classes_per_roi_test: str = "all",
+        cls_loss: Optional[ROIClassificationLoss] = None,
+        box_loss: Optional[ROIBoxRegressionLoss] = None,
     ):
         """
         Args:
@@ -167,6 +178,10 @@ class SephOutputLayers(nn.Module):
             test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's
                 ``fast_rcnn_inference``.
             classes_per_roi_test: ``"all"`` (detectron2) or ``"top1"`` (the original).
+            cls_loss: per-ROI classification loss replacing the cross-entropy (focal,
+                GHM-C, label smoothing; ``MODEL.SEPH.ROI_LOSS``), or None.
+            box_loss: per-ROI box loss replacing ``box_reg_loss_type`` (IoU, Balanced L1,
+                GHM-R), or None; not combinable with ``box_loss_weighting``.
         """
         super().__init__()
         if isinstance(output_shapes, ShapeSpec):
@@ -238,6 +253,10 @@ class SephOutputLayers(nn.Module):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         self.classes_per_roi_test = classes_per_roi_test
+        if box_loss is not None and box_loss_weighting != "none":
+            raise ValueError("box_loss cannot be combined with box_loss_weighting (GIoU only).")
+        self.cls_loss = cls_loss
+        self.box_loss = box_loss
 
     @classmethod
     def from_config(cls, cfg, output_shapes):
@@ -253,6 +272,7 @@ class SephOutputLayers(nn.Module):
                 test_score=iou.TEST_SCORE,
             )
         box_head = cfg.MODEL.ROI_BOX_HEAD
+        cls_loss, box_loss = build_roi_losses(cfg)  # MODEL.SEPH.ROI_LOSS.*
         return {
             "output_shapes": output_shapes,
             "box2box_transform": Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS),
@@ -277,6 +297,8 @@ class SephOutputLayers(nn.Module):
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "classes_per_roi_test": pred.CLASSES_PER_ROI_TEST,
+            "cls_loss": cls_loss,
+            "box_loss": box_loss,
         }
 
     def forward(self, features: Union[DecoupledFeatures, torch.Tensor]) -> SephPredictions:
@@ -354,18 +376,22 @@ class SephOutputLayers(nn.Module):
         logits, deltas, iou_pred = predictions
         t = self._gather_targets(proposals, logits.device)
 
-        cls_labels = t.gt_classes
-        if self.pos_labels_threshold > 0:
-            background = torch.full_like(cls_labels, self.num_classes)
-            cls_labels = torch.where(t.gt_ious > self.pos_labels_threshold, cls_labels, background)
+        cls_labels = self._classification_labels(t)
         import_module("modeling.roi_heads.fast_rcnn")._log_classification_stats(logits, cls_labels)
         cls_weights = box_weights = None
         if self.cls_loss_weighting != "none":
             cls_weights = iou_class_loss_weights(t.gt_ious, self.cls_loss_weighting)
         if self.box_loss_weighting != "none":
             box_weights = iou_box_loss_weights(t.gt_ious)
+        if self.cls_loss is None:
+            loss_cls = weighted_cross_entropy(logits, cls_labels, cls_weights)
+        else:
+            per_roi = self.cls_loss(logits, cls_labels)
+            if cls_weights is not None:
+                per_roi = per_roi * cls_weights
+            loss_cls = per_roi.mean() if per_roi.numel() else logits.sum() * 0.0
         losses = {
-            "loss_cls": weighted_cross_entropy(logits, cls_labels, cls_weights),
+            "loss_cls": loss_cls,
             "loss_box_reg": self.box_reg_loss(
                 t.proposal_boxes, t.gt_boxes, deltas, t.gt_classes, t.fg_mask, box_weights
             ),
@@ -385,6 +411,27 @@ class SephOutputLayers(nn.Module):
                 pred_boxes=pred_boxes,
             )
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+    def _classification_labels(self, t: "_RoiTargets") -> torch.Tensor:
+        """int64 ``[R]``: ``gt_classes``, background where ``gt_ious <= pos_labels_threshold``."""
+        if self.pos_labels_threshold <= 0:
+            return t.gt_classes
+        background = torch.full_like(t.gt_classes, self.num_classes)
+        return torch.where(t.gt_ious > self.pos_labels_threshold, t.gt_classes, background)
+
+    def roi_classification_losses(
+        self, predictions: SephPredictions, proposals: List[Instances]
+    ) -> torch.Tensor:
+        """Each ROI's classification loss, unweighted and unreduced: float ``[R]``.
+
+        The configured loss (``cls_loss``, else the cross-entropy) against the labels
+        :meth:`losses` uses. Hard-example mining (``OHEMROISampler``) ranks ROIs by it.
+        """
+        logits = predictions[0]
+        labels = self._classification_labels(self._gather_targets(proposals, logits.device))
+        if self.cls_loss is not None:
+            return self.cls_loss(logits, labels)
+        return F.cross_entropy(logits, labels, reduction="none")
 
     def _deltas_for_classes(self, deltas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Pick each ROI's 4 deltas for ``classes`` (``[R]``, clamped into [0, K))."""
@@ -435,6 +482,11 @@ class SephOutputLayers(nn.Module):
                 "gt_classes; class-specific regression needs its matched class there."
             )
         fg_deltas = self._deltas_for_classes(pred_deltas[fg_inds], gt_classes[fg_inds])
+        if self.box_loss is not None:  # MODEL.SEPH.ROI_LOSS.BOX_TYPE
+            per_roi = self.box_loss(
+                fg_deltas, proposal_boxes[fg_inds], gt_boxes[fg_inds], self.box2box_transform
+            )
+            return per_roi.sum() / max(gt_classes.numel(), 1.0)
         if roi_weights is not None:
             # the original's weighted GIoU ("WeightGIOU"); detectron2 has no per-ROI weights
             fg_boxes = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])

@@ -10,11 +10,14 @@ Only two documented hooks change (STYLE rule 4):
   (``MODEL.SEPH.SAMPLER.NAME``) which proposals to keep, and adds the fields sephnet's
   predictor reads (``gt_ious``, ``gt_is_matched``).
 
-Everything else (forward, ``_forward_box``, the mask head and its pooler) is the backend's.
+Everything else (``_forward_box``, the mask head and its pooler) is the backend's; ``forward``
+is too, except in training with a sampler that ranks by loss (OHEM), where it passes the
+features on to ``label_and_sample_proposals``.
 """
 from typing import Dict, List, Optional
 
 import torch
+from torch import nn
 
 from sephnet.backend import (
     ROI_HEADS_REGISTRY,
@@ -27,6 +30,7 @@ from sephnet.backend import (
     import_module,
     pairwise_iou,
 )
+from sephnet.modeling.head_tricks import apply_head_tricks
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, get_registered
 from sephnet.modeling.roi_heads.build_predictor import build_box_predictor
 from sephnet.modeling.roi_heads.multiscale_pooler import MultiScaleROIPooler
@@ -120,6 +124,12 @@ class SephStandardROIHeads(StandardROIHeads):
         ret = super().from_config(cfg, input_shape)
         ret["roi_sampler"] = build_roi_sampler(cfg)
         ret["pos_labels_threshold"] = cfg.MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD
+        # MODEL.SEPH.HEAD_ACTIVATION / DROPBLOCK.HEADS (cascade: "box_heads")
+        box = ret["box_head"] if "box_head" in ret else nn.ModuleList(ret["box_heads"])
+        heads = {"box": box}
+        if "mask_head" in ret:
+            heads["mask"] = ret["mask_head"]
+        apply_head_tricks(cfg, heads)
         return ret
 
     @classmethod
@@ -166,9 +176,26 @@ class SephStandardROIHeads(StandardROIHeads):
             "box_predictor": build_box_predictor(cfg, box_head.output_shapes),
         }
 
+    def forward(self, images, features, proposals, targets=None):
+        """The backend's ``forward``; in training with an OHEM-style sampler
+        (``roi_sampler.ranks_by_loss``) the same steps with the features handed to
+        :meth:`label_and_sample_proposals`."""
+        if not (self.training and getattr(self.roi_sampler, "ranks_by_loss", False)):
+            return super().forward(images, features, proposals, targets)
+        if not targets:
+            raise ValueError("ROI heads in training mode need 'targets'")
+        proposals = self.label_and_sample_proposals(proposals, targets, features=features)
+        losses = self._forward_box(features, proposals)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
+
     @torch.no_grad()
     def label_and_sample_proposals(
-        self, proposals: List[Instances], targets: List[Instances]
+        self,
+        proposals: List[Instances],
+        targets: List[Instances],
+        features: Optional[Dict[str, torch.Tensor]] = None,
     ) -> List[Instances]:
         """Match proposals to gt, sample the training ROIs and attach their targets.
 
@@ -178,6 +205,9 @@ class SephStandardROIHeads(StandardROIHeads):
         Args:
             proposals: N Instances with ``proposal_boxes`` and ``objectness_logits``.
             targets: N Instances with ``gt_boxes``, ``gt_classes`` (and optional ``gt_*``).
+            features: the feature maps; needed only by a sampler with ``ranks_by_loss``
+                (OHEM), which gets every candidate's classification loss from a forward
+                pass of the box head and predictor in the current mode, without gradients.
 
         Returns:
             N Instances, the sampled proposals with the fields of the class docstring.
@@ -185,9 +215,20 @@ class SephStandardROIHeads(StandardROIHeads):
         if self.proposal_append_gt:
             add_gt = import_module("modeling.proposal_generator.proposal_utils")
             proposals = add_gt.add_ground_truth_to_proposals(targets, proposals)
+        matches = [self._match_image(p, t) for p, t in zip(proposals, targets)]
+        roi_losses = [None] * len(proposals)
+        if getattr(self.roi_sampler, "ranks_by_loss", False):
+            if features is None:
+                raise ValueError(
+                    f"{type(self.roi_sampler).__name__} ranks proposals by their loss; "
+                    "label_and_sample_proposals needs the features."
+                )
+            roi_losses = self._candidate_losses(features, proposals, matches)
         sampled, num_fg, num_bg = [], [], []
-        for proposals_i, targets_i in zip(proposals, targets):
-            sampled_i, fg_i = self._label_and_sample_image(proposals_i, targets_i)
+        for proposals_i, targets_i, match_i, losses_i in zip(
+            proposals, targets, matches, roi_losses
+        ):
+            sampled_i, fg_i = self._sample_image(proposals_i, targets_i, match_i, losses_i)
             sampled.append(sampled_i)
             num_fg.append(fg_i)
             num_bg.append(len(sampled_i) - fg_i)
@@ -196,8 +237,8 @@ class SephStandardROIHeads(StandardROIHeads):
         storage.put_scalar("roi_head/num_bg_samples", sum(num_bg) / max(len(num_bg), 1))
         return sampled
 
-    def _label_and_sample_image(self, proposals: Instances, targets: Instances):
-        """One image of :meth:`label_and_sample_proposals`; returns (sampled, #foreground)."""
+    def _match_image(self, proposals: Instances, targets: Instances):
+        """One image's matching: ``(labels, matched_idxs, ious, is_matched)``, each ``[R]``."""
         num_proposals, has_gt = len(proposals), len(targets) > 0
         iou = pairwise_iou(targets.gt_boxes, proposals.proposal_boxes)  # [G, R]
         matched_idxs, match_labels = self.proposal_matcher(iou)
@@ -211,11 +252,33 @@ class SephStandardROIHeads(StandardROIHeads):
             ious = iou.new_zeros(num_proposals)
             labels = torch.full_like(matched_idxs, background)
         is_matched = (match_labels == 1) & has_gt
+        return labels, matched_idxs, ious, is_matched
 
+    def _candidate_losses(self, features, proposals, matches) -> List[torch.Tensor]:
+        """Every proposal's classification loss under the current model, per image ``[R_i]``."""
+        candidates = []
+        for proposals_i, (labels, _, ious, _) in zip(proposals, matches):
+            c = Instances(proposals_i.image_size)
+            c.proposal_boxes = proposals_i.proposal_boxes
+            c.gt_classes = labels.clamp(min=0)  # ignored (-1) proposals are never sampled
+            c.gt_ious = ious
+            candidates.append(c)
+        box_features = self.box_pooler(
+            [features[f] for f in self.box_in_features], [c.proposal_boxes for c in candidates]
+        )
+        predictions = self.box_predictor(self.box_head(box_features))
+        losses = self.box_predictor.roi_classification_losses(predictions, candidates)
+        return list(losses.split([len(c) for c in candidates]))
+
+    def _sample_image(self, proposals: Instances, targets: Instances, match, roi_losses):
+        """One image of :meth:`label_and_sample_proposals`; returns (sampled, #foreground)."""
+        labels, matched_idxs, ious, is_matched = match
+        background, has_gt = self.num_classes, len(targets) > 0
         sampling_labels = labels
         if self.pos_labels_threshold > 0:
             low = is_matched & (ious <= self.pos_labels_threshold)
             sampling_labels = torch.where(low, torch.full_like(labels, background), labels)
+        extra = {} if roi_losses is None else {"roi_losses": roi_losses}
         fg_idx, bg_idx = self.roi_sampler(
             sampling_labels,
             matched_idxs=matched_idxs,
@@ -223,6 +286,7 @@ class SephStandardROIHeads(StandardROIHeads):
             num_samples=self.batch_size_per_image,
             positive_fraction=self.positive_fraction,
             bg_label=background,
+            **extra,
         )
         idx = torch.cat([fg_idx, bg_idx])
 

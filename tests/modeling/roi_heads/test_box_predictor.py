@@ -17,6 +17,7 @@ from sephnet.backend import (
     get_cfg,
 )
 from sephnet.config import predictor as predictor_config
+from sephnet.config import roi_loss as roi_loss_config
 from sephnet.modeling.roi_heads.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.iou_branch import IoUBranch
@@ -472,6 +473,7 @@ def _cfg(**predictor_keys):
     cfg = get_cfg()
     cfg.MODEL.SEPH = CfgNode()
     predictor_config.add_config(cfg)
+    roi_loss_config.add_config(cfg)  # the predictor also reads MODEL.SEPH.ROI_LOSS
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 

@@ -376,7 +376,7 @@ class FastRCNNOutputLayers(nn.Module):
             gt_classes = gt_classes.clamp(0, num_reg_classes - 1)
             rows = torch.arange(num_regions, dtype=torch.long, device=decoded.device)
             decoded = decoded.view(num_regions, num_reg_classes, box_dim)[rows, gt_classes]
-        return decoded.split([len(p) for p in proposals])
+        return decoded.split([p.__len__() for p in proposals])
 
     def predict_boxes(
         self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
@@ -396,7 +396,7 @@ class FastRCNNOutputLayers(nn.Module):
         _, deltas = predictions
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         decoded = self.box2box_transform.apply_deltas(deltas, proposal_boxes)
-        return decoded.split([len(p) for p in proposals])
+        return decoded.split([p.__len__() for p in proposals])
 
     def predict_probs(
         self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
@@ -412,4 +412,4 @@ class FastRCNNOutputLayers(nn.Module):
         """
         logits, _ = predictions
         probs = F.softmax(logits, dim=-1)
-        return probs.split([len(p) for p in proposals], dim=0)
+        return probs.split([p.__len__() for p in proposals], dim=0)

@@ -125,7 +125,7 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Ins
         probs = pred_mask_logits[rows, classes][:, None].sigmoid()
 
     for per_image_probs, inst in zip(
-        probs.split([len(inst) for inst in pred_instances], dim=0), pred_instances
+        probs.split([inst.__len__() for inst in pred_instances], dim=0), pred_instances
     ):
         inst.pred_masks = per_image_probs
 

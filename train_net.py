@@ -47,6 +47,7 @@ from sephnet.backend import (
     verify_results,
 )
 from sephnet.engine import TerminalProgress
+from sephnet.engine.fast_inference import fast_inference_model
 from sephnet.solver import build_optimizer
 
 logger = logging.getLogger("sephnet.train_net")
@@ -62,6 +63,12 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None):
+        """detectron2's evaluation, of the fast form of a copy of ``model`` when
+        ``MODEL.SEPH.FAST_INFERENCE.ENABLED`` (the trained model itself is not modified)."""
+        return super().test(cfg, fast_inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -1,4 +1,6 @@
 """sephnet's meta-architectures; importing this package registers them in META_ARCH_REGISTRY."""
+from sephnet.modeling.meta_arch.atss import SephATSS
+from sephnet.modeling.meta_arch.fcos import SephFCOS
 from sephnet.modeling.meta_arch.two_way_rcnn import SephGeneralizedRCNN
 
-__all__ = ["SephGeneralizedRCNN"]
+__all__ = ["SephATSS", "SephFCOS", "SephGeneralizedRCNN"]

@@ -323,7 +323,22 @@ class _Runner:
         for child in children:
             child.terminate()
         for child in children:
-            child.wait()
+            self._wait_for_exit(child)
+
+    def _wait_for_exit(self, child: subprocess.Popen, grace_s: float = 2.0) -> None:
+        """Wait until ``child`` has exited. The thread running it reaps it (and so reads its
+        CPU time for ``timing.json``); only a child nobody else waits for (its run was
+        interrupted in this thread) is reaped here, after ``grace_s``."""
+        if hasattr(os, "waitid"):
+            with contextlib.suppress(ChildProcessError):  # ChildProcessError: already reaped
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                with self._lock:
+                    if child not in self._live:
+                        return
+                time.sleep(0.02)
+        child.wait()
 
 
 def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
@@ -331,7 +346,7 @@ def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
     its reaped descendants used (``os.wait4``, which reaps it: the returncode is set here)."""
     try:
         _, status, usage = os.wait4(child.pid, 0)
-    except ChildProcessError:  # stop_all's child.wait() reaped it first: no usage left
+    except ChildProcessError:  # reaped by stop_all after its grace period: no usage left
         return child.wait(), 0.0
     child.returncode = os.waitstatus_to_exitcode(status)
     return child.returncode, usage.ru_utime + usage.ru_stime

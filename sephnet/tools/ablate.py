@@ -70,8 +70,9 @@ __all__ = [
 ]
 
 _TASKS = ("bbox", "segm")
-#: Default --proxy-iters: sized so 11 rows x 2 seeds take about an hour on 2 quiet cores.
-PROXY_ITERATIONS = 400
+#: Default --proxy-iters: 11 rows x 2 seeds cost about 2 CPU-hours (0.5-1.3 CPU-s per
+#: iteration and row), i.e. about an hour on 2 quiet cores.
+PROXY_ITERATIONS = 300
 # detectron2's COCOEvaluator keys (percent) for the log's first six columns.
 _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

@@ -20,7 +20,7 @@ bound). The last lines read, e.g.::
 Usage (``SEPHNET_BACKEND=core`` to time the portable core where detectron2 is installed)::
 
     python benchmarks/bench_fast_inference.py [--runs 5] [--warmup 1] [--threads N] [--size 800 1067]
-        [--models NAME ...] [--profile N]
+        [--models NAME ...] [--nchw] [--profile N]
 """
 import argparse
 import copy
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1067), metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--nchw", action="store_true",
+                        help="also time the fp32 fast path without channels-last (folding only)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N most expensive operators of one forward of "
                              "each variant (torch.profiler, self CPU time)")
@@ -146,6 +148,9 @@ def main() -> None:
         fast = optimize_for_inference(copy.deepcopy(model))
         fast_bf16 = optimize_for_inference(copy.deepcopy(model), bf16=True)
         variants = {"plain": model, "fp32": fast, "bf16": fast_bf16}
+        if args.nchw:
+            variants["fp32 nchw"] = optimize_for_inference(copy.deepcopy(model),
+                                                           channels_last=False)
         with torch.no_grad():
             outputs = {label: m([{"image": image}])[0] for label, m in variants.items()}
             seconds = timed_interleaved(
@@ -165,6 +170,10 @@ def main() -> None:
               f"{seconds['bf16']:.3f} s ({seconds['plain'] / seconds['bf16']:.2f}x, "
               f"{bf16_matching}/{len(outputs['plain']['instances'])} detections within fp32 "
               "tolerances)")
+        if args.nchw:
+            same_nchw, _ = compare(outputs["plain"], outputs["fp32 nchw"])
+            print(f"{name}: fp32 fast without channels-last {seconds['fp32 nchw']:.3f} s "
+                  f"({seconds['plain'] / seconds['fp32 nchw']:.2f}x, same detections: {same_nchw})")
     print(f"load average at the end: {_load()}")
     fp32 = statistics.mean(ratios["fp32"])
     bf16 = statistics.mean(ratios["bf16"])

@@ -14,19 +14,22 @@ optionally, a torch.profiler operator table and the Python functions with the la
     ... [--steps 5] [--warmup 1] [--threads 1] [--ops 20] [--functions 25]
 
 To compare two versions of the code, run the script from each checkout in turns (A B A B)
-with the same ``--threads`` and compare the medians.
+with the same ``--threads`` and ``--seed`` and ``DATALOADER.NUM_WORKERS 0`` (the same batches,
+so the first step's losses must agree) and compare the medians.
 """
 import argparse
 import cProfile
 import io
 import os
 import pstats
+import random
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
@@ -47,6 +50,9 @@ def main() -> None:
                         help="print torch.profiler's N most expensive operators (self CPU time)")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="print cProfile's N Python functions with the largest own time")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds Python, NumPy and torch (initial weights and the order of the "
+                             "batches; with DATALOADER.NUM_WORKERS 0 two runs see the same data)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,7 +61,9 @@ def main() -> None:
           f"{cfg.SOLVER.IMS_PER_BATCH} images/step, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    torch.manual_seed(0)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
     model = DefaultTrainer.build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
     loader = iter(build_train_loader(cfg))
@@ -76,7 +84,7 @@ def main() -> None:
             total.backward()
             optimizer.step()
             storage.iter += 1
-            return {k: float(v) for k, v in losses.items()}
+            return {k: float(v.detach()) for k, v in losses.items()}
 
         first = step(batches[0])
         print("first step losses: " + ", ".join(f"{k} {v:.6f}" for k, v in sorted(first.items())))

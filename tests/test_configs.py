@@ -109,6 +109,9 @@ def test_config_merges_validates_and_builds(path):
     representative = path in REPRESENTATIVES
     cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
     model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "SephDETR":
+        _check_detr(cfg, model, representative)
+        return
     assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
     assert hasattr(model.roi_heads, "mask_head") == cfg.MODEL.MASK_ON
     # the levels the RPN and ROI heads read are ones the backbone produces
@@ -139,3 +142,28 @@ def test_config_merges_validates_and_builds(path):
     assert instances.image_size == (SIZE, SIZE)
     assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
     assert instances.has("pred_masks") == cfg.MODEL.MASK_ON or len(instances) == 0
+
+
+def _check_detr(cfg, model, representative):
+    """DETR: the transformer reads a backbone output; one step (every decoder layer's losses)
+    and one inference."""
+    detr = cfg.MODEL.SEPH.DETR
+    assert model.class_embed.out_features == detr.NUM_CLASSES + 1
+    assert detr.IN_FEATURE in model.backbone.output_shape()
+    if not representative:
+        return
+    data = _image_with_two_objects(detr.NUM_CLASSES)
+    model.train()
+    with EventStorage(0):
+        losses = model([data])
+    assert len(losses) == 3 * (detr.DEC_LAYERS if detr.DEEP_SUPERVISION else 1), sorted(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0, losses
+    total.backward()
+    for part in (model.backbone, model.transformer, model.bbox_embed):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
+    assert result["instances"].image_size == (SIZE, SIZE)
+    assert len(result["instances"]) <= min(cfg.TEST.DETECTIONS_PER_IMAGE, detr.NUM_QUERIES)

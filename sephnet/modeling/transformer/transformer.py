@@ -40,7 +40,7 @@ class DETREncoderLayer(nn.TransformerEncoderLayer):
             d_model, nhead, dim_feedforward, dropout, activation="relu", batch_first=True, norm_first=False
         )
 
-    def forward(  # noqa: D102 (signature differs from the parent's on purpose: see module doc)
+    def forward(  # a different signature from the parent's: it takes the encodings
         self, src: torch.Tensor, pos: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor]
     ) -> torch.Tensor:
         """
@@ -66,7 +66,7 @@ class DETRDecoderLayer(nn.TransformerDecoderLayer):
             d_model, nhead, dim_feedforward, dropout, activation="relu", batch_first=True, norm_first=False
         )
 
-    def forward(  # noqa: D102
+    def forward(  # a different signature from the parent's: it takes the encodings
         self,
         tgt: torch.Tensor,
         memory: torch.Tensor,

@@ -23,7 +23,8 @@ What the proxy does to a row, and why:
 Rows that are not R-CNNs (the optional detector rows of the index) get one more override
 from :func:`row_model_opts`: the dense detectors (RetinaNet, FCOS, ATSS) read their class
 count from ``MODEL.RETINANET.NUM_CLASSES``. Rows that change the ResNet trunk itself
-(DetNet-59, deformable convs) cannot be shrunk to the proxy's ResNet-18 and are refused.
+(DetNet-59, deformable convs) cannot be shrunk to the proxy's ResNet-18, and rows trained
+with AdamW (DETR) do not fit its SGD learning rate: they are refused.
 """
 from typing import List, Optional, Sequence
 
@@ -127,7 +128,9 @@ def row_model_opts(config_file: str) -> List[str]:
 
     Raises:
         ValueError: the row changes the ResNet trunk (a DetNet backbone, or deformable convs,
-            which need bottleneck blocks), so the proxy's ResNet-18 cannot stand in for it.
+            which need bottleneck blocks), so the proxy's ResNet-18 cannot stand in for it; or
+            it trains with another optimizer than SGD (DETR's AdamW), for which the proxy's
+            SGD learning rate is wrong.
     """
     from sephnet.backend import get_cfg
     from sephnet.config import add_sephnet_config
@@ -142,6 +145,10 @@ def row_model_opts(config_file: str) -> List[str]:
     if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
         raise ValueError(f"{config_file}: MODEL.RESNETS.DEFORM_ON_PER_STAGE needs bottleneck "
                          "blocks, which the proxy's ResNet-18 has none of; run it at full scale.")
+    if cfg.MODEL.SEPH.SOLVER.OPTIMIZER != "SGD":
+        raise ValueError(f"{config_file}: MODEL.SEPH.SOLVER.OPTIMIZER="
+                         f"{cfg.MODEL.SEPH.SOLVER.OPTIMIZER}; the proxy's learning rate is an SGD "
+                         "rate; run it at full scale.")
     if cfg.MODEL.META_ARCHITECTURE in DENSE_META_ARCHITECTURES:
         return ["MODEL.RETINANET.NUM_CLASSES", str(_NUM_CLASSES)]
     return []

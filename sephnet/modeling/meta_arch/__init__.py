@@ -1,4 +1,5 @@
 """sephnet's meta-architectures; importing this package registers them in META_ARCH_REGISTRY."""
+from sephnet.modeling.meta_arch.ssd import SephSSD
 from sephnet.modeling.meta_arch.two_way_rcnn import SephGeneralizedRCNN
 
-__all__ = ["SephGeneralizedRCNN"]
+__all__ = ["SephGeneralizedRCNN", "SephSSD"]

@@ -26,11 +26,12 @@ Framework names come from :mod:`sephnet.backend` (real detectron2 when it is ins
 otherwise sephnet's portable core); importing :mod:`sephnet` registers every sephnet
 component and the ``shapes_train``/``shapes_val`` datasets.
 """
+import json
 import logging
 import os
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 from sephnet import add_sephnet_config, validate_sephnet_config
@@ -39,15 +40,17 @@ from sephnet.backend import (
     COCOEvaluator,
     DefaultTrainer,
     DetectionCheckpointer,
+    GeneralizedRCNNWithTTA,
     comm,
     default_argument_parser,
     default_setup,
     get_cfg,
     hooks,
+    import_module,
     launch,
     verify_results,
 )
-from sephnet.data.stitch import stitch_batches
+from sephnet.data import build_train_loader
 from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
 from sephnet.engine.file_checks import (
     check_config_file,
@@ -62,8 +65,11 @@ logger = logging.getLogger("sephnet.train_net")
 
 
 class Trainer(DefaultTrainer):
-    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks) and, on the
-    main process, a live progress line when stdout is a terminal."""
+    """:class:`DefaultTrainer` with COCO-style evaluation (boxes and masks), sephnet's
+    training augmentations, with ``TEST.AUG.ENABLED`` a second evaluation under test-time
+    augmentation at the end of training (results suffixed ``_TTA``, as detectron2's
+    ``tools/train_net.py``) and, on the main process, a live progress line when stdout is a
+    terminal."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str = None):
@@ -79,22 +85,32 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        """detectron2's training loader; with ``MODEL.SEPH.STITCH.PROB`` > 0 the original's
-        batch stitching on top (:func:`sephnet.data.stitch.stitch_batches`)."""
-        loader = super().build_train_loader(cfg)
-        if cfg.MODEL.SEPH.STITCH.PROB <= 0:
-            return loader
-        seed = cfg.SEED if cfg.SEED >= 0 else None
-        return stitch_batches(loader, cfg.MODEL.SEPH.STITCH.PROB, np.random.default_rng(seed))
+        """:func:`sephnet.data.build_train_loader`: detectron2's training loader with sephnet's
+        ``MODEL.SEPH.AUGMENT`` augmentations and ``MODEL.SEPH.STITCH`` batch stitching when on."""
+        return build_train_loader(cfg)
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
         """detectron2's schedule, or the original's cosine (``MODEL.SEPH.SOLVER.COSINE_*``)."""
         return build_lr_scheduler(cfg, optimizer)
+
     def resume_or_load(self, resume: bool = True) -> None:
         """Check ``MODEL.WEIGHTS`` (:func:`check_weights`), then load as detectron2 does."""
         check_weights(self.cfg, self.model, self.checkpointer, resume, eval_only=False)
         super().resume_or_load(resume=resume)
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: torch.nn.Module) -> Dict[str, Any]:
+        """Evaluate ``GeneralizedRCNNWithTTA(cfg, model)`` (views from ``TEST.AUG.*``) on
+        every test dataset, writing to ``OUTPUT_DIR/inference_TTA``; each result key gets
+        the suffix ``_TTA`` (e.g. ``bbox_TTA``)."""
+        logger.info("Evaluating with test-time augmentation (TEST.AUG) ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        return OrderedDict((f"{name}_TTA", value) for name, value in results.items())
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), then the experiment
@@ -102,15 +118,28 @@ class Trainer(DefaultTrainer):
         return super().build_writers() + build_tracking_writers(self.cfg)
 
     def build_hooks(self) -> List[Optional[Any]]:
-        """detectron2's hooks, with :class:`ValidationLoss` before the writer when
-        ``MODEL.SEPH.VAL_LOSS.ENABLED``, then :class:`TerminalProgress` (main process)."""
+        """detectron2's hooks, with :class:`ValidationLoss` (``MODEL.SEPH.VAL_LOSS.ENABLED``)
+        and the end-of-training TTA evaluation (``TEST.AUG.ENABLED``) before the writer, so
+        their numbers reach ``metrics.json``, then :class:`TerminalProgress` (main process)."""
         ret = super().build_hooks()
+        before_writer = []
         if self.cfg.MODEL.SEPH.VAL_LOSS.ENABLED:
-            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
-            ret.insert(writers[0] if writers else len(ret), ValidationLoss.from_config(self.cfg))
+            before_writer.append(ValidationLoss.from_config(self.cfg))
+        if self.cfg.TEST.AUG.ENABLED:
+            before_writer.append(hooks.EvalHook(0, self._test_tta))
+        writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+        at = writers[0] if writers else len(ret)
+        ret[at:at] = before_writer
         if comm.is_main_process():
             ret.append(TerminalProgress())
         return ret
+
+    def _test_tta(self) -> Dict[str, Any]:
+        results = self.test_with_TTA(self.cfg, self.model)
+        last = getattr(self, "_last_eval_results", None)
+        if isinstance(last, dict):  # train() returns the plain and the TTA results
+            last.update(results)
+        return results
 
 
 def setup(args) -> CfgNode:
@@ -153,8 +182,11 @@ def main(args) -> Dict[str, Any]:
         check_weights(cfg, model, checkpointer, args.resume, eval_only=True)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
+            append_metrics(cfg.OUTPUT_DIR, results)
         return results
 
     ignore_stop_signals_in_forked_children()  # data-loader workers: the main process stops them
@@ -172,6 +204,18 @@ def main(args) -> Dict[str, Any]:
     trainer.register_hooks([PreemptionCheckpoint()])
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def append_metrics(output_dir: str, results: Dict[str, Any]) -> None:
+    """Append ``results`` as one line of ``output_dir/metrics.json`` (flattened keys such as
+    ``bbox/AP`` and ``bbox_TTA/AP``, the format of training's evaluation lines), so an
+    ``--eval-only`` run leaves its numbers where training leaves them."""
+    flat = import_module("evaluation.testing").flatten_results_dict(results)
+    if not flat:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
+        f.write(json.dumps({k: float(v) for k, v in flat.items()}, sort_keys=True) + "\n")
 
 
 def argument_parser():

@@ -118,7 +118,7 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
         "build_model build_backbone build_proposal_generator build_anchor_generator "
         "build_roi_heads build_box_head build_mask_head GeneralizedRCNN ProposalNetwork "
         "Backbone ResNet FPN build_resnet_backbone detector_postprocess "
-        "FastRCNNOutputLayers ROIHeads StandardROIHeads",
+        "FastRCNNOutputLayers ROIHeads StandardROIHeads GeneralizedRCNNWithTTA DatasetMapperTTA",
     ),
     ("modeling.backbone.resnet", "BottleneckBlock BasicBlock BasicStem"),
     ("modeling.anchor_generator", "DefaultAnchorGenerator"),

@@ -89,6 +89,10 @@ def test_quickstart_trains_writes_outputs_and_eval_only_reproduces(tmp_path):
         # a barely trained model: keep every detection so that the metrics are defined
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "TEST.DETECTIONS_PER_IMAGE", "10",
+        # the final evaluation and --eval-only also evaluate under TTA (2 sizes x flip)
+        "TEST.AUG.ENABLED", "True",
+        "TEST.AUG.MIN_SIZES", "(96, 128)",
+        "TEST.AUG.MAX_SIZE", "192",
     ]
     # One intra-op thread: the test suite runs one test process per core.
     threads = torch.get_num_threads()
@@ -112,19 +116,25 @@ def _train_then_evaluate(out, overrides):
     assert [x["iteration"] for x in lines if "total_loss" in x][-1] == 3
     final = lines[-1]
     assert "bbox/AP50" in final and "segm/AP" in final
+    assert "bbox_TTA/AP50" in final and "segm_TTA/AP" in final
+    assert (out / "inference_TTA" / "coco_instances_results.json").is_file()
     train_predictions = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert train_predictions, "the evaluated model produced no detections"
 
     results = train_net.main(_args("--eval-only", *overrides, "MODEL.WEIGHTS", str(out / "model_final.pth")))
-    for task in ("bbox", "segm"):
+    for task in ("bbox", "segm", "bbox_TTA", "segm_TTA"):
         for metric, value in results[task].items():
             assert final[f"{task}/{metric}"] == pytest.approx(value, nan_ok=True), (task, metric)
+    # --eval-only appends its results to metrics.json in the same flattened form
+    appended = json.loads((out / "metrics.json").read_text().splitlines()[-1])
+    assert appended["bbox_TTA/AP"] == pytest.approx(results["bbox_TTA"]["AP"], nan_ok=True)
     eval_predictions = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert eval_predictions == train_predictions
 
 
 def test_train_loader_stitches_batches_when_asked(monkeypatch):
-    from sephnet.backend import Boxes, DefaultTrainer, Instances
+    from sephnet.backend import Boxes, Instances
+    from sephnet.data import train_loader
 
     def item(value):
         inst = Instances((8, 8))
@@ -133,7 +143,7 @@ def test_train_loader_stitches_batches_when_asked(monkeypatch):
         return {"image": torch.full((3, 8, 8), value, dtype=torch.uint8), "instances": inst}
 
     batches = [[item(1), item(2)]] * 3
-    monkeypatch.setattr(DefaultTrainer, "build_train_loader", classmethod(lambda cls, cfg: batches))
+    monkeypatch.setattr(train_loader, "build_augmented_loader", lambda cfg: batches)
     cfg = train_net.setup(_args("MODEL.MASK_ON", "False", "MODEL.SEPH.STITCH.PROB", "1.0"))
     for batch in train_net.Trainer.build_train_loader(cfg):
         counts = sorted(len(x["instances"]) for x in batch)

@@ -23,7 +23,6 @@ CORE, BOTH = ("core",), ("core", "detectron2")
 #: key (``NODE.*`` covers every key under NODE) -> (backends on which it is refused, why /
 #: what to use instead). One line per entry.
 REFUSED_KEYS: Dict[str, Tuple[Tuple[str, ...], str]] = {
-    "TEST.AUG.*": (BOTH, "test-time augmentation is not wired into sephnet's evaluation yet"),
     "GLOBAL.HACK": (BOTH, "no code reads it (detectron2 included)"),
     "MODEL.ANCHOR_GENERATOR.ANGLES": (CORE, "rotated anchors (RotatedAnchorGenerator) are not in the core"),
     "MODEL.RESNETS.DEFORM_MODULATED": (CORE, "deformable convolutions are not in the core"),

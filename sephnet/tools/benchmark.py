@@ -41,6 +41,7 @@ from sephnet.backend import (
     get_event_storage,
     setup_logger,
 )
+from sephnet.data import build_train_loader
 from sephnet.solver import build_optimizer
 from sephnet.tools.config_loading import load_config
 
@@ -106,7 +107,7 @@ def _train_step(cfg: CfgNode) -> Callable[[], int]:
     """Needs an active ``EventStorage`` (the models log training statistics into it)."""
     model = _model(cfg).train()
     optimizer = build_optimizer(cfg, model)
-    batches = iter(DefaultTrainer.build_train_loader(cfg))
+    batches = iter(build_train_loader(cfg))
     storage = get_event_storage()
 
     def step() -> int:
@@ -136,7 +137,7 @@ def _eval_step(cfg: CfgNode) -> Callable[[], int]:
 
 
 def _data_step(cfg: CfgNode) -> Callable[[], int]:
-    batches = iter(DefaultTrainer.build_train_loader(cfg))
+    batches = iter(build_train_loader(cfg))
     return lambda: len(next(batches))
 
 

@@ -24,11 +24,11 @@ import numpy as np
 from sephnet.backend import (
     CfgNode,
     DatasetCatalog,
-    DefaultTrainer,
     MetadataCatalog,
     detection_utils,
     import_module,
 )
+from sephnet.data import build_train_loader
 from sephnet.tools.config_loading import load_config
 
 __all__ = ["SOURCES", "annotation_images", "dataloader_images", "main"]
@@ -71,7 +71,7 @@ def dataloader_images(cfg: CfgNode, num: int, scale: float = 1.0
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     classes = metadata.get("thing_classes", None)
     done = 0
-    for batch in DefaultTrainer.build_train_loader(cfg):
+    for batch in build_train_loader(cfg):
         for item in batch:
             if done >= num:
                 return

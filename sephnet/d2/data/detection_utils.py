@@ -29,6 +29,7 @@ from .catalog import MetadataCatalog
 __all__ = [
     "SizeMismatchError",
     "UnreadableImageError",
+    "CropGeometryError",
     "convert_image_to_rgb",
     "check_image_size",
     "transform_proposals",
@@ -37,6 +38,7 @@ __all__ = [
     "build_augmentation",
     "build_transform_gen",
     "filter_empty_instances",
+    "gen_crop_transform_with_instance",
     "read_image",
     "check_metadata_consistency",
     "convert_PIL_to_numpy",
@@ -362,6 +364,55 @@ def filter_empty_instances(
     if return_mask:
         return instances[keep], keep
     return instances[keep]
+
+
+class CropGeometryError(AssertionError, ValueError):
+    """A crop cannot be placed as asked (e.g. larger than the image).
+
+    An ``AssertionError`` as in detectron2 and a ``ValueError`` (house convention).
+    """
+
+
+def gen_crop_transform_with_instance(
+    crop_size: Sequence[int], image_size: Sequence[int], instance: Dict[str, Any]
+) -> T.CropTransform:
+    """A random ``crop_size`` window of the image that contains the centre of ``instance``'s box.
+
+    The window's top-left corner ``(x0, y0)`` is drawn uniformly among the integer
+    positions that keep the window inside the image and the box centre inside (or on
+    the border of) the window: per axis, from ``max(floor(c) - crop, 0)`` to
+    ``min(max(size - crop, 0), ceil(c))``, ``y0`` first.
+
+    Args:
+        crop_size: ``(h, w)`` of the window in pixels.
+        image_size: ``(H, W)`` of the image.
+        instance: one annotation in detectron2's dataset format (``bbox``, ``bbox_mode``).
+
+    Returns:
+        ``CropTransform(x0, y0, w, h)``.
+
+    Raises:
+        CropGeometryError: the box centre lies outside the image, or the window is
+            larger than the image.
+    """
+    crop_hw = np.asarray(crop_size, dtype=np.int32)
+    image_hw = np.asarray(image_size, dtype=np.int32)
+    x0, y0, x1, y1 = BoxMode.convert(instance["bbox"], instance["bbox_mode"], BoxMode.XYXY_ABS)
+    center = np.array([(y0 + y1) * 0.5, (x0 + x1) * 0.5])
+    if (center > image_hw).any():
+        raise CropGeometryError(
+            f"The instance's box centre (y, x)={tuple(center)} lies outside the image of "
+            f"size (h, w)={tuple(image_size)}."
+        )
+    if (crop_hw > image_hw).any():
+        raise CropGeometryError(
+            f"Crop size (h, w)={tuple(crop_size)} is larger than the image size {tuple(image_size)}."
+        )
+    low = np.maximum(np.floor(center).astype(np.int32) - crop_hw, 0)
+    high = np.minimum(np.maximum(image_hw - crop_hw, 0), np.ceil(center).astype(np.int32))
+    top = np.random.randint(low[0], high[0] + 1)
+    left = np.random.randint(low[1], high[1] + 1)
+    return T.CropTransform(left, top, crop_hw[1], crop_hw[0])
 
 
 def check_metadata_consistency(key: str, dataset_names: Sequence[str]) -> None:

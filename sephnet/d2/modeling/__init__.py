@@ -2,7 +2,7 @@
 
 Importing this package registers every built-in backbone, proposal generator, ROI head,
 box head and mask head, and re-exports the names detectron2 v0.6 exports here (minus the
-out-of-scope keypoint, semantic/panoptic, RetinaNet-detector, TTA and mmdet pieces).
+out-of-scope keypoint, semantic/panoptic, RetinaNet-detector and mmdet pieces).
 """
 from sephnet.d2.layers import ShapeSpec
 
@@ -37,5 +37,6 @@ from .roi_heads import (
     build_mask_head,
     build_roi_heads,
 )
+from .test_time_augmentation import DatasetMapperTTA, GeneralizedRCNNWithTTA
 
 __all__ = [k for k in globals().keys() if k != "ShapeSpec" and not k.startswith("_")]

@@ -13,7 +13,6 @@ from sephnet.backend import (
     Instances,
     Matcher,
     ShapeSpec,
-    fast_rcnn_inference,
     matched_pairwise_iou,
 )
 from sephnet.modeling.roi_heads.predictor.box_predictor import keep_top1_class
@@ -121,10 +120,13 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
         }
 
     def _forward_box(self, features, proposals, targets=None):
-        """The backend's cascade forward; at test time with top-1 classes, its mean-of-stages
-        scoring followed by the top-1 rule (see the class docstring)."""
+        """The backend's cascade forward; at test time with top-1 classes or a non-default
+        MODEL.SEPH.BOX_NMS, its mean-of-stages scoring followed by the top-1 rule (if set)
+        and the last predictor's ``select_detections`` (soft-NMS / voting / WBF)."""
         last = self.box_predictor[-1]
-        if self.training or getattr(last, "classes_per_roi_test", "all") != "top1":
+        top1 = getattr(last, "classes_per_roi_test", "all") == "top1"
+        plain_nms = getattr(last, "test_nms", None) is None or last.test_nms.is_detectron2_nms
+        if self.training or (not top1 and plain_nms):
             return super()._forward_box(features, proposals, targets)
         maps = [features[f] for f in self.box_in_features]
         image_sizes = [p.image_size for p in proposals]
@@ -138,14 +140,9 @@ class SephCascadeROIHeads(CascadeROIHeads, SephStandardROIHeads):
             share = [p / self.num_cascade_stages for p in probs]
             mean_probs = share if mean_probs is None else [a + b for a, b in zip(mean_probs, share)]
             boxes = predictor.predict_boxes(predictions, proposals)
-        instances, _ = fast_rcnn_inference(
-            boxes,
-            [keep_top1_class(p) for p in mean_probs],
-            image_sizes,
-            last.test_score_thresh,
-            last.test_nms_thresh,
-            last.test_topk_per_image,
-        )
+        if top1:
+            mean_probs = [keep_top1_class(p) for p in mean_probs]
+        instances, _ = last.select_detections(boxes, mean_probs, image_sizes)
         return instances
 
     @torch.no_grad()

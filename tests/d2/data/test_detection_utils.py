@@ -197,3 +197,31 @@ def test_transform_proposals_clips_filters_and_keeps_topk():
     assert proposals.proposal_boxes.tensor.tolist() == [[16.0, 0, 20, 4], [0, 1, 19, 3]]
     assert proposals.objectness_logits.dtype == torch.float32
     assert proposals.objectness_logits.tolist() == [3.0, 1.0]
+
+
+def test_gen_crop_transform_with_instance_contains_the_box_center():
+    instance = {"bbox": [10, 10, 100, 100], "bbox_mode": BoxMode.XYXY_ABS}  # centre (55, 55)
+    np.random.seed(0)
+    offsets = set()
+    for _ in range(50):
+        tfm = utils.gen_crop_transform_with_instance((10, 20), (150, 150), instance)
+        assert (tfm.w, tfm.h) == (20, 10)
+        assert tfm.x0 <= 55 <= tfm.x0 + tfm.w and tfm.y0 <= 55 <= tfm.y0 + tfm.h
+        offsets.add((tfm.x0, tfm.y0))
+    # every admissible corner: x0 in [35, 55], y0 in [45, 55]
+    assert {x for x, _ in offsets} <= set(range(35, 56)) and len(offsets) > 20
+    # near the border the window stays inside the image: centre 145, so x0 in [135, 140]
+    corner = {"bbox": [140, 140, 150, 150], "bbox_mode": BoxMode.XYXY_ABS}
+    corners = {
+        (t.x0, t.y0)
+        for t in (utils.gen_crop_transform_with_instance((10, 10), (150, 150), corner) for _ in range(60))
+    }
+    assert {x for x, _ in corners} == set(range(135, 141)) == {y for _, y in corners}
+
+
+def test_gen_crop_transform_with_instance_errors():
+    instance = {"bbox": [10, 10, 100, 100], "bbox_mode": BoxMode.XYXY_ABS}
+    with pytest.raises(ValueError, match="outside the image"):
+        utils.gen_crop_transform_with_instance((10, 10), (15, 15), instance)
+    with pytest.raises(AssertionError, match="larger than the image"):
+        utils.gen_crop_transform_with_instance((200, 10), (150, 150), instance)

@@ -35,6 +35,7 @@ from sephnet.modeling.losses.roi_losses import (
     ROIClassificationLoss,
     build_roi_losses,
 )
+from sephnet.modeling.postprocessing import DetectionNMS, fast_rcnn_inference_with
 from sephnet.modeling.registry import SEPH_BOX_PREDICTOR_REGISTRY
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 from sephnet.modeling.roi_heads.predictor.box_coders import build_box_coder
@@ -163,6 +164,7 @@ class SephOutputLayers(nn.Module):
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
         classes_per_roi_test: str = "all",
+        test_nms: Optional[DetectionNMS] = None,
         cls_loss: Optional[ROIClassificationLoss] = None,
         box_loss: Optional[ROIBoxRegressionLoss] = None,
     ):
@@ -188,6 +190,8 @@ class SephOutputLayers(nn.Module):
             test_score_thresh, test_nms_thresh, test_topk_per_image: as detectron2's
                 ``fast_rcnn_inference``.
             classes_per_roi_test: ``"all"`` (detectron2) or ``"top1"`` (the original).
+            test_nms: the test-time suppression (soft-NMS, box voting, WBF); None or the
+                default is detectron2's per-class NMS.
             cls_loss: per-ROI classification loss replacing the cross-entropy (focal,
                 GHM-C, label smoothing; ``MODEL.SEPH.ROI_LOSS``), or None.
             box_loss: per-ROI box loss replacing ``box_reg_loss_type`` (IoU, Balanced L1,
@@ -267,6 +271,7 @@ class SephOutputLayers(nn.Module):
             raise ValueError("box_loss cannot be combined with box_loss_weighting (GIoU only).")
         self.cls_loss = cls_loss
         self.box_loss = box_loss
+        self.test_nms = DetectionNMS() if test_nms is None else test_nms
 
     @classmethod
     def from_config(cls, cfg, output_shapes, box2box_transform=None):
@@ -311,6 +316,7 @@ class SephOutputLayers(nn.Module):
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "classes_per_roi_test": pred.CLASSES_PER_ROI_TEST,
+            "test_nms": DetectionNMS.from_config(cfg),
             "cls_loss": cls_loss,
             "box_loss": box_loss,
         }
@@ -582,14 +588,17 @@ class SephOutputLayers(nn.Module):
                 for b, s, q, shape in zip(boxes, scores, ranks, image_shapes)
             ]
             return [r[0] for r in results], [r[1] for r in results]
-        return fast_rcnn_inference(
-            boxes,
-            scores,
-            image_shapes,
-            self.test_score_thresh,
-            self.test_nms_thresh,
-            self.test_topk_per_image,
-        )
+        return self.select_detections(boxes, scores, image_shapes)
+
+    def select_detections(
+        self, boxes: List[torch.Tensor], scores: List[torch.Tensor], image_shapes
+    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        """``fast_rcnn_inference`` with this predictor's thresholds and, when ``test_nms``
+        is not plain NMS, its soft-NMS / box voting / WBF in place of the NMS."""
+        args = (self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image)
+        if self.test_nms.is_detectron2_nms:
+            return fast_rcnn_inference(boxes, scores, image_shapes, *args)
+        return fast_rcnn_inference_with(self.test_nms, boxes, scores, image_shapes, *args)
 
     def _rank_by_iou_single_image(self, boxes, scores, ranks, image_shape):
         """Threshold on class probability, then NMS and top-k ordered by predicted IoU.

@@ -120,11 +120,14 @@ def validate_config(cfg: CfgNode) -> None:
     augment_keys = [f"AUGMENT.{k}" for k in ("EXPAND_PROB", "EXPAND_MAX_RATIO", "CROP_MIN_IOUS", "CROP_MIN_SIZE")]
     changed = non_default_keys(ssd, component_defaults(add_config, "SSD"))
     if cfg.MODEL.META_ARCHITECTURE != _META_ARCH:
-        model_keys = [k for k in changed if not k.startswith("AUGMENT.")]
+        # INPUT_SIZE is also the augmentation's output size
+        shared = ["INPUT_SIZE"] if ssd.AUGMENT.ENABLED else []
+        model_keys = [k for k in changed if not k.startswith("AUGMENT.") and k not in shared]
         if model_keys:
             raise ValueError(
-                f"{', '.join(f'{_KEY}.{k}' for k in model_keys)} set, but they are read only by "
-                f"MODEL.META_ARCHITECTURE='{_META_ARCH}' (got {cfg.MODEL.META_ARCHITECTURE!r})."
+                f"{', '.join(f'{_KEY}.{k}' for k in model_keys)} set, but only "
+                f"MODEL.META_ARCHITECTURE='{_META_ARCH}' reads it (got "
+                f"{cfg.MODEL.META_ARCHITECTURE!r})."
             )
     _validate_augment(cfg, [k for k in changed if k in augment_keys])
     if cfg.MODEL.META_ARCHITECTURE != _META_ARCH:
@@ -202,6 +205,13 @@ def _validate_augment(cfg: CfgNode, changed) -> None:
     _check_numbers(augment.CROP_MIN_IOUS, "AUGMENT.CROP_MIN_IOUS", 0.0, 1.0)
     _check_numbers([augment.CROP_MIN_SIZE], "AUGMENT.CROP_MIN_SIZE", 0.0, 1.0, open_low=True)
     check_int_at_least(cfg.MODEL.SEPH.SSD.INPUT_SIZE, f"{_KEY}.INPUT_SIZE", 1)
+    others = [f"MODEL.SEPH.AUGMENT.{name}.PROB" for name, node in cfg.MODEL.SEPH.AUGMENT.items()
+              if name != "PHOTOMETRIC" and node.PROB > 0]
+    if others:
+        raise ValueError(
+            f"{', '.join(others)} > 0 with {_KEY}.AUGMENT.ENABLED: SSD's pipeline applies only "
+            "MODEL.SEPH.AUGMENT.PHOTOMETRIC of those; set the others to 0."
+        )
     if cfg.INPUT.CROP.ENABLED:
         raise ValueError(
             f"INPUT.CROP.ENABLED=True with {_KEY}.AUGMENT.ENABLED: SSD's pipeline does its own "

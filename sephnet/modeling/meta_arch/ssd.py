@@ -49,6 +49,15 @@ from sephnet.modeling.meta_arch.ssd_head import SSDHead
 __all__ = ["SephSSD"]
 
 
+def _check_levels(feature_maps: int, prior_levels: int, head_levels: int) -> None:
+    if not feature_maps == prior_levels == head_levels:
+        raise ValueError(
+            f"SSD: the backbone gives {feature_maps} feature maps, the priors are set for "
+            f"{prior_levels} levels and the head for {head_levels}; they must agree "
+            "(MODEL.SEPH.SSD.PRIOR_* lists: one entry per feature map)."
+        )
+
+
 @META_ARCH_REGISTRY.register()
 class SephSSD(nn.Module):
     """SSD (see the module docstring). The training forward needs an ``EventStorage``
@@ -90,13 +99,7 @@ class SephSSD(nn.Module):
                 inference, as in the module docstring.
         """
         super().__init__()
-        levels = len(backbone.output_shape())
-        if levels != len(prior_generator.min_sizes) or levels != len(head.cls_convs):
-            raise ValueError(
-                f"SSD: the backbone gives {levels} feature maps, the priors are set for "
-                f"{len(prior_generator.min_sizes)} levels and the head for {len(head.cls_convs)}; "
-                "they must agree (MODEL.SEPH.SSD.PRIOR_* lists, one entry per feature map)."
-            )
+        _check_levels(len(backbone.output_shape()), len(prior_generator.min_sizes), len(head.cls_convs))
         self.backbone = backbone
         self.head = head
         self.prior_generator = prior_generator
@@ -118,6 +121,7 @@ class SephSSD(nn.Module):
         ssd = cfg.MODEL.SEPH.SSD
         backbone = build_backbone(cfg)
         shapes = list(backbone.output_shape().values())
+        _check_levels(len(shapes), len(ssd.PRIOR_MIN_SIZES), len(shapes))
         priors = SSDPriorGenerator(
             min_sizes=tuple(ssd.PRIOR_MIN_SIZES),
             max_sizes=tuple(ssd.PRIOR_MAX_SIZES),

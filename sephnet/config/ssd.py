@@ -117,7 +117,6 @@ def validate_config(cfg: CfgNode) -> None:
         ValueError: naming the offending keys and values.
     """
     ssd = cfg.MODEL.SEPH.SSD
-    augment_keys = [f"AUGMENT.{k}" for k in ("EXPAND_PROB", "EXPAND_MAX_RATIO", "CROP_MIN_IOUS", "CROP_MIN_SIZE")]
     changed = non_default_keys(ssd, component_defaults(add_config, "SSD"))
     if cfg.MODEL.META_ARCHITECTURE != _META_ARCH:
         # INPUT_SIZE is also the augmentation's output size
@@ -129,7 +128,7 @@ def validate_config(cfg: CfgNode) -> None:
                 f"MODEL.META_ARCHITECTURE='{_META_ARCH}' reads it (got "
                 f"{cfg.MODEL.META_ARCHITECTURE!r})."
             )
-    _validate_augment(cfg, [k for k in changed if k in augment_keys])
+    _validate_augment(cfg, [k for k in changed if k.startswith("AUGMENT.") and k != "AUGMENT.ENABLED"])
     if cfg.MODEL.META_ARCHITECTURE != _META_ARCH:
         return
     for key in ("MASK_ON", "KEYPOINT_ON", "LOAD_PROPOSALS"):
@@ -138,16 +137,18 @@ def validate_config(cfg: CfgNode) -> None:
     check_int_at_least(ssd.NUM_CLASSES, f"{_KEY}.NUM_CLASSES", 1)
     check_int_at_least(ssd.INPUT_SIZE, f"{_KEY}.INPUT_SIZE", 1)
     check_int_at_least(ssd.TOPK_CANDIDATES_TEST, f"{_KEY}.TOPK_CANDIDATES_TEST", 1)
-    extras = [list(ssd[k]) for k in ("EXTRA_CHANNELS", "EXTRA_STRIDES", "EXTRA_KERNEL_SIZES", "EXTRA_PADDINGS")]
+    extra_keys = ("EXTRA_CHANNELS", "EXTRA_STRIDES", "EXTRA_KERNEL_SIZES", "EXTRA_PADDINGS")
+    extras = [list(ssd[k]) for k in extra_keys]
     if len({len(e) for e in extras}) != 1:
         raise ValueError(
             f"{_KEY}.EXTRA_CHANNELS / EXTRA_STRIDES / EXTRA_KERNEL_SIZES / EXTRA_PADDINGS need one "
             f"entry per extra layer each; got {extras}."
         )
-    for key, minimum in (("EXTRA_CHANNELS", 2), ("EXTRA_STRIDES", 1), ("EXTRA_KERNEL_SIZES", 1), ("EXTRA_PADDINGS", 0)):
+    for key, minimum in zip(extra_keys, (2, 1, 1, 0)):
         for value in ssd[key]:
             check_int_at_least(value, f"{_KEY}.{key} entry", minimum)
-    prior_lists = {k: list(ssd[k]) for k in ("PRIOR_MIN_SIZES", "PRIOR_MAX_SIZES", "PRIOR_ASPECT_RATIOS", "PRIOR_STRIDES")}
+    prior_keys = ("PRIOR_MIN_SIZES", "PRIOR_MAX_SIZES", "PRIOR_ASPECT_RATIOS", "PRIOR_STRIDES")
+    prior_lists = {k: list(ssd[k]) for k in prior_keys}
     if len({len(v) for v in prior_lists.values()}) != 1:
         raise ValueError(
             f"{_KEY}.PRIOR_MIN_SIZES / PRIOR_MAX_SIZES / PRIOR_ASPECT_RATIOS / PRIOR_STRIDES need one "
@@ -162,7 +163,10 @@ def validate_config(cfg: CfgNode) -> None:
                 f"PRIOR_MIN_SIZES entry ({list(ssd.PRIOR_MIN_SIZES)})."
             )
     for ratios in ssd.PRIOR_ASPECT_RATIOS:
-        if not isinstance(ratios, (list, tuple)) or any(not _is_number(r) or r <= 0 or r == 1 for r in ratios):
+        bad = not isinstance(ratios, (list, tuple)) or any(
+            not _is_number(r) or r <= 0 or r == 1 for r in ratios
+        )
+        if bad:
             raise ValueError(
                 f"{_KEY}.PRIOR_ASPECT_RATIOS={list(ssd.PRIOR_ASPECT_RATIOS)}; expected a list per "
                 "level of ratios > 0 and != 1."
@@ -182,7 +186,8 @@ def validate_config(cfg: CfgNode) -> None:
     if ssd.EXTRA_NORM not in valid_norm_names():
         raise ValueError(f"{_KEY}.EXTRA_NORM={ssd.EXTRA_NORM!r}; expected one of {valid_norm_names()}.")
     if cfg.MODEL.BACKBONE.NAME == _BACKBONE:
-        base_levels = {_VGG: 2, "build_resnet_backbone": len(cfg.MODEL.RESNETS.OUT_FEATURES)}.get(ssd.BASE_BACKBONE)
+        known = {_VGG: 2, "build_resnet_backbone": len(cfg.MODEL.RESNETS.OUT_FEATURES)}
+        base_levels = known.get(ssd.BASE_BACKBONE)
         levels = len(prior_lists["PRIOR_MIN_SIZES"])
         if base_levels is not None and base_levels + len(extras[0]) != levels:
             raise ValueError(

@@ -83,7 +83,9 @@ class RandomExpand(T.Augmentation):
         """
         super().__init__()
         if not 0.0 <= prob <= 1.0 or max_ratio < 1.0:
-            raise ValueError(f"RandomExpand needs prob in [0, 1] and max_ratio >= 1; got {prob}, {max_ratio}.")
+            raise ValueError(
+                f"RandomExpand needs prob in [0, 1] and max_ratio >= 1; got {prob}, {max_ratio}."
+            )
         self._init(dict(prob=prob, max_ratio=max_ratio, fill=tuple(fill)))
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
@@ -145,7 +147,9 @@ class MinIoURandomCrop(T.Augmentation):
         super().__init__()
         if not 0.0 < min_size <= 1.0:
             raise ValueError(f"MinIoURandomCrop min_size must be in (0, 1]; got {min_size}.")
-        self._init(dict(min_ious=tuple(min_ious), min_size=min_size, max_trials=max_trials, max_modes=max_modes))
+        self._init(
+            dict(min_ious=tuple(min_ious), min_size=min_size, max_trials=max_trials, max_modes=max_modes)
+        )
 
     def get_transform(self, image: np.ndarray, boxes: Optional[np.ndarray]) -> T.Transform:
         h, w = image.shape[:2]
@@ -161,7 +165,10 @@ class MinIoURandomCrop(T.Augmentation):
                 return T.CropTransform(x0, y0, x1 - x0, y1 - y0)
         return T.NoOpTransform()
 
-    def _try_patches(self, h: int, w: int, boxes: np.ndarray, min_iou: float) -> Optional[Tuple[int, int, int, int]]:
+    def _try_patches(
+        self, h: int, w: int, boxes: np.ndarray, min_iou: float
+    ) -> Optional[Tuple[int, int, int, int]]:
+        """The first of ``max_trials`` candidate patches meeting ``min_iou``, or None."""
         for _ in range(self.max_trials):
             new_w = np.random.uniform(self.min_size * w, w)
             new_h = np.random.uniform(self.min_size * h, h)

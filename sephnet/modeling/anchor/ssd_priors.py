@@ -84,7 +84,8 @@ class SSDPriorGenerator(nn.Module):
         small, large = self.min_sizes[level], self.max_sizes[level]
         sizes = [(small, small), (math.sqrt(small * large),) * 2]
         for r in self.aspect_ratios[level]:
-            sizes += [(small * math.sqrt(r), small / math.sqrt(r)), (small / math.sqrt(r), small * math.sqrt(r))]
+            root = math.sqrt(r)
+            sizes += [(small * root, small / root), (small / root, small * root)]
         return torch.tensor(sizes, dtype=torch.float64)
 
     def forward(self, feature_sizes: Sequence[Tuple[int, int]], device=None) -> List[torch.Tensor]:

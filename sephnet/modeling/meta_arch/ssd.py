@@ -237,7 +237,11 @@ class SephSSD(nn.Module):
         return torch.stack(all_classes), torch.stack(all_deltas)
 
     def losses(
-        self, cls_logits: torch.Tensor, box_deltas: torch.Tensor, gt_classes: torch.Tensor, gt_deltas: torch.Tensor
+        self,
+        cls_logits: torch.Tensor,
+        box_deltas: torch.Tensor,
+        gt_classes: torch.Tensor,
+        gt_deltas: torch.Tensor,
     ) -> Dict[str, torch.Tensor]:
         """SSD's loss (module docstring); shapes as :meth:`label_priors` and the head return."""
         positive = gt_classes != self.num_classes  # (N, P)

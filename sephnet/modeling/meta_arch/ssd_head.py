@@ -40,7 +40,8 @@ class SSDHead(nn.Module):
             )
         self.num_classes = num_classes
         self.cls_convs = nn.ModuleList(
-            nn.Conv2d(c, a * (num_classes + 1), kernel_size=3, padding=1) for c, a in zip(in_channels, num_priors)
+            nn.Conv2d(c, a * (num_classes + 1), kernel_size=3, padding=1)
+            for c, a in zip(in_channels, num_priors)
         )
         self.box_convs = nn.ModuleList(
             nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in zip(in_channels, num_priors)

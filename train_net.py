@@ -52,6 +52,7 @@ from sephnet.backend import (
 )
 from sephnet.data import build_train_loader
 from sephnet.engine import TerminalProgress, ValidationLoss, build_tracking_writers
+from sephnet.engine.fast_inference import fast_inference_model
 from sephnet.engine.file_checks import (
     check_config_file,
     check_weights_file,
@@ -77,6 +78,12 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None):
+        """detectron2's evaluation, of the fast form of a copy of ``model`` when
+        ``MODEL.SEPH.FAST_INFERENCE.ENABLED`` (the trained model itself is not modified)."""
+        return super().test(cfg, fast_inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -109,7 +109,8 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
     (
         "layers",
         "ShapeSpec Conv2d get_norm FrozenBatchNorm2d NaiveSyncBatchNorm CNNBlockBase cat "
-        "nonzero_tuple nms batched_nms ROIAlign roi_align paste_masks_in_image move_device_like",
+        "nonzero_tuple nms batched_nms ROIAlign roi_align paste_masks_in_image move_device_like "
+        "DeformConv ModulatedDeformConv CycleBatchNormList",
     ),
     (
         "modeling",
@@ -118,11 +119,16 @@ _NAME_GROUPS: Tuple[Tuple[str, str], ...] = (
         "build_model build_backbone build_proposal_generator build_anchor_generator "
         "build_roi_heads build_box_head build_mask_head GeneralizedRCNN ProposalNetwork "
         "Backbone ResNet FPN build_resnet_backbone detector_postprocess "
-        "FastRCNNOutputLayers ROIHeads StandardROIHeads GeneralizedRCNNWithTTA DatasetMapperTTA",
+        "FastRCNNOutputLayers ROIHeads StandardROIHeads GeneralizedRCNNWithTTA DatasetMapperTTA "
+        "RetinaNet",
     ),
-    ("modeling.backbone.resnet", "BottleneckBlock BasicBlock BasicStem"),
+    ("modeling.backbone.resnet", "BottleneckBlock DeformBottleneckBlock BasicBlock BasicStem"),
+    ("modeling.meta_arch", "DenseDetector"),
+    ("modeling.meta_arch.retinanet", "RetinaNetHead"),
+    ("modeling.meta_arch.dense_detector", "permute_to_N_HWA_K"),
+    ("modeling.meta_arch.fcos", "FCOS FCOSHead"),
     ("modeling.anchor_generator", "DefaultAnchorGenerator"),
-    ("modeling.box_regression", "Box2BoxTransform _dense_box_regression_loss"),
+    ("modeling.box_regression", "Box2BoxTransform _dense_box_regression_loss Box2BoxTransformLinear"),
     ("modeling.matcher", "Matcher"),
     ("modeling.poolers", "ROIPooler assign_boxes_to_levels"),
     ("modeling.proposal_generator", "RPN StandardRPNHead"),

@@ -16,6 +16,9 @@ HOOKED_BACKBONES = (
     "build_seph_tf_fpn_backbone",
     "build_seph_bifpn_backbone",
     "build_seph_two_way_fpn_backbone",
+    "build_seph_pafpn_backbone",
+    "build_seph_nas_fpn_backbone",
+    "build_seph_asff_backbone",
 )
 _SEPH_META_ARCH = "SephGeneralizedRCNN"
 

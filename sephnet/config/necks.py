@@ -16,6 +16,10 @@ NECK_BACKBONES = (
     "build_seph_tf_fpn_backbone",
     "build_seph_bifpn_backbone",
     "build_seph_two_way_fpn_backbone",
+    # the detectors' necks (keys in pyramid_necks.py)
+    "build_seph_pafpn_backbone",
+    "build_seph_nas_fpn_backbone",
+    "build_seph_asff_backbone",
 )
 _TWO_WAY = "build_seph_two_way_fpn_backbone"
 _BIFPN = "build_seph_bifpn_backbone"

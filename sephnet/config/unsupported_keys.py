@@ -25,11 +25,6 @@ CORE, BOTH = ("core",), ("core", "detectron2")
 REFUSED_KEYS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "GLOBAL.HACK": (BOTH, "no code reads it (detectron2 included)"),
     "MODEL.ANCHOR_GENERATOR.ANGLES": (CORE, "rotated anchors (RotatedAnchorGenerator) are not in the core"),
-    "MODEL.RESNETS.DEFORM_MODULATED": (CORE, "deformable convolutions are not in the core"),
-    "MODEL.RESNETS.DEFORM_NUM_GROUPS": (CORE, "deformable convolutions are not in the core"),
-    "MODEL.RETINANET.IN_FEATURES": (CORE, "the RetinaNet meta-architecture is not in the core; SephRetinaNetPG reads MODEL.RPN.IN_FEATURES"),
-    "MODEL.RETINANET.NORM": (CORE, "the RetinaNet meta-architecture is not in the core; SephRetinaNetPG's head has no norm"),
-    "MODEL.RETINANET.NUM_CLASSES": (CORE, "the RetinaNet meta-architecture is not in the core; SephRetinaNetPG is class-agnostic"),
     "MODEL.ROI_KEYPOINT_HEAD.*": (CORE, "keypoint heads are not in the core"),
     "MODEL.SEM_SEG_HEAD.*": (CORE, "semantic segmentation heads are not in the core"),
     "MODEL.PANOPTIC_FPN.*": (CORE, "PanopticFPN is not in the core"),

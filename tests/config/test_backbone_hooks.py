@@ -48,6 +48,9 @@ def test_every_hooked_builder_accepts_after_hooks(backbone):
     cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
                          "MODEL.FPN.OUT_CHANNELS", 64, "MODEL.RESNETS.OUT_FEATURES", ["res3", "res4", "res5"],
                          "MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5"]])
+    if backbone == "build_seph_nas_fpn_backbone":  # takes exactly 5 levels: add res6, res7
+        cfg.merge_from_list(["MODEL.SEPH.NECKS.EXTRA_LEVELS", 2, "MODEL.SEPH.NECKS.EXTRA_LEVEL_CHANNELS", 64,
+                             "MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5", "res6", "res7"]])
     built = build_backbone(cfg)  # a narrow ResNet-18 under the validated hooks
     hooks = {name: type(m).__name__ for name, m in built.named_children() if name.endswith("hook")}
     assert "SEBackboneHook" in hooks.values(), hooks

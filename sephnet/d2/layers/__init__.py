@@ -1,11 +1,12 @@
 """Layers of the portable core (``detectron2.layers`` v0.6 subset).
 
-Rotated boxes, deformable convolution, ASPP and ``CycleBatchNormList`` are not part of
-the core; ``nms``, ``batched_nms`` and ``roi_align`` use torchvision's kernels when they
-are usable and otherwise equivalent PyTorch implementations.
+Rotated boxes and ASPP are not part of the core; ``nms``, ``batched_nms``, ``roi_align``
+and the deformable convolutions use torchvision's kernels when they are usable and
+otherwise equivalent PyTorch implementations.
 """
-from .batch_norm import FrozenBatchNorm2d, LayerNorm, NaiveSyncBatchNorm, get_norm
+from .batch_norm import CycleBatchNormList, FrozenBatchNorm2d, LayerNorm, NaiveSyncBatchNorm, get_norm
 from .blocks import CNNBlockBase, DepthwiseSeparableConv2d
+from .deform_conv import DeformConv, ModulatedDeformConv
 from .losses import ciou_loss, diou_loss
 from .mask_ops import paste_masks_in_image
 from .nms import batched_nms, nms

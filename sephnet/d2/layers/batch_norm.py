@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .wrappers import BatchNorm2d
 
-__all__ = ["FrozenBatchNorm2d", "get_norm", "NaiveSyncBatchNorm", "LayerNorm"]
+__all__ = ["FrozenBatchNorm2d", "get_norm", "NaiveSyncBatchNorm", "LayerNorm", "CycleBatchNormList"]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -152,6 +152,44 @@ class NaiveSyncBatchNorm(BatchNorm2d):
         self.running_var += momentum * (var.detach() - self.running_var)
         out = input * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         return out.half() if is_half else out
+
+
+class CycleBatchNormList(nn.ModuleList):
+    """``length`` affine-free BatchNorms used in turn, with one shared affine transform.
+
+    A head applied to L feature levels calls its norm L times per forward; giving each
+    call its own statistics ("domain-specific" BN, Wu & Johnson, "Rethinking BatchNorm",
+    sec. 5.2) keeps one level's statistics out of another's. Call k uses ``self[k % length]``,
+    so callers must call a multiple of ``length`` times per step. State dict: ``<i>.running_*``
+    per level and the shared ``weight``/``bias`` (C) unless ``affine=False``.
+
+    Args:
+        length: number of BatchNorm layers to cycle through.
+        bn_class: the BatchNorm class (e.g. ``nn.BatchNorm2d``, ``nn.SyncBatchNorm``).
+        kwargs: passed to ``bn_class`` (``num_features`` ...); ``affine`` (default True)
+            controls the shared affine transform instead.
+    """
+
+    def __init__(self, length: int, bn_class=nn.BatchNorm2d, **kwargs):
+        affine = kwargs.pop("affine", True)
+        super().__init__([bn_class(affine=False, **kwargs) for _ in range(length)])
+        self._affine = affine
+        if affine:
+            channels = self[0].num_features
+            self.weight = nn.Parameter(torch.ones(channels))
+            self.bias = nn.Parameter(torch.zeros(channels))
+        self._pos = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W), normalised by the next BatchNorm in the cycle."""
+        out = self[self._pos](x)
+        self._pos = (self._pos + 1) % len(self)
+        if self._affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"affine={self._affine}"
 
 
 class LayerNorm(nn.Module):

@@ -161,7 +161,14 @@ def _roi_align_chunk(
     return pooled / bin_count.clamp(min=1).to(pooled.dtype)[:, None]
 
 
-def _roi_align_pytorch(
+def _roi_align_pytorch(*args) -> torch.Tensor:
+    """Vectorised PyTorch ROIAlign; same contract as :func:`roi_align`. Like torchvision's
+    kernel under autocast, it computes in float32 (autocast off) and returns the input dtype."""
+    with torch.autocast(args[0].device.type, enabled=False):
+        return _roi_align_float(*args)
+
+
+def _roi_align_float(
     input: torch.Tensor,
     rois: torch.Tensor,
     output_size: Tuple[int, int],
@@ -169,7 +176,6 @@ def _roi_align_pytorch(
     sampling_ratio: int,
     aligned: bool,
 ) -> torch.Tensor:
-    """Vectorised PyTorch ROIAlign; same contract as :func:`roi_align`."""
     num_images, channels, height, width = input.shape
     out_h, out_w = output_size
     compute_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32

@@ -2,7 +2,7 @@
 
 Importing this package registers every built-in backbone, proposal generator, ROI head,
 box head and mask head, and re-exports the names detectron2 v0.6 exports here (minus the
-out-of-scope keypoint, semantic/panoptic, RetinaNet-detector and mmdet pieces).
+out-of-scope keypoint, semantic/panoptic and mmdet pieces).
 """
 from sephnet.d2.layers import ShapeSpec
 
@@ -17,7 +17,13 @@ from .backbone import (
     build_resnet_backbone,
     make_stage,
 )
-from .meta_arch import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork, build_model
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    GeneralizedRCNN,
+    ProposalNetwork,
+    RetinaNet,
+    build_model,
+)
 from .postprocessing import detector_postprocess
 from .proposal_generator import (
     PROPOSAL_GENERATOR_REGISTRY,

@@ -130,3 +130,21 @@ def test_layer_norm_normalises_over_channels():
     x = torch.randn(2, 4, 3, 3)
     expected = nn.functional.layer_norm(x.permute(0, 2, 3, 1), (4,), ln.weight, ln.bias, eps=1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(ln(x), expected)
+
+
+def test_cycle_batch_norm_list_keeps_statistics_per_call_and_shares_affine():
+    from sephnet.d2.layers import CycleBatchNormList
+
+    norm = CycleBatchNormList(length=2, num_features=3, momentum=1.0)
+    assert set(norm.state_dict()) >= {"weight", "bias", "0.running_mean", "1.running_mean"}
+    a = torch.full((2, 3, 2, 2), 1.0) + torch.arange(2.0).view(2, 1, 1, 1)  # mean 1.5
+    b = torch.full((2, 3, 2, 2), 5.0) + torch.arange(2.0).view(2, 1, 1, 1)  # mean 5.5
+    with torch.no_grad():
+        norm.weight.fill_(2.0)
+        norm.bias.fill_(1.0)
+    out_a, out_b = norm(a), norm(b)
+    torch.testing.assert_close(norm[0].running_mean, torch.full((3,), 1.5))
+    torch.testing.assert_close(norm[1].running_mean, torch.full((3,), 5.5))
+    # Both batches normalise to +-1 (up to eps), then the shared affine gives 1 +- 2.
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(out_a[:, 0, 0, 0], torch.tensor([-1.0, 3.0]), rtol=1e-3, atol=1e-3)

@@ -185,6 +185,17 @@ _BUILDER_KEYS = {
         "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"],
         "MODEL.SEPH.NECKS.TF_FPN.NUM_TOP_LEVELS": 0,
     },
+    "build_seph_pafpn_backbone": {"MODEL.SEPH.BACKBONE_HOOKS.BEFORE": "SPPBackboneHook"},
+    "build_seph_asff_backbone": {
+        "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
+        "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"],
+    },
+    "build_seph_nas_fpn_backbone": {  # 5 levels up to stride 64 (the 64 px test image)
+        "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
+        "MODEL.RESNETS.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+        "MODEL.FPN.IN_FEATURES": ["res2", "res3", "res4", "res5", "res6"],
+        "MODEL.SEPH.NAS_FPN.NUM_STACKS": 2,
+    },
 }
 
 

@@ -18,6 +18,7 @@ from .resnet import (
     BasicBlock,
     BasicStem,
     BottleneckBlock,
+    DeformBottleneckBlock,
     ResNet,
     ResNetBlockBase,
     build_resnet_backbone,

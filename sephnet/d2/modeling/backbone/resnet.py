@@ -6,6 +6,8 @@ Module tree (names are the ``state_dict`` contract)::
     res2 .. res5: nn.Sequential of blocks, block i = "resK.i"  strides 4, 8, 16, 32
         BasicBlock:      conv1 (3x3) -> conv2 (3x3) [+ shortcut]
         BottleneckBlock: conv1 (1x1) -> conv2 (3x3, groups) -> conv3 (1x1) [+ shortcut]
+        DeformBottleneckBlock: as BottleneckBlock, conv2 deformable, its offsets (and
+            modulation mask) predicted from conv1's output by conv2_offset (3x3)
     [avgpool + linear when num_classes is given]
 
 Every conv is a ``sephnet.d2.layers.Conv2d`` carrying its norm as ``.norm``.
@@ -18,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sephnet.d2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
+from sephnet.d2.layers import (
+    CNNBlockBase,
+    Conv2d,
+    DeformConv,
+    ModulatedDeformConv,
+    ShapeSpec,
+    get_norm,
+)
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
@@ -27,6 +36,7 @@ __all__ = [
     "ResNetBlockBase",
     "BasicBlock",
     "BottleneckBlock",
+    "DeformBottleneckBlock",
     "BasicStem",
     "ResNet",
     "make_stage",
@@ -175,6 +185,95 @@ class BottleneckBlock(CNNBlockBase):
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
+        return _residual_output(out, x, self.shortcut)
+
+
+class DeformBottleneckBlock(CNNBlockBase):
+    """:class:`BottleneckBlock` whose 3x3 conv is deformable (Dai et al. 2017; Zhu et al. 2019).
+
+    ``conv2_offset`` (a 3x3 conv with bias, same stride/dilation as conv2, initialised to 0
+    so training starts from the ordinary conv) maps conv1's output to 18 * G offset channels
+    (``deform_modulated=False``) or 27 * G channels (modulated), G = ``deform_num_groups``.
+    Modulated: the first 18 * G channels are the offsets and the last 9 * G, through a
+    sigmoid, the mask.
+
+    Args: as :class:`BottleneckBlock`, plus
+        deform_modulated: use :class:`ModulatedDeformConv` (DCNv2) instead of :class:`DeformConv`.
+        deform_num_groups: offset groups G.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bottleneck_channels: int,
+        stride: int = 1,
+        num_groups: int = 1,
+        norm="BN",
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        deform_modulated: bool = False,
+        deform_num_groups: int = 1,
+    ):
+        super().__init__(in_channels, out_channels, stride)
+        self.deform_modulated = deform_modulated
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            kernel_size=1,
+            stride=stride_1x1,
+            bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        offsets_per_group = 27 if deform_modulated else 18  # (2 or 3) values x 9 taps
+        self.conv2_offset = Conv2d(
+            bottleneck_channels,
+            offsets_per_group * deform_num_groups,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            dilation=dilation,
+        )
+        conv_class = ModulatedDeformConv if deform_modulated else DeformConv
+        self.conv2 = conv_class(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            bias=False,
+            groups=num_groups,
+            dilation=dilation,
+            deformable_groups=deform_num_groups,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels,
+            out_channels,
+            kernel_size=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        for layer in (self.conv1, self.conv2, self.conv3, self.shortcut):
+            if layer is not None:
+                weight_init.c2_msra_fill(layer)
+        nn.init.zeros_(self.conv2_offset.weight)
+        nn.init.zeros_(self.conv2_offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) -> (N, out_channels, H/stride, W/stride)."""
+        out = F.relu_(self.conv1(x))
+        offset = self.conv2_offset(out)
+        if self.deform_modulated:
+            num_offsets = offset.shape[1] // 3 * 2
+            mask = offset[:, num_offsets:].sigmoid()
+            out = self.conv2(out, offset[:, :num_offsets], mask)
+        else:
+            out = self.conv2(out, offset)
+        out = self.conv3(F.relu_(out))
         return _residual_output(out, x, self.shortcut)
 
 
@@ -430,11 +529,11 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 
     Reads DEPTH (18/34/50/101/152), NORM, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS,
     WIDTH_PER_GROUP, STRIDE_IN_1X1, RES5_DILATION (1 or 2), OUT_FEATURES,
-    DEFORM_ON_PER_STAGE (must be all False: deformable convs are not in the core).
+    DEFORM_ON_PER_STAGE (res2..res5: use :class:`DeformBottleneckBlock` there),
+    DEFORM_MODULATED, DEFORM_NUM_GROUPS.
 
     Raises:
         ValueError: for an unsupported depth or dilation, or R18/R34 settings they cannot use.
-        NotImplementedError: if any stage asks for deformable convolution.
     """
     res = cfg.MODEL.RESNETS
     norm = res.NORM
@@ -465,10 +564,10 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
             )
         if num_groups != 1:
             raise ValueError(f"Must set MODEL.RESNETS.NUM_GROUPS = 1 for R18/R34, got {num_groups}")
-    if any(deform_on_per_stage):
-        raise NotImplementedError(
-            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE={list(deform_on_per_stage)}: deformable convolution "
-            "is not part of sephnet's portable core; install detectron2 to use it"
+    if len(deform_on_per_stage) != 4:
+        raise ValueError(
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE needs one entry per stage res2..res5, got "
+            f"{list(deform_on_per_stage)}"
         )
 
     stem = BasicStem(in_channels=input_shape.channels, out_channels=in_channels, norm=norm)
@@ -495,6 +594,12 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                 dilation=dilation,
                 num_groups=num_groups,
             )
+            if deform_on_per_stage[idx]:
+                stage_kwargs.update(
+                    block_class=DeformBottleneckBlock,
+                    deform_modulated=res.DEFORM_MODULATED,
+                    deform_num_groups=res.DEFORM_NUM_GROUPS,
+                )
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2

@@ -10,6 +10,7 @@ from sephnet.modeling.backbone.hooks.base import (
 from sephnet.modeling.backbone.hooks.balance import BALANCE_VERSIONS, BalanceBackboneHook
 from sephnet.modeling.backbone.hooks.fusion import FUSION_VERSIONS, FusionBackboneHook
 from sephnet.modeling.backbone.hooks.non_local import NON_LOCAL_VERSIONS, NonLocalBackboneHook
+from sephnet.modeling.backbone.hooks.spp import SPPBackboneHook
 from sephnet.modeling.backbone.hooks.squeeze_excite import SEBackboneHook
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "NON_LOCAL_VERSIONS",
     "NonLocalBackboneHook",
     "SEBackboneHook",
+    "SPPBackboneHook",
 ]

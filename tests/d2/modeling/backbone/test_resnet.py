@@ -3,12 +3,19 @@ import torch
 from torch import nn
 
 from sephnet.d2.config import get_cfg
-from sephnet.d2.layers import CNNBlockBase, FrozenBatchNorm2d, ShapeSpec
+from sephnet.d2.layers import (
+    CNNBlockBase,
+    DeformConv,
+    FrozenBatchNorm2d,
+    ModulatedDeformConv,
+    ShapeSpec,
+)
 from sephnet.d2.modeling.backbone import (
     BACKBONE_REGISTRY,
     BasicBlock,
     BasicStem,
     BottleneckBlock,
+    DeformBottleneckBlock,
     ResNet,
     build_backbone,
     build_resnet_backbone,
@@ -106,15 +113,53 @@ def test_freeze_converts_batchnorm_of_frozen_stages_only():
     assert all(p.requires_grad for p in unfrozen.parameters())
 
 
-def test_r18_rejects_wide_res2_and_deform_is_not_implemented():
+def test_r18_rejects_wide_res2_and_deform():
     cfg = _cfg(18)
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
     with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
         build_resnet_backbone(cfg, ShapeSpec(channels=3))
-    with pytest.raises(NotImplementedError, match="DEFORM_ON_PER_STAGE"):
+    with pytest.raises(ValueError, match="DEFORM_ON_PER_STAGE"):
         build_resnet_backbone(
-            _cfg(50, DEFORM_ON_PER_STAGE=[False, True, True, True]), ShapeSpec(channels=3)
+            _cfg(18, DEFORM_ON_PER_STAGE=[False, True, True, True]), ShapeSpec(channels=3)
         )
+    with pytest.raises(ValueError, match="DEFORM_ON_PER_STAGE"):
+        build_resnet_backbone(_cfg(50, DEFORM_ON_PER_STAGE=[True, True]), ShapeSpec(channels=3))
+
+
+def test_deformable_stages_start_as_the_plain_network():
+    """DEFORM_ON_PER_STAGE swaps in DeformBottleneckBlock whose only extra weights are
+    conv2_offset (zero-initialised), so with a plain R50's weights it computes the same."""
+    torch.manual_seed(0)
+    plain = build_resnet_backbone(_cfg(50, NORM="FrozenBN"), ShapeSpec(channels=3)).eval()
+    deform = build_resnet_backbone(
+        _cfg(50, NORM="FrozenBN", DEFORM_ON_PER_STAGE=[False, True, False, True]),
+        ShapeSpec(channels=3),
+    ).eval()
+    assert isinstance(deform.res3[0], DeformBottleneckBlock)
+    assert isinstance(deform.res4[0], BottleneckBlock) and isinstance(deform.res5[2].conv2, DeformConv)
+    missing, unexpected = deform.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected
+    assert set(missing) == {
+        f"{stage}.{i}.conv2_offset.{p}"
+        for stage, n in (("res3", 4), ("res5", 3))
+        for i in range(n)
+        for p in ("weight", "bias")
+    }
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = plain(x), deform(x)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4)
+
+
+def test_modulated_deform_block_layout():
+    block = DeformBottleneckBlock(
+        64, 256, bottleneck_channels=64, deform_modulated=True, deform_num_groups=2
+    )
+    assert block.conv2_offset.out_channels == 27 * 2
+    assert isinstance(block.conv2, ModulatedDeformConv) and block.conv2.bias is None
+    assert torch.all(block.conv2_offset.weight == 0)
+    assert block(torch.randn(1, 64, 8, 8)).shape == (1, 256, 8, 8)
     with pytest.raises(ValueError, match="DEPTH"):
         build_resnet_backbone(_cfg(42), ShapeSpec(channels=3))
 

@@ -1,0 +1,102 @@
+"""The inference fast path: folding by value, and the folded quickstart model's detections
+equal the plain model's within 1e-2 px and 1e-4 score."""
+import copy
+
+import pytest
+import torch
+
+from sephnet import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Conv2d, FrozenBatchNorm2d, build_model, get_cfg
+from sephnet.engine.fast_inference import (
+    fast_inference_model,
+    fold_frozen_batchnorm,
+    optimize_for_inference,
+)
+
+QUICKSTART = "configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml"
+
+
+def _frozen_bn(channels, generator):
+    norm = FrozenBatchNorm2d(channels)
+    norm.weight.copy_(torch.rand(channels, generator=generator, dtype=torch.float64) * 0.5 + 0.5)
+    norm.bias.copy_(torch.randn(channels, generator=generator, dtype=torch.float64) * 0.1)
+    norm.running_mean.copy_(torch.randn(channels, generator=generator, dtype=torch.float64) * 0.1)
+    norm.running_var.copy_(torch.rand(channels, generator=generator, dtype=torch.float64) + 0.5)
+    return norm
+
+
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_folded_conv_computes_conv_then_frozen_bn(conv_bias):
+    g = torch.Generator().manual_seed(0)
+    conv = Conv2d(3, 4, 3, padding=1, bias=conv_bias, norm=_frozen_bn(4, g),
+                  activation=torch.relu).double()
+    x = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        expected = torch.relu(conv.norm(torch.nn.functional.conv2d(
+            x, conv.weight, conv.bias, padding=1)))
+        assert fold_frozen_batchnorm(conv) == 1
+        assert conv.norm is None and conv.bias is not None
+        torch.testing.assert_close(conv(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_training_mode_batchnorm_and_other_norms_are_left_alone():
+    model = torch.nn.Sequential(Conv2d(3, 4, 1, norm=torch.nn.BatchNorm2d(4)),
+                                Conv2d(4, 4, 1, norm=torch.nn.GroupNorm(2, 4)))
+    assert fold_frozen_batchnorm(model) == 0  # BN is in training mode, GN never folds
+    model.eval()
+    assert fold_frozen_batchnorm(model) == 1
+    assert model[0].norm is None and isinstance(model[1].norm, torch.nn.GroupNorm)
+
+
+def _cfg(*opts):
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.merge_from_file(QUICKSTART)
+    # frozen BN in the backbone, as in detectron2's COCO recipes, so that folding happens
+    # and full load (score thresholds 0, nothing suppressed): DETECTIONS_PER_IMAGE detections
+    cfg.merge_from_list(["MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.NORM", "",
+                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RPN.NMS_THRESH", "1.0",
+                         "MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0", *opts])
+    validate_sephnet_config(cfg)
+    return cfg
+
+
+def test_fast_path_detections_equal_the_plain_models():
+    cfg = _cfg()
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial frozen statistics everywhere
+        if isinstance(m, FrozenBatchNorm2d):
+            m.load_state_dict(_frozen_bn(m.num_features, g).float().state_dict())
+    fast = optimize_for_inference(copy.deepcopy(model))
+    # the pixel mean plus small noise keeps untrained activations in range
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
+    image = mean + torch.randn(3, 96, 128, generator=g) * 5
+    with torch.no_grad():
+        (plain,) = model([{"image": image}])
+        (quick,) = fast([{"image": image}])
+    plain, quick = plain["instances"], quick["instances"]
+    assert len(plain) == len(quick) == cfg.TEST.DETECTIONS_PER_IMAGE
+    torch.testing.assert_close(quick.pred_boxes.tensor, plain.pred_boxes.tensor, rtol=0, atol=1e-2)
+    torch.testing.assert_close(quick.scores, plain.scores, rtol=0, atol=1e-4)
+    assert torch.equal(quick.pred_classes, plain.pred_classes)
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in fast.modules()) == 0
+
+
+def test_bf16_path_runs_under_autocast_and_returns_float_boxes():
+    model = build_model(_cfg()).eval()
+    fast = optimize_for_inference(model, bf16=True)
+    with torch.no_grad():
+        (out,) = fast([{"image": torch.rand(3, 64, 64) * 255}])
+    assert out["instances"].pred_boxes.tensor.dtype == torch.float32
+
+
+def test_config_copies_the_model_and_refuses_keys_without_enabled():
+    cfg = _cfg("MODEL.SEPH.FAST_INFERENCE.ENABLED", "True")
+    model = build_model(cfg)
+    assert fast_inference_model(cfg, model) is not model
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())  # untouched
+    assert fast_inference_model(_cfg(), model) is model
+    with pytest.raises(ValueError, match="MODEL.SEPH.FAST_INFERENCE.BF16 is True but "
+                                         "MODEL.SEPH.FAST_INFERENCE.ENABLED is False"):
+        _cfg("MODEL.SEPH.FAST_INFERENCE.BF16", "True")

@@ -26,13 +26,11 @@ from sephnet.modeling.backbone.two_way_fpn import (  # noqa: E402,F401
     TwoWayFPN,
     build_seph_two_way_fpn_backbone,
 )
-<<<<<<< HEAD
 from sephnet.modeling.backbone.vgg import VGG16, build_seph_vgg16_backbone  # noqa: E402,F401
 from sephnet.modeling.backbone.ssd_extras import (  # noqa: E402,F401
     SSDBackbone,
     build_seph_ssd_backbone,
 )
-=======
 from sephnet.modeling.backbone.detnet import (  # noqa: E402,F401
     DetNet,
     DetNetFPN,
@@ -42,4 +40,3 @@ from sephnet.modeling.backbone.detnet import (  # noqa: E402,F401
 from sephnet.modeling.backbone.pafpn import PAFPN, build_seph_pafpn_backbone  # noqa: E402,F401
 from sephnet.modeling.backbone.asff import ASFF, build_seph_asff_backbone  # noqa: E402,F401
 from sephnet.modeling.backbone.nas_fpn import NASFPN, build_seph_nas_fpn_backbone  # noqa: E402,F401
->>>>>>> main

@@ -46,10 +46,8 @@ class SSDHead(nn.Module):
         self.box_convs = nn.ModuleList(
             nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in zip(in_channels, num_priors)
         )
-        # N(0, 0.01) as detectron2's dense heads (mmdetection's SSD uses Xavier): near-uniform
-        # first predictions, which trains from scratch faster (tests/modeling/meta_arch).
-        for conv in list(self.cls_convs) + list(self.box_convs):
-            nn.init.normal_(conv.weight, std=0.01)
+        for conv in list(self.cls_convs) + list(self.box_convs):  # as mmdetection's SSD
+            nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -114,6 +114,9 @@ def test_config_merges_validates_and_builds(path):
     if cfg.MODEL.META_ARCHITECTURE == "SephSSD":
         _check_ssd(path, cfg, model, representative)
         return
+    if cfg.MODEL.META_ARCHITECTURE == "SephDETR":
+        _check_detr(cfg, model, representative)
+        return
     if not hasattr(model, "roi_heads"):  # a one-stage (dense) detector
         _check_dense_detector(cfg, model, representative)
         return
@@ -205,3 +208,28 @@ def _one_step_and_inference(cfg, model, num_classes):
         (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
     assert result["instances"].image_size == (SIZE, SIZE)
     assert len(result["instances"]) <= cfg.TEST.DETECTIONS_PER_IMAGE
+
+
+def _check_detr(cfg, model, representative):
+    """DETR: the transformer reads a backbone output; one step (every decoder layer's losses)
+    and one inference."""
+    detr = cfg.MODEL.SEPH.DETR
+    assert model.class_embed.out_features == detr.NUM_CLASSES + 1
+    assert detr.IN_FEATURE in model.backbone.output_shape()
+    if not representative:
+        return
+    data = _image_with_two_objects(detr.NUM_CLASSES)
+    model.train()
+    with EventStorage(0):
+        losses = model([data])
+    assert len(losses) == 3 * (detr.DEC_LAYERS if detr.DEEP_SUPERVISION else 1), sorted(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0, losses
+    total.backward()
+    for part in (model.backbone, model.transformer, model.bbox_embed):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
+    assert result["instances"].image_size == (SIZE, SIZE)
+    assert len(result["instances"]) <= min(cfg.TEST.DETECTIONS_PER_IMAGE, detr.NUM_QUERIES)

@@ -49,7 +49,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
-from sephnet.tools.proxy import ANCHOR_SCALE, proxy_opts, row_anchor_sizes, scaled_anchor_sizes
+from sephnet.tools.proxy import (
+    ANCHOR_SCALE,
+    proxy_opts,
+    row_anchor_sizes,
+    row_model_opts,
+    scaled_anchor_sizes,
+)
 from sephnet.tools.proxy_results import (
     PROXY_SETTINGS,
     TIMING,
@@ -421,10 +427,12 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
     """The runs of a proxy study: ``(row, run folder, config overrides)`` for seeds
     ``0..seeds-1`` of each row, seed-major (seed 0 of every row first, so a study stopped
     early still covers every row). Overrides: :func:`~sephnet.tools.proxy.proxy_opts` with
-    the run's seed and the row's anchors x ``ANCHOR_SCALE``, then ``opts`` (last wins).
+    the run's seed and the row's anchors x ``ANCHOR_SCALE``, the row's
+    :func:`~sephnet.tools.proxy.row_model_opts`, then ``opts`` (last wins).
 
     Raises:
-        ValueError: ``seeds`` < 1, ``iterations`` < 10, or a row has no config.
+        ValueError: ``seeds`` < 1, ``iterations`` < 10, a row has no config, or a row cannot
+            run at proxy scale (naming it).
     """
     if seeds < 1:
         raise ValueError(f"--seeds={seeds}; expected >= 1.")
@@ -432,9 +440,15 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
         if not row.runnable:
             raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
     anchors = {row.id: scaled_anchor_sizes(row_anchor_sizes(row.config)) for row in rows}
+    model_opts = {}
+    for row in rows:
+        try:
+            model_opts[row.id] = row_model_opts(row.config)
+        except ValueError as e:
+            raise ValueError(f"row {row.id!r} cannot run under --proxy: {e}") from None
     return [
         (row, os.path.join(output_root, row.id, f"seed{seed}"),
-         proxy_opts(iterations, seed, anchors[row.id]) + list(opts))
+         proxy_opts(iterations, seed, anchors[row.id]) + model_opts[row.id] + list(opts))
         for seed in range(seeds) for row in rows
     ]
 

@@ -111,6 +111,9 @@ def test_config_merges_validates_and_builds(path):
     cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
     _skip_unbuildable_on_detectron2(cfg)
     model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "SephSSD":
+        _check_ssd(path, cfg, model, representative)
+        return
     if cfg.MODEL.META_ARCHITECTURE == "SephDETR":
         _check_detr(cfg, model, representative)
         return
@@ -162,6 +165,23 @@ def _skip_unbuildable_on_detectron2(cfg):
         pytest.skip("detectron2 v0.6 RetinaNetHead cannot build GroupNorm(32, 1) on current torch")
 
 
+# A full VGG16 at 300 px takes seconds per step on one core; the step runs with 8-16 channels.
+NARROW_VGG = ["MODEL.SEPH.VGG.WIDTHS", "[8, 8, 16, 16, 16]", "MODEL.SEPH.VGG.FC_WIDTH", "16"]
+
+
+def _check_ssd(path, cfg, model, representative):
+    """SSD: one head level per feature map; one step and one inference (the model warps the
+    64 x 64 image to its square input), with a narrow VGG16 where that is the base."""
+    assert model.num_classes == cfg.MODEL.SEPH.SSD.NUM_CLASSES
+    assert len(model.head.cls_convs) == len(model.backbone.output_shape())
+    if not representative:
+        return
+    if cfg.MODEL.SEPH.SSD.BASE_BACKBONE == "build_seph_vgg16_backbone":
+        cfg = _load(path, FEW_ROIS + NARROW_VGG)
+        model = build_model(cfg)
+    _one_step_and_inference(cfg, model, cfg.MODEL.SEPH.SSD.NUM_CLASSES)
+
+
 def _check_dense_detector(cfg, model, representative):
     """RetinaNet-style models: head on the configured levels; one step and one inference."""
     assert model.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
@@ -169,7 +189,12 @@ def _check_dense_detector(cfg, model, representative):
     if not representative:
         return
     _skip_training_without_a_deformable_backward(cfg)
-    data = _image_with_two_objects(cfg.MODEL.RETINANET.NUM_CLASSES)
+    _one_step_and_inference(cfg, model, cfg.MODEL.RETINANET.NUM_CLASSES)
+
+
+def _one_step_and_inference(cfg, model, num_classes):
+    """A dense detector (``model.head``) trains one step and infers on a 64 x 64 image."""
+    data = _image_with_two_objects(num_classes)
     model.train()
     with EventStorage(0):
         losses = model([data])

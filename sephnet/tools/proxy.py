@@ -127,9 +127,9 @@ def row_model_opts(config_file: str) -> List[str]:
     ``MODEL.RETINANET.NUM_CLASSES`` for a dense detector, nothing for an R-CNN row.
 
     Raises:
-        ValueError: the row changes the ResNet trunk (a DetNet backbone, or deformable convs,
-            which need bottleneck blocks), so the proxy's ResNet-18 cannot stand in for it; or
-            it trains with another optimizer than SGD (DETR's AdamW), for which the proxy's
+        ValueError: the row is an SSD (its priors and input size are its own); it changes the
+            ResNet trunk (a DetNet backbone, or deformable convs, which need bottleneck blocks),
+            so the proxy's ResNet-18 cannot stand in for it; or it trains with another optimizer than SGD (DETR's AdamW), for which the proxy's
             SGD learning rate is wrong.
     """
     from sephnet.backend import get_cfg
@@ -138,6 +138,10 @@ def row_model_opts(config_file: str) -> List[str]:
     cfg = get_cfg()
     add_sephnet_config(cfg)
     cfg.merge_from_file(config_file)
+    if cfg.MODEL.META_ARCHITECTURE == "SephSSD":
+        raise ValueError(f"{config_file}: MODEL.META_ARCHITECTURE=SephSSD sizes its priors "
+                         "(MODEL.SEPH.SSD) and square input for its own base network, which the "
+                         "proxy does not scale; run it at full scale.")
     if cfg.MODEL.BACKBONE.NAME in _OWN_TRUNK_BACKBONES:
         raise ValueError(f"{config_file}: MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME} has its "
                          "own trunk, which the proxy's ResNet-18 cannot replace; run it at "

@@ -31,7 +31,9 @@ DETECTORS = os.path.join(os.path.dirname(INDEX), os.pardir, "detectors")
 # train with AdamW): not in the index
 REFUSED = {"faster_rcnn_DetNet59_FPN_1x.yaml": "MODEL.BACKBONE.NAME",
            "mask_rcnn_R_50_FPN_1x_dconv_c3-c5.yaml": "DEFORM_ON_PER_STAGE",
-           "detr_R_50_coco.yaml": "OPTIMIZER=AdamW"}
+           "detr_R_50_coco.yaml": "OPTIMIZER=AdamW",
+           "ssd300_vgg16_coco.yaml": "META_ARCHITECTURE=SephSSD",
+           "ssd512_vgg16_coco.yaml": "META_ARCHITECTURE=SephSSD"}
 
 
 def _proxy_config(row, more=()):

@@ -138,7 +138,8 @@ def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts():
     with torch.no_grad():
         model(inputs)
         images = model.preprocess_image(inputs)
-        rpn, roi = model.backbone(images.tensor)
+        roi = model.backbone(images.tensor)
+        rpn = roi.rpn
     assert torch.equal(seen["rpn"], rpn["p3"]) and torch.equal(seen["roi"], roi["p3"])
     assert not torch.equal(rpn["p3"], roi["p3"])
     model.train()

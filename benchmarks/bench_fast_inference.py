@@ -20,14 +20,21 @@ bound). The last lines read, e.g.::
 Usage (``SEPHNET_BACKEND=core`` to time the portable core where detectron2 is installed)::
 
     python benchmarks/bench_fast_inference.py [--runs 5] [--warmup 1] [--threads N] [--size 800 1067]
+        [--models NAME ...] [--nchw] [--profile N]
 """
 import argparse
 import copy
+import functools
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from sephnet import add_sephnet_config
 from sephnet.backend import BACKEND, FrozenBatchNorm2d, build_model, get_cfg
@@ -64,15 +71,20 @@ def calibrate_frozen_bn(model: torch.nn.Module, image: torch.Tensor) -> None:
         h.remove()
 
 
-def timed(fn: Callable[[], object], warmup: int, runs: int) -> float:
+def timed_interleaved(fns: Dict[str, Callable[[], object]], warmup: int,
+                      runs: int) -> Dict[str, float]:
+    """Median seconds of each of ``fns``, run in turns (A B C A B C ...) so that a change in the
+    machine's load during the measurement hits every variant alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {label: [] for label in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def compare(plain, fast) -> Tuple[bool, int]:
@@ -95,20 +107,39 @@ def compare(plain, fast) -> Tuple[bool, int]:
     return matched == len(a) == len(b), matched
 
 
+def profile_table(fn: Callable[[], object], rows: int) -> str:
+    """torch.profiler's operator table of one call of ``fn``, sorted by self CPU time."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1067), metavar=("H", "W"))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--nchw", action="store_true",
+                        help="also time the fp32 fast path without channels-last (folding only)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N most expensive operators of one forward of "
+                             "each variant (torch.profiler, self CPU time)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     baseline = "detectron2" if BACKEND == "detectron2" else "the plain core"
     print(f"backend {BACKEND}, torch {torch.__version__}, {args.threads} threads, native bf16: "
-          f"{native_bf16_available()}, image {args.size[0]}x{args.size[1]}, median of {args.runs}")
+          f"{native_bf16_available()}, image {args.size[0]}x{args.size[1]}, median of {args.runs} "
+          f"interleaved runs; load average {_load()}")
     ratios: Dict[str, List[float]] = {"fp32": [], "bf16": []}
     same_all = True
-    for name, (config_file, opts) in MODELS.items():
+    for name in args.models:
+        config_file, opts = MODELS[name]
         cfg = model_cfg(config_file, opts)
         torch.manual_seed(0)
         model = build_model(cfg).eval()
@@ -116,12 +147,19 @@ def main() -> None:
         calibrate_frozen_bn(model, image)
         fast = optimize_for_inference(copy.deepcopy(model))
         fast_bf16 = optimize_for_inference(copy.deepcopy(model), bf16=True)
+        variants = {"plain": model, "fp32": fast, "bf16": fast_bf16}
+        if args.nchw:
+            variants["fp32 nchw"] = optimize_for_inference(copy.deepcopy(model),
+                                                           channels_last=False)
         with torch.no_grad():
-            outputs = {}
-            seconds = {}
-            for label, m in (("plain", model), ("fp32", fast), ("bf16", fast_bf16)):
-                outputs[label] = m([{"image": image}])[0]
-                seconds[label] = timed(lambda: m([{"image": image}]), args.warmup, args.runs)
+            outputs = {label: m([{"image": image}])[0] for label, m in variants.items()}
+            seconds = timed_interleaved(
+                {label: functools.partial(m, [{"image": image}]) for label, m in variants.items()},
+                args.warmup, args.runs)
+            if args.profile:
+                for label, m in variants.items():
+                    print(f"--- {name}, {label}: top {args.profile} operators by self CPU time")
+                    print(profile_table(functools.partial(m, [{"image": image}]), args.profile))
         same, _ = compare(outputs["plain"], outputs["fp32"])
         _, bf16_matching = compare(outputs["plain"], outputs["bf16"])
         same_all &= same
@@ -132,6 +170,11 @@ def main() -> None:
               f"{seconds['bf16']:.3f} s ({seconds['plain'] / seconds['bf16']:.2f}x, "
               f"{bf16_matching}/{len(outputs['plain']['instances'])} detections within fp32 "
               "tolerances)")
+        if args.nchw:
+            same_nchw, _ = compare(outputs["plain"], outputs["fp32 nchw"])
+            print(f"{name}: fp32 fast without channels-last {seconds['fp32 nchw']:.3f} s "
+                  f"({seconds['plain'] / seconds['fp32 nchw']:.2f}x, same detections: {same_nchw})")
+    print(f"load average at the end: {_load()}")
     fp32 = statistics.mean(ratios["fp32"])
     bf16 = statistics.mean(ratios["bf16"])
     print(f"fp32 fast path vs {baseline}: {fp32:.2f}x "

@@ -111,6 +111,12 @@ def test_config_merges_validates_and_builds(path):
     cfg = _load(path, FEW_ROIS if representative else ("MODEL.DEVICE", "cpu"))
     _skip_unbuildable_on_detectron2(cfg)
     model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "SephSSD":
+        _check_ssd(path, cfg, model, representative)
+        return
+    if cfg.MODEL.META_ARCHITECTURE == "SephDETR":
+        _check_detr(cfg, model, representative)
+        return
     if not hasattr(model, "roi_heads"):  # a one-stage (dense) detector
         _check_dense_detector(cfg, model, representative)
         return
@@ -159,6 +165,23 @@ def _skip_unbuildable_on_detectron2(cfg):
         pytest.skip("detectron2 v0.6 RetinaNetHead cannot build GroupNorm(32, 1) on current torch")
 
 
+# A full VGG16 at 300 px takes seconds per step on one core; the step runs with 8-16 channels.
+NARROW_VGG = ["MODEL.SEPH.VGG.WIDTHS", "[8, 8, 16, 16, 16]", "MODEL.SEPH.VGG.FC_WIDTH", "16"]
+
+
+def _check_ssd(path, cfg, model, representative):
+    """SSD: one head level per feature map; one step and one inference (the model warps the
+    64 x 64 image to its square input), with a narrow VGG16 where that is the base."""
+    assert model.num_classes == cfg.MODEL.SEPH.SSD.NUM_CLASSES
+    assert len(model.head.cls_convs) == len(model.backbone.output_shape())
+    if not representative:
+        return
+    if cfg.MODEL.SEPH.SSD.BASE_BACKBONE == "build_seph_vgg16_backbone":
+        cfg = _load(path, FEW_ROIS + NARROW_VGG)
+        model = build_model(cfg)
+    _one_step_and_inference(cfg, model, cfg.MODEL.SEPH.SSD.NUM_CLASSES)
+
+
 def _check_dense_detector(cfg, model, representative):
     """RetinaNet-style models: head on the configured levels; one step and one inference."""
     assert model.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
@@ -166,7 +189,12 @@ def _check_dense_detector(cfg, model, representative):
     if not representative:
         return
     _skip_training_without_a_deformable_backward(cfg)
-    data = _image_with_two_objects(cfg.MODEL.RETINANET.NUM_CLASSES)
+    _one_step_and_inference(cfg, model, cfg.MODEL.RETINANET.NUM_CLASSES)
+
+
+def _one_step_and_inference(cfg, model, num_classes):
+    """A dense detector (``model.head``) trains one step and infers on a 64 x 64 image."""
+    data = _image_with_two_objects(num_classes)
     model.train()
     with EventStorage(0):
         losses = model([data])
@@ -180,3 +208,28 @@ def _check_dense_detector(cfg, model, representative):
         (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
     assert result["instances"].image_size == (SIZE, SIZE)
     assert len(result["instances"]) <= cfg.TEST.DETECTIONS_PER_IMAGE
+
+
+def _check_detr(cfg, model, representative):
+    """DETR: the transformer reads a backbone output; one step (every decoder layer's losses)
+    and one inference."""
+    detr = cfg.MODEL.SEPH.DETR
+    assert model.class_embed.out_features == detr.NUM_CLASSES + 1
+    assert detr.IN_FEATURE in model.backbone.output_shape()
+    if not representative:
+        return
+    data = _image_with_two_objects(detr.NUM_CLASSES)
+    model.train()
+    with EventStorage(0):
+        losses = model([data])
+    assert len(losses) == 3 * (detr.DEC_LAYERS if detr.DEEP_SUPERVISION else 1), sorted(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0, losses
+    total.backward()
+    for part in (model.backbone, model.transformer, model.bbox_embed):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([{k: data[k] for k in ("image", "height", "width")}])
+    assert result["instances"].image_size == (SIZE, SIZE)
+    assert len(result["instances"]) <= min(cfg.TEST.DETECTIONS_PER_IMAGE, detr.NUM_QUERIES)

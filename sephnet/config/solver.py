@@ -5,10 +5,11 @@ Every default is detectron2's; the log-row configs set the original's values (th
 """
 from sephnet.backend import CfgNode
 
-__all__ = ["add_config", "validate_config", "WEIGHT_DECAY_SCOPES"]
+__all__ = ["add_config", "validate_config", "WEIGHT_DECAY_SCOPES", "OPTIMIZERS"]
 
 _KEY = "MODEL.SEPH.SOLVER"
 WEIGHT_DECAY_SCOPES = ("all", "backbone_convs")
+OPTIMIZERS = ("SGD", "AdamW")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -34,6 +35,14 @@ def add_config(cfg: CfgNode) -> None:
     # the FPN's 3x3 output convs (no decay on laterals, top block, hooks, RPN, ROI heads,
     # biases or norms).
     node.WEIGHT_DECAY_SCOPE = "all"
+    # The optimizer: "SGD" = detectron2's (SOLVER.MOMENTUM, SOLVER.NESTEROV); "AdamW" =
+    # torch.optim.AdamW with betas (0.9, 0.999) and SOLVER.WEIGHT_DECAY as its decoupled
+    # decay (DETR's optimizer; SOLVER.MOMENTUM is not used, NESTEROV must be False). Both
+    # take SOLVER.BASE_LR, the bias/norm factors and SOLVER.CLIP_GRADIENTS.
+    node.OPTIMIZER = "SGD"
+    # Multiplier of the learning rate of the parameters under the model's ``backbone``
+    # (DETR: 0.1 for a pretrained ResNet), a number > 0; 1.0 = one rate for all.
+    node.BACKBONE_LR_FACTOR = 1.0
 
 
 def validate_config(cfg: CfgNode) -> None:
@@ -64,3 +73,12 @@ def validate_config(cfg: CfgNode) -> None:
             f"{_KEY}.WEIGHT_DECAY_SCOPE={node.WEIGHT_DECAY_SCOPE!r}; expected one of "
             f"{', '.join(repr(s) for s in WEIGHT_DECAY_SCOPES)}."
         )
+    if node.OPTIMIZER not in OPTIMIZERS:
+        raise ValueError(
+            f"{_KEY}.OPTIMIZER={node.OPTIMIZER!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}."
+        )
+    if node.OPTIMIZER == "AdamW" and solver.NESTEROV:
+        raise ValueError(f"SOLVER.NESTEROV=True is SGD's; {_KEY}.OPTIMIZER='AdamW' would ignore it.")
+    factor = node.BACKBONE_LR_FACTOR
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+        raise ValueError(f"{_KEY}.BACKBONE_LR_FACTOR={factor!r}; expected a number > 0.")

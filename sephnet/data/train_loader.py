@@ -7,6 +7,7 @@ from sephnet.backend import data as d2_data
 from sephnet.config.augment import any_enabled
 
 from .augmented_mapper import AugmentedDatasetMapper
+from .ssd_mapper import SSDDatasetMapper
 from .stitch import stitch_batches
 
 __all__ = ["build_train_loader"]
@@ -27,8 +28,11 @@ def build_augmented_loader(cfg: CfgNode):
     ``MODEL.SEPH.AUGMENT.*.PROB`` is 0; otherwise the same loader (sampler, batching,
     aspect-ratio grouping, workers; exact resume on the core) with an
     :class:`AugmentedDatasetMapper`, which draws the extra samples of MixUp, CutMix and
-    Mosaic from the same training dicts.
+    Mosaic from the same training dicts. With ``MODEL.SEPH.SSD.AUGMENT.ENABLED``, the same
+    loader with SSD's pipeline instead (:class:`SSDDatasetMapper`).
     """
+    if cfg.MODEL.SEPH.SSD.AUGMENT.ENABLED:
+        return d2_data.build_detection_train_loader(cfg, mapper=SSDDatasetMapper(cfg))
     if not any_enabled(cfg):
         return d2_data.build_detection_train_loader(cfg)
     dicts = d2_data.get_detection_dataset_dicts(

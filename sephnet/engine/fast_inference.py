@@ -18,7 +18,8 @@ What changes numbers:
   the last bits (boxes by far less than 0.01 px, scores by far less than 1e-4 on the models we
   measured);
 * **channels-last** (``channels_last=True``): the same arithmetic in another memory order
-  (oneDNN's preferred layout on CPU); again only the last bits;
+  (oneDNN's preferred layout on CPU); again only the last bits. The ROI heads receive the
+  feature maps converted back to contiguous float32 once (ROIAlign reads that layout);
 * **bfloat16** (``bf16=True``): convolutions and matrix products run in bfloat16 under
   ``torch.autocast`` (8-bit mantissa); box decoding stays float32 (the backend casts deltas to
   float32), scores and masks carry bfloat16 rounding. Changes AP slightly; measure it.
@@ -30,7 +31,7 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-from sephnet.backend import CfgNode, Conv2d, FrozenBatchNorm2d
+from sephnet.backend import CfgNode, Conv2d, FrozenBatchNorm2d, ROIHeads
 
 __all__ = ["fold_frozen_batchnorm", "native_bf16_available", "optimize_for_inference",
            "fast_inference_model"]
@@ -96,6 +97,21 @@ class _Bf16Autocast(nn.Module):
             return self.model(batched_inputs)
 
 
+def _pooling_layout(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of ROI heads: their feature maps (``features``, a dict of
+    ``Tensor[N, C, H, W]``, second argument) as contiguous float32, converted once here rather
+    than inside every ROIAlign call (which reads NCHW float32: channels-last or bfloat16 maps
+    would otherwise be converted by the box pooler and again by the mask pooler)."""
+    def pooling_form(features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {k: v.float().contiguous() for k, v in features.items()}
+
+    if "features" in kwargs:
+        return args, {**kwargs, "features": pooling_form(kwargs["features"])}
+    if len(args) > 1:
+        return (args[0], pooling_form(args[1]), *args[2:]), kwargs
+    return None
+
+
 def optimize_for_inference(model: nn.Module, channels_last: bool = True,
                            bf16: bool = False) -> nn.Module:
     """The fast inference form of ``model`` (modified in place and returned, in eval mode;
@@ -104,6 +120,10 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True,
     folded = fold_frozen_batchnorm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if channels_last or bf16:
+        for module in model.modules():
+            if isinstance(module, ROIHeads):
+                module.register_forward_pre_hook(_pooling_layout, with_kwargs=True)
     logger.info("Fast inference: %d conv+BN pairs folded, channels-last %s, bf16 %s.",
                 folded, "on" if channels_last else "off", "on" if bf16 else "off")
     if bf16:

@@ -90,16 +90,18 @@ class EvoNormS0(nn.Module):
             # No statistics to take; keep the parameters in the graph (zero gradients).
             return x * weight + bias
 
-        # Channels of a group are consecutive, so [N, C, ...] -> [N, G, C/G * H * W].
-        group_size = x.shape[1:].numel() // self.groups
-        grouped = x.reshape(x.shape[0], self.groups, group_size)
+        # Channels of a group are consecutive: split C into [G, C/G] (a view in NCHW and in
+        # channels-last memory alike) and reduce over everything after G.
+        grouped = x.unflatten(1, (self.groups, self.num_channels // self.groups))
         # Half-precision variances lose too much; compute the statistic in float32.
         stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        var = grouped.to(stat_dtype).var(dim=2, unbiased=False, keepdim=True)
-        inv_std = torch.rsqrt(var + self.eps).to(x.dtype)
-
-        numerator = (x * torch.sigmoid(v * x)).reshape(grouped.shape)
-        return (numerator * inv_std).reshape(x.shape) * weight + bias
+        var = grouped.to(stat_dtype).var(dim=tuple(range(2, grouped.dim())), unbiased=False,
+                                         keepdim=True)
+        # gamma / std as one [N, C, 1, 1] factor: two full-size passes fewer (forward and
+        # backward) than scaling by 1/std and gamma in turn.
+        scale = (torch.rsqrt(var + self.eps).to(x.dtype) * weight.unflatten(1, grouped.shape[1:3])
+                 ).flatten(1, 2)
+        return torch.addcmul(bias, x * torch.sigmoid(v * x), scale)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, groups={self.groups}, eps={self.eps}"

@@ -9,6 +9,8 @@ EvoNormS0, registered in ``SEPH_NORM_REGISTRY``) would otherwise get the full
 ``build_optimizer`` unchanged: same parameter groups, bias factors, gradient clipping and SGD
 settings. ``WEIGHT_DECAY_SCOPE: backbone_convs`` keeps the decay on the backbone's conv
 weights only; ``CLIP_GLOBAL_NORM`` clips all gradients by their joint norm before each step.
+``OPTIMIZER: AdamW`` swaps SGD for AdamW (DETR's) and ``BACKBONE_LR_FACTOR`` scales the
+backbone's learning rate.
 """
 import re
 from typing import Any, Dict, List, Set
@@ -74,6 +76,19 @@ def _with_global_norm_clipping(optimizer_cls, max_norm: float):
     return type(optimizer_cls.__name__ + "WithGlobalNormClipping", (optimizer_cls,), {"step": step})
 
 
+def _with_lr_factor_on(groups: List[Dict[str, Any]], scaled: Set[int], factor: float) -> List[Dict[str, Any]]:
+    """Split each group so that parameters in ``scaled`` have their ``lr`` times ``factor``."""
+    result = []
+    for group in groups:
+        inside = [p for p in group["params"] if id(p) in scaled]
+        other = [p for p in group["params"] if id(p) not in scaled]
+        if other:
+            result.append({**group, "params": other})
+        if inside:
+            result.append({**group, "params": inside, "lr": group["lr"] * factor})
+    return result
+
+
 def _with_norm_decay(
     groups: List[Dict[str, Any]], norm_ids: Set[int], weight_decay_norm: float
 ) -> List[Dict[str, Any]]:
@@ -91,7 +106,8 @@ def _with_norm_decay(
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """detectron2's ``build_optimizer(cfg, model)`` plus norm decay for sephnet's norms, and
-    ``MODEL.SEPH.SOLVER.WEIGHT_DECAY_SCOPE`` / ``CLIP_GLOBAL_NORM``."""
+    ``MODEL.SEPH.SOLVER.WEIGHT_DECAY_SCOPE`` / ``CLIP_GLOBAL_NORM`` / ``OPTIMIZER`` /
+    ``BACKBONE_LR_FACTOR``."""
     solver = import_module("solver.build")
     groups = solver.get_default_optimizer_params(
         model,
@@ -104,16 +120,15 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     seph = cfg.MODEL.SEPH.SOLVER
     if seph.WEIGHT_DECAY_SCOPE == "backbone_convs":
         groups = _with_decay_only_on(groups, backbone_conv_weights(model))
-    if seph.CLIP_GLOBAL_NORM:
-        optimizer_cls = _with_global_norm_clipping(
-            torch.optim.SGD, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE
-        )
+    if seph.BACKBONE_LR_FACTOR != 1.0 and getattr(model, "backbone", None) is not None:
+        backbone = {id(p) for p in model.backbone.parameters()}
+        groups = _with_lr_factor_on(groups, backbone, seph.BACKBONE_LR_FACTOR)
+    if seph.OPTIMIZER == "AdamW":
+        base_cls, extra = torch.optim.AdamW, {}
     else:
-        optimizer_cls = solver.maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-    return optimizer_cls(
-        groups,
-        lr=cfg.SOLVER.BASE_LR,
-        momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-    )
+        base_cls, extra = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+    if seph.CLIP_GLOBAL_NORM:
+        optimizer_cls = _with_global_norm_clipping(base_cls, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE)
+    else:
+        optimizer_cls = solver.maybe_add_gradient_clipping(cfg, base_cls)
+    return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **extra)

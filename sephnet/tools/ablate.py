@@ -49,7 +49,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
-from sephnet.tools.proxy import ANCHOR_SCALE, proxy_opts, row_anchor_sizes, scaled_anchor_sizes
+from sephnet.tools.proxy import (
+    ANCHOR_SCALE,
+    proxy_opts,
+    row_anchor_sizes,
+    row_model_opts,
+    scaled_anchor_sizes,
+)
 from sephnet.tools.proxy_results import (
     PROXY_SETTINGS,
     TIMING,
@@ -70,8 +76,9 @@ __all__ = [
 ]
 
 _TASKS = ("bbox", "segm")
-#: Default --proxy-iters: sized so 11 rows x 2 seeds take about an hour on 2 quiet cores.
-PROXY_ITERATIONS = 400
+#: Default --proxy-iters: 11 rows x 2 seeds cost about 2 CPU-hours (0.5-1.3 CPU-s per
+#: iteration and row), i.e. about an hour on 2 quiet cores.
+PROXY_ITERATIONS = 300
 # detectron2's COCOEvaluator keys (percent) for the log's first six columns.
 _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -323,7 +330,22 @@ class _Runner:
         for child in children:
             child.terminate()
         for child in children:
-            child.wait()
+            self._wait_for_exit(child)
+
+    def _wait_for_exit(self, child: subprocess.Popen, grace_s: float = 2.0) -> None:
+        """Wait until ``child`` has exited. The thread running it reaps it (and so reads its
+        CPU time for ``timing.json``); only a child nobody else waits for (its run was
+        interrupted in this thread) is reaped here, after ``grace_s``."""
+        if hasattr(os, "waitid"):
+            with contextlib.suppress(ChildProcessError):  # ChildProcessError: already reaped
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                with self._lock:
+                    if child not in self._live:
+                        return
+                time.sleep(0.02)
+        child.wait()
 
 
 def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
@@ -331,7 +353,7 @@ def _wait_with_cpu_time(child: subprocess.Popen) -> Tuple[int, float]:
     its reaped descendants used (``os.wait4``, which reaps it: the returncode is set here)."""
     try:
         _, status, usage = os.wait4(child.pid, 0)
-    except ChildProcessError:  # stop_all's child.wait() reaped it first: no usage left
+    except ChildProcessError:  # reaped by stop_all after its grace period: no usage left
         return child.wait(), 0.0
     child.returncode = os.waitstatus_to_exitcode(status)
     return child.returncode, usage.ru_utime + usage.ru_stime
@@ -421,10 +443,12 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
     """The runs of a proxy study: ``(row, run folder, config overrides)`` for seeds
     ``0..seeds-1`` of each row, seed-major (seed 0 of every row first, so a study stopped
     early still covers every row). Overrides: :func:`~sephnet.tools.proxy.proxy_opts` with
-    the run's seed and the row's anchors x ``ANCHOR_SCALE``, then ``opts`` (last wins).
+    the run's seed and the row's anchors x ``ANCHOR_SCALE``, the row's
+    :func:`~sephnet.tools.proxy.row_model_opts`, then ``opts`` (last wins).
 
     Raises:
-        ValueError: ``seeds`` < 1, ``iterations`` < 10, or a row has no config.
+        ValueError: ``seeds`` < 1, ``iterations`` < 10, a row has no config, or a row cannot
+            run at proxy scale (naming it).
     """
     if seeds < 1:
         raise ValueError(f"--seeds={seeds}; expected >= 1.")
@@ -432,9 +456,15 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
         if not row.runnable:
             raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
     anchors = {row.id: scaled_anchor_sizes(row_anchor_sizes(row.config)) for row in rows}
+    model_opts = {}
+    for row in rows:
+        try:
+            model_opts[row.id] = row_model_opts(row.config)
+        except ValueError as e:
+            raise ValueError(f"row {row.id!r} cannot run under --proxy: {e}") from None
     return [
         (row, os.path.join(output_root, row.id, f"seed{seed}"),
-         proxy_opts(iterations, seed, anchors[row.id]) + list(opts))
+         proxy_opts(iterations, seed, anchors[row.id]) + model_opts[row.id] + list(opts))
         for seed in range(seeds) for row in rows
     ]
 

@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 
 from sephnet.backend import (
+    BACKEND,
     CfgNode,
     DefaultTrainer,
     DetectionCheckpointer,
@@ -50,8 +51,9 @@ __all__ = ["TASKS", "machine_summary", "time_iterations", "peak_memory", "benchm
 TASKS = ("train", "eval", "data")
 
 
-def machine_summary(device: str) -> str:
-    """One line: CPU model, cores, torch threads, torch version, backend, device."""
+def machine_summary(device: str, backend_location: bool = True) -> str:
+    """One line: CPU model, cores, torch threads, torch version, backend (and the folder it
+    was imported from, unless ``backend_location`` is False, e.g. for a file to commit), device."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -62,8 +64,9 @@ def machine_summary(device: str) -> str:
     gpu = ""
     if device.startswith("cuda") and torch.cuda.is_available():
         gpu = f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    backend = describe() if backend_location else f"sephnet backend: {BACKEND}"
     return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {describe()}, device {device}{gpu}")
+            f"torch {torch.__version__}, {backend}, device {device}{gpu}")
 
 
 def time_iterations(step: Callable[[], int], num_iter: int, warmup: int,

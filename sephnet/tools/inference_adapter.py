@@ -5,7 +5,8 @@ inputs and outputs are tensors; detectron2's meta-architectures take a list of d
 return ``Instances``. :class:`InferenceAdapter` bridges the two for one image::
 
     image (uint8/float Tensor[3, H, W], the model's input format, already resized)
-      -> model.inference([{"image": image}], do_postprocess=False)
+      -> model.inference([{"image": image}], do_postprocess=False)   (R-CNN models), or
+         preprocess, backbone, head, model.forward_inference        (dense detectors)
       -> (pred_boxes Tensor[R, 4], scores Tensor[R], pred_classes int64 Tensor[R],
           [pred_masks Tensor[R, 1, M, M]: mask probabilities before pasting])
 
@@ -25,8 +26,9 @@ __all__ = ["InferenceAdapter", "outputs_to_instances", "paste_adapter_masks"]
 
 
 class InferenceAdapter(nn.Module):
-    """Wrap a detectron2-style meta-architecture (``GeneralizedRCNN`` and subclasses) so
-    that ``forward(image)`` returns plain tensors (see the module docstring).
+    """Wrap a detectron2-style meta-architecture (``GeneralizedRCNN`` and subclasses, or a
+    ``DenseDetector``: RetinaNet, FCOS, ATSS) so that ``forward(image)`` returns plain tensors
+    (see the module docstring).
 
     Args:
         model: the detector, in eval mode.
@@ -45,7 +47,14 @@ class InferenceAdapter(nn.Module):
         return names + ["pred_masks"] if self.with_masks else names
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        (instances,) = self.model.inference([{"image": image}], do_postprocess=False)
+        if hasattr(self.model, "forward_inference"):  # a DenseDetector: its forward() rescales
+            images = self.model.preprocess_image([{"image": image}])
+            features = self.model.backbone(images.tensor)
+            features = [features[f] for f in self.model.head_in_features]
+            predictions = self.model.head(features)
+            (instances,) = self.model.forward_inference(images, features, predictions)
+        else:
+            (instances,) = self.model.inference([{"image": image}], do_postprocess=False)
         outputs = [instances.pred_boxes.tensor, instances.scores, instances.pred_classes]
         if self.with_masks:
             outputs.append(instances.pred_masks)

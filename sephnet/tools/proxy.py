@@ -19,10 +19,17 @@ What the proxy does to a row, and why:
   (where the log's 80k and 100k of 120k fall); the row's scheduler type (cosine or
   piecewise) is kept; one evaluation at the end;
 - seed: ``SEED`` = the run's seed.
+
+Rows that are not R-CNNs (the optional detector rows of the index) get one more override
+from :func:`row_model_opts`: the dense detectors (RetinaNet, FCOS, ATSS) read their class
+count from ``MODEL.RETINANET.NUM_CLASSES``. Rows that change the ResNet trunk itself
+(DetNet-59, deformable convs) cannot be shrunk to the proxy's ResNet-18, and rows trained
+with AdamW (DETR) do not fit its SGD learning rate: they are refused.
 """
 from typing import List, Optional, Sequence
 
-__all__ = ["ANCHOR_SCALE", "PROXY_DATASETS", "proxy_opts", "row_anchor_sizes", "scaled_anchor_sizes"]
+__all__ = ["ANCHOR_SCALE", "DENSE_META_ARCHITECTURES", "PROXY_DATASETS", "proxy_opts",
+           "row_anchor_sizes", "row_model_opts", "scaled_anchor_sizes"]
 
 #: Proxy image size / the log's (160 / ~600 px): the factor applied to each row's anchors.
 ANCHOR_SCALE = 0.25
@@ -31,6 +38,12 @@ ANCHOR_SCALE = 0.25
 PROXY_DATASETS = ("clutter_train", "clutter_val")
 
 _NUM_CLASSES = 8  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
+
+#: Meta-architectures whose class count is ``MODEL.RETINANET.NUM_CLASSES`` (dense detectors).
+DENSE_META_ARCHITECTURES = ("RetinaNet", "SephFCOS", "SephATSS")
+
+#: Backbones built on their own ResNet-50-like trunk, which the proxy's ResNet-18 cannot replace.
+_OWN_TRUNK_BACKBONES = ("build_seph_detnet_backbone", "build_seph_detnet_fpn_backbone")
 
 
 def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Sequence[float]]] = None
@@ -107,3 +120,35 @@ def row_anchor_sizes(config_file: str) -> List[List[float]]:
     add_sephnet_config(cfg)
     cfg.merge_from_file(config_file)
     return [list(level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+
+
+def row_model_opts(config_file: str) -> List[str]:
+    """The overrides a row's meta-architecture needs on top of :func:`proxy_opts`:
+    ``MODEL.RETINANET.NUM_CLASSES`` for a dense detector, nothing for an R-CNN row.
+
+    Raises:
+        ValueError: the row changes the ResNet trunk (a DetNet backbone, or deformable convs,
+            which need bottleneck blocks), so the proxy's ResNet-18 cannot stand in for it; or
+            it trains with another optimizer than SGD (DETR's AdamW), for which the proxy's
+            SGD learning rate is wrong.
+    """
+    from sephnet.backend import get_cfg
+    from sephnet.config import add_sephnet_config
+
+    cfg = get_cfg()
+    add_sephnet_config(cfg)
+    cfg.merge_from_file(config_file)
+    if cfg.MODEL.BACKBONE.NAME in _OWN_TRUNK_BACKBONES:
+        raise ValueError(f"{config_file}: MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME} has its "
+                         "own trunk, which the proxy's ResNet-18 cannot replace; run it at "
+                         "full scale.")
+    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
+        raise ValueError(f"{config_file}: MODEL.RESNETS.DEFORM_ON_PER_STAGE needs bottleneck "
+                         "blocks, which the proxy's ResNet-18 has none of; run it at full scale.")
+    if cfg.MODEL.SEPH.SOLVER.OPTIMIZER != "SGD":
+        raise ValueError(f"{config_file}: MODEL.SEPH.SOLVER.OPTIMIZER="
+                         f"{cfg.MODEL.SEPH.SOLVER.OPTIMIZER}; the proxy's learning rate is an SGD "
+                         "rate; run it at full scale.")
+    if cfg.MODEL.META_ARCHITECTURE in DENSE_META_ARCHITECTURES:
+        return ["MODEL.RETINANET.NUM_CLASSES", str(_NUM_CLASSES)]
+    return []

@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import posixpath
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index
@@ -152,10 +153,15 @@ def write_results(rows: Sequence[AblationRow], measured: Measured, output_root: 
 
 
 def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "configs/coco/",
-                       costs: Optional[Mapping[str, Mapping[str, Optional[float]]]] = None) -> str:
+                       costs: Optional[Mapping[str, Mapping[str, Optional[float]]]] = None,
+                       index_folder: Optional[str] = None) -> str:
     """The README's markdown table: row -> config -> what it changes -> the log's AP, and,
     given ``costs`` (``{row id: {"gflops", "params_m", "latency_s"}}``, see
     :mod:`sephnet.tools.row_costs`), GFLOPs, parameters and CPU latency columns.
+
+    A config is shown as ``config_prefix`` (how the README names the index's folder) plus its
+    path relative to ``index_folder`` (e.g. ``configs/tricks/X.yaml`` for ``../tricks/X.yaml``),
+    or plus its file name when ``index_folder`` is None.
 
     One line per index entry (log rows, then extras); a pending row names the component it
     waits for instead of a config; AP is the log's bbox mAP (and segm mAP where the log has
@@ -169,7 +175,9 @@ def render_readme_rows(rows: Sequence[AblationRow], config_prefix: str = "config
     lines = [header, rule]
     for row in rows:
         if row.config is not None:
-            config = f"`{config_prefix}{os.path.basename(row.config)}`"
+            name = (os.path.basename(row.config) if index_folder is None
+                    else os.path.relpath(row.config, index_folder).replace(os.sep, "/"))
+            config = f"`{posixpath.normpath(config_prefix + name)}`"
         else:
             config = f"pending: {row.pending}"
         ap = "-" if row.log_bbox is None else f"{row.log_bbox[0]:.3f}"
@@ -218,7 +226,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sephnet.tools.row_costs import load_costs
 
         costs = load_costs(args.costs) if os.path.isfile(args.costs) else None
-        print(render_readme_rows(rows, costs=costs), end="")
+        print(render_readme_rows(rows, costs=costs,
+                                 index_folder=os.path.dirname(os.path.abspath(args.index))),
+              end="")
         return 0
     measured = load_measured(rows, args.output_root)
     if not measured:

@@ -82,12 +82,18 @@ def test_fast_path_detections_equal_the_plain_models(sephnet_cfg):
     assert sum(isinstance(m, FrozenBatchNorm2d) for m in fast.modules()) == 0
 
 
-def test_bf16_path_runs_under_autocast_and_returns_float_boxes(sephnet_cfg):
+def test_bf16_path_runs_under_autocast_and_pools_contiguous_float_maps(sephnet_cfg):
     model = build_model(_cfg(sephnet_cfg)).eval()
+    pooled_maps = []
+    model.roi_heads.box_pooler.register_forward_pre_hook(
+        lambda module, args: pooled_maps.extend(args[0]))
     fast = optimize_for_inference(model, bf16=True)
     with torch.no_grad():
         (out,) = fast([{"image": torch.rand(3, 64, 64) * 255}])
     assert out["instances"].pred_boxes.tensor.dtype == torch.float32
+    # the backbone ran channels-last in bfloat16; the poolers get NCHW float32 maps
+    assert len(pooled_maps) == 4
+    assert all(x.dtype == torch.float32 and x.is_contiguous() for x in pooled_maps)
 
 
 def test_config_copies_the_model_and_refuses_keys_without_enabled(sephnet_cfg):

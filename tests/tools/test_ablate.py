@@ -324,3 +324,37 @@ def test_sigterm_stops_the_running_child_and_the_row_resumes_later(tmp_path):
     with pytest.raises(ProcessLookupError):  # terminated and reaped by the runner
         os.kill(child, 0)
     assert run_state(str(root / "a")) == "interrupted"
+
+
+def test_stopping_a_run_keeps_its_cpu_time_in_timing_json(tmp_path):
+    # The run's thread reaps the stopped child (os.wait4), so the CPU time the child used
+    # before the stop reaches timing.json; stop_all only waits for the exit.
+    import threading
+    import time
+
+    from sephnet.tools.ablate import _Runner
+
+    busy = tmp_path / "busy_train_net.py"
+    busy.write_text(textwrap.dedent(
+        """
+        import os, sys, time
+        out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+        start = time.process_time()
+        while time.process_time() - start < 0.3:  # burn 0.3 s of CPU
+            pass
+        open(os.path.join(out, "busy.done"), "w").write("1")
+        time.sleep(60)
+        """
+    ))
+    runner = _Runner(str(busy), str(tmp_path), (), 1)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(runner.run(_row("a"))))
+    thread.start()
+    deadline = time.time() + 60
+    while not (tmp_path / "a" / "busy.done").is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    runner.stop_all()
+    thread.join(timeout=30)
+    assert results == ["failed"]  # terminated: a non-zero exit
+    timing = json.loads((tmp_path / "a" / "timing.json").read_text())
+    assert timing["attempts"] == 1 and timing["cpu_s"] >= 0.25

@@ -67,3 +67,16 @@ def test_cuda_config_on_a_machine_without_cuda_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="MODEL.DEVICE='cuda' but CUDA is not available here; "
                                          "add `MODEL.DEVICE cpu` to the overrides."):
         load_config("configs/Base-RCNN-FPN.yaml")
+
+
+def test_dense_detector_head_flops_equal_hand_counts():
+    # RetinaNet (a DenseDetector, no ``inference`` method) through the same adapter
+    cfg = load_config("configs/shapes/retinanet_R_18_FPN_shapes.yaml",
+                      ["MODEL.RETINANET.NORM", "", "MODEL.RETINANET.NUM_CONVS", "1"])
+    flops = analyze(cfg, ["flop"], (64, 96))["flop"]["by_module"]
+    c = cfg.MODEL.FPN.OUT_CHANNELS
+    k, anchors = cfg.MODEL.RETINANET.NUM_CLASSES, 9
+    # P3-P5 of the 64 x 96 input, then P6 (1 x 2) and P7 (1 x 1) by stride-2 3x3 convs
+    cells = sum((64 // s) * (96 // s) for s in (8, 16, 32)) + 1 * 2 + 1 * 1
+    # one tower conv per subnet, then the 3x3 class and box predictors
+    assert flops["head"] == cells * 9 * c * (2 * c + anchors * k + anchors * 4)

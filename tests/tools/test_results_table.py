@@ -140,3 +140,11 @@ def test_readme_rows_gain_cost_columns_from_row_costs(tmp_path):
     assert lines[2].endswith("| 0.300 / 0.270 | 264.4 | 44.3 | 3.46 |")
     assert lines[3].endswith("| 0.200 | 300.0 | 50.0 | - |")
     assert lines[4].endswith("| 0.200 | - | - | - |")  # no cost measured for this row
+
+
+def test_readme_rows_name_configs_outside_the_index_folder_by_their_path(tmp_path):
+    coco = tmp_path / "configs" / "coco"
+    row = AblationRow("t", "t", "extra", str(tmp_path / "configs" / "tricks" / "T.yaml"), None,
+                      "", "a trick")
+    lines = render_readme_rows([row], index_folder=str(coco)).splitlines()
+    assert lines[2] == "| extra | t | `configs/tricks/T.yaml` | - | a trick | - |"

@@ -15,9 +15,11 @@ def test_costs_of_an_index_row_reach_the_readme_table(tmp_path, capsys):
     index.write_text(f"rows:\n  - {{id: qs, label: quick, table: extra, config: '{QUICKSTART}'}}\n")
     out = tmp_path / "costs.json"
     assert main(["--index", str(index), "--input-size", "64", "96", "--latency-iter", "1",
-                 "--output", str(out)]) == 0
+                 "--latency-size", "32", "48", "--clock", "cpu", "--output", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["input_size"] == [64, 96] and "torch threads" in data["machine"]
+    assert (data["latency_size"], data["clock"], data["latency_iter"]) == ([32, 48], "cpu", 1)
+    assert os.getcwd() not in data["machine"]  # a committed file names no local folder
     cost = load_costs(str(out))["qs"]
     assert cost["params_m"] == pytest.approx(12.388, abs=1e-3)  # the quickstart R18-FPN
     assert cost["gflops"] > 0 and cost["latency_s"] > 0

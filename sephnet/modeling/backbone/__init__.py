@@ -26,6 +26,11 @@ from sephnet.modeling.backbone.two_way_fpn import (  # noqa: E402,F401
     TwoWayFPN,
     build_seph_two_way_fpn_backbone,
 )
+from sephnet.modeling.backbone.vgg import VGG16, build_seph_vgg16_backbone  # noqa: E402,F401
+from sephnet.modeling.backbone.ssd_extras import (  # noqa: E402,F401
+    SSDBackbone,
+    build_seph_ssd_backbone,
+)
 from sephnet.modeling.backbone.detnet import (  # noqa: E402,F401
     DetNet,
     DetNetFPN,

@@ -5,6 +5,8 @@ state); :mod:`~sephnet.modeling.losses.roi_losses` turns ``MODEL.SEPH.ROI_LOSS.*
 two modules the predictor calls. All per-ROI functions return unreduced losses: the
 predictor keeps detectron2's normalisation (classification: mean over the R sampled ROIs;
 box regression: sum over the foreground ROIs divided by R).
+
+:class:`SetCriterion` is DETR's set loss (matching, classification, L1 and GIoU per decoder layer).
 """
 from sephnet.modeling.losses.balanced_l1 import balanced_l1_loss
 from sephnet.modeling.losses.focal import softmax_focal_loss
@@ -17,6 +19,7 @@ from sephnet.modeling.losses.roi_losses import (
     ROIClassificationLoss,
     build_roi_losses,
 )
+from sephnet.modeling.losses.set_criterion import SetCriterion
 
 __all__ = [
     "balanced_l1_loss",
@@ -29,4 +32,5 @@ __all__ = [
     "ROIBoxRegressionLoss",
     "ROIClassificationLoss",
     "build_roi_losses",
+    "SetCriterion",
 ]

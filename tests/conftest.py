@@ -47,9 +47,10 @@ def _propagating_framework_loggers():
     setup_logger.cache_clear()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sephnet_cfg():
-    """The shared config factory: ``sephnet_cfg(keys=None, *, validate=False)``.
+    """The shared config factory: ``sephnet_cfg(keys=None, *, validate=False)`` (stateless,
+    so session-scoped: module-scoped fixtures may use it too).
 
     Returns a fresh detectron2 config with sephnet's keys (``add_sephnet_config``) on the CPU,
     with ``keys`` (``{"MODEL.ROI_HEADS.NAME": "SephStandardROIHeads", ...}``, dotted full

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import sephnet.modeling  # noqa: F401  (registration)
-from sephnet.backend import build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,9 +338,8 @@ def check_fact(key, value, cfg, model):
         raise AssertionError(f"unknown fact {key!r}")
 
 
-def load_row(config: str):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def load_row(sephnet_cfg, config: str):
+    cfg = sephnet_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "coco", config))
     cfg.MODEL.DEVICE = "meta"
     validate_sephnet_config(cfg)
@@ -387,8 +386,8 @@ def test_labels_read_into_terms_and_facts():
 
 
 @pytest.mark.parametrize("context,label,config", ROWS, ids=[label for _, label, _ in ROWS])
-def test_row_config_builds_what_its_label_names(context, label, config):
-    cfg = load_row(config)
+def test_row_config_builds_what_its_label_names(context, label, config, sephnet_cfg):
+    cfg = load_row(sephnet_cfg, config)
     model = build_on_meta(cfg)
     failures = failed_facts(context, label, cfg, model)
     assert not failures, f"{config} does not build {label!r}:\n" + "\n".join(failures)
@@ -409,9 +408,9 @@ def test_row_config_builds_what_its_label_names(context, label, config):
          [("MODEL.SEPH.RPN.MATCHER.NAME", "ATSSMatcher3")]),
     ],
 )
-def test_a_config_that_switches_the_wrong_thing_fails(config, label, keys):
+def test_a_config_that_switches_the_wrong_thing_fails(config, label, keys, sephnet_cfg):
     context = next(c for c, lab, conf in ROWS if lab == label and conf == config)
-    cfg = load_row(config)
+    cfg = load_row(sephnet_cfg, config)
     for key, value in keys:
         cfg.merge_from_list([key, value])
     failures = failed_facts(context, label, cfg, build_on_meta(cfg))

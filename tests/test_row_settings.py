@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import sephnet.modeling  # noqa: F401  (registration)
-from sephnet.backend import Boxes, ShapeSpec, build_model, build_proposal_generator, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, ShapeSpec, build_model, build_proposal_generator
+from sephnet.config import validate_sephnet_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_CONFIGS = sorted(
@@ -19,18 +19,16 @@ ROW_CONFIGS = sorted(
 IDS = [os.path.basename(p) for p in ROW_CONFIGS]
 
 
-def _load(path):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _load(sephnet_cfg, path):
+    cfg = sephnet_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
     validate_sephnet_config(cfg)
     return cfg
 
 
-def test_defaults_stay_detectron2s():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_defaults_stay_detectron2s(sephnet_cfg):
+    cfg = sephnet_cfg()
     assert cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST == "all"
     assert tuple(cfg.MODEL.RPN.BBOX_REG_WEIGHTS) == (1.0, 1.0, 1.0, 1.0)
     assert cfg.MODEL.SEPH.ROI_POOLER.CANONICAL_LEVEL_INDEX == -1
@@ -40,8 +38,8 @@ def test_defaults_stay_detectron2s():
 
 
 @pytest.mark.parametrize("path", ROW_CONFIGS, ids=IDS)
-def test_row_config_uses_the_originals_framework_choices(path):
-    cfg = _load(path)
+def test_row_config_uses_the_originals_framework_choices(path, sephnet_cfg):
+    cfg = _load(sephnet_cfg, path)
     # One detection per ROI, its top class (the log's APs were measured so).
     assert cfg.MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST == "top1"
     # The original RPN's box coder.
@@ -57,8 +55,8 @@ def test_row_config_uses_the_originals_framework_choices(path):
     assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 32.0)
 
 
-def test_row_rpn_encodes_deltas_with_the_originals_weights_by_value():
-    cfg = _load(os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephv14_10.yaml"))
+def test_row_rpn_encodes_deltas_with_the_originals_weights_by_value(sephnet_cfg):
+    cfg = _load(sephnet_cfg, os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephv14_10.yaml"))
     shapes = {f"p{k}": ShapeSpec(channels=256, stride=2**k) for k in range(3, 7)}
     rpn = build_proposal_generator(cfg, shapes)
     anchors = torch.tensor([[0.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
@@ -80,10 +78,10 @@ def _level_of_each_box(pooler, sides):
     return pooler(maps, [boxes]).mean(dim=(1, 2, 3)).round().long().tolist()
 
 
-def test_sephnv15_pools_by_the_originals_level_rule_by_value():
+def test_sephnv15_pools_by_the_originals_level_rule_by_value(sephnet_cfg):
     """P2-P6: 224-pixel boxes go to P3 (IN_FEATURES[1]) as in the original; detectron2's
     rule sends them to P4."""
-    cfg = _load(os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephNv15.yaml"))
+    cfg = _load(sephnet_cfg, os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephNv15.yaml"))
     assert list(cfg.MODEL.ROI_HEADS.IN_FEATURES) == ["p2", "p3", "p4", "p5", "p6"]
     cfg.MODEL.DEVICE = "meta"
     with torch.device("meta"):
@@ -100,8 +98,8 @@ def test_sephnv15_pools_by_the_originals_level_rule_by_value():
 
 
 @pytest.mark.parametrize("index,message", [(-2, "expected -1"), (5, "does not index"), (True, "")])
-def test_level_index_is_validated(index, message):
-    cfg = _load(os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephNv15.yaml"))
+def test_level_index_is_validated(index, message, sephnet_cfg):
+    cfg = _load(sephnet_cfg, os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephNv15.yaml"))
     cfg.MODEL.SEPH.ROI_POOLER.CANONICAL_LEVEL_INDEX = index
     with pytest.raises(ValueError, match="CANONICAL_LEVEL_INDEX" + (".*" + message if message else "")):
         validate_sephnet_config(cfg)

@@ -27,11 +27,10 @@ from sephnet.backend import (
     build_detection_train_loader,
     build_model,
     build_optimizer,
-    get_cfg,
     inference_on_dataset,
     register_coco_instances,
 )
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.matchers import ATSSMatcher
@@ -55,9 +54,8 @@ def _register_tiny_shapes(root):
     return names
 
 
-def _sephv14_10_cfg(names, output_dir):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _sephv14_10_cfg(sephnet_cfg, names, output_dir):
+    cfg = sephnet_cfg()
     m = cfg.MODEL
     m.DEVICE = "cpu"
     m.WEIGHTS = ""
@@ -131,9 +129,9 @@ def _sephv14_10_cfg(names, output_dir):
 
 
 @pytest.mark.slow
-def test_sephv14_10_recipe_trains_and_evaluates(tmp_path):
+def test_sephv14_10_recipe_trains_and_evaluates(tmp_path, sephnet_cfg):
     names = _register_tiny_shapes(tmp_path / "shapes")
-    cfg = _sephv14_10_cfg(names, tmp_path / "out")
+    cfg = _sephv14_10_cfg(sephnet_cfg, names, tmp_path / "out")
     validate_sephnet_config(cfg)
     cfg.freeze()
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import train_net
-from sephnet.backend import BACKEND, DatasetCatalog, get_cfg, register_coco_instances
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import BACKEND, DatasetCatalog, register_coco_instances
+from sephnet.config import validate_sephnet_config
 from sephnet.config import augment as augment_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.tools.ablation_index import load_index, select_rows
@@ -96,14 +96,13 @@ def _train(config, opts, resume=False):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trick", sorted(CHECKS))
-def test_augment_config_switches_it_on_trains_a_step_and_evaluates(trick, shapes, tmp_path):
+def test_augment_config_switches_it_on_trains_a_step_and_evaluates(trick, shapes, tmp_path, sephnet_cfg):
     opts = SMALL + [
         "DATASETS.TRAIN", f"('{shapes['train']}',)",
         "DATASETS.TEST", f"('{shapes['val']}',)",
         "OUTPUT_DIR", str(tmp_path),
     ]
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     cfg.merge_from_file(CONFIGS[trick])
     cfg.merge_from_list(opts)
     validate_sephnet_config(cfg)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import train_net
-from sephnet.backend import DatasetCatalog, build_model, get_cfg, register_coco_instances
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import DatasetCatalog, build_model, register_coco_instances
+from sephnet.config import validate_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.layers.dropblock import DropBlock2d
 from sephnet.layers.frn import FRN
@@ -98,7 +98,7 @@ def shapes(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trick", sorted(CHECKS))
-def test_trick_config_switches_it_on_trains_a_step_and_evaluates(trick, shapes, tmp_path):
+def test_trick_config_switches_it_on_trains_a_step_and_evaluates(trick, shapes, tmp_path, sephnet_cfg):
     opts = SMALL + [
         "DATASETS.TRAIN", f"('{shapes['train']}',)",
         "DATASETS.TEST", f"('{shapes['val']}',)",
@@ -106,8 +106,7 @@ def test_trick_config_switches_it_on_trains_a_step_and_evaluates(trick, shapes, 
     ]
     if trick == "val-loss":
         opts += ["MODEL.SEPH.VAL_LOSS.DATASETS", f"('{shapes['val']}',)"]
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     cfg.merge_from_file(CONFIGS[trick])
     cfg.merge_from_list(opts)
     validate_sephnet_config(cfg)

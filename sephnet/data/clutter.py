@@ -30,17 +30,22 @@ byte-identical files. Root: ``$SEPHNET_CLUTTER_DIR``, else ``$DETECTRON2_DATASET
 else ``./datasets/clutter``. Registered as ``clutter_train`` / ``clutter_val``.
 """
 import dataclasses
-import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 
-from sephnet.backend import DatasetCatalog, MetadataCatalog, load_coco_json
-
-from .generated_dataset import default_root, ensure_generated, write_metadata
+from .generated_dataset import default_root, ensure_generated
+from .synthetic import (
+    SPLITS,
+    SplitParams,
+    generator_metadata,
+    json_path,
+    register_coco_splits,
+    rle_segmentation,
+    write_coco_splits,
+)
 
 __all__ = [
     "CLUTTER_CLASSES",
@@ -61,12 +66,11 @@ CLUTTER_CLASSES: Tuple[str, ...] = (
 )
 """Class names in contiguous-id order (look-alike pairs adjacent); COCO id = contiguous id + 1."""
 
-_SPLITS = ("train", "val")
 _SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: vertices on a 1/16 px grid
 
 
 @dataclasses.dataclass(frozen=True)
-class ClutterParams:
+class ClutterParams(SplitParams):
     """Every parameter of the generator (stored with the data; a change regenerates).
 
     Attributes:
@@ -93,78 +97,29 @@ class ClutterParams:
     min_visible: float = 0.8
     max_attempts: int = 20
 
-    def num_images(self, split: str) -> int:
-        """Image count of ``split`` ("train" or "val")."""
-        return {"train": self.num_train, "val": self.num_val}[split]
-
-    def as_json(self) -> Dict[str, Any]:
-        """The parameters as JSON-compatible values (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
 
 def default_clutter_root() -> str:
     """``$SEPHNET_CLUTTER_DIR``, else ``$DETECTRON2_DATASETS/clutter``, else ``datasets/clutter``."""
     return default_root("SEPHNET_CLUTTER_DIR", "clutter")
 
 
-def _json_path(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"instances_{split}.json")
-
-
-def _expected_metadata(params: ClutterParams) -> Dict[str, Any]:
-    return {"version": CLUTTER_VERSION, "params": params.as_json()}
-
-
 def ensure_clutter(root: Optional[str] = None, params: ClutterParams = ClutterParams()) -> str:
     """Make sure ``root`` holds the dataset for ``params``, generating it if needed
     (atomically, under a file lock). Returns the dataset root (absolute)."""
-    return ensure_generated(root or default_clutter_root(), _expected_metadata(params),
+    return ensure_generated(root or default_clutter_root(), generator_metadata(CLUTTER_VERSION, params),
                             lambda out_dir: generate_clutter(out_dir, params))
 
 
 def generate_clutter(out_dir: str, params: ClutterParams = ClutterParams()) -> None:
-    """Write both splits and ``generator.json`` into ``out_dir`` (no atomicity here)."""
-    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    for split_index, split in enumerate(_SPLITS):
-        image_dir = os.path.join(out_dir, split)
-        os.makedirs(image_dir, exist_ok=True)
-        images, annotations = [], []
-        for i in range(params.num_images(split)):
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, split_index, i])))
-            image, objects = _draw_image(rng, params)
-            image_id = i + 1
-            file_name = f"{image_id:06d}.png"
-            path = os.path.join(image_dir, file_name)
-            if not cv2.imwrite(path, image):
-                raise OSError(f"OpenCV could not write {path}")
-            images.append({"id": image_id, "file_name": file_name,
-                           "height": image.shape[0], "width": image.shape[1]})
-            for class_id, mask in objects:
-                annotations.append(_annotation(len(annotations) + 1, image_id, class_id, mask))
-        coco = {
-            "info": {"description": f"sephnet synthetic clutter ({split}), generator v{CLUTTER_VERSION}"},
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(CLUTTER_CLASSES)],
-        }
-        with open(_json_path(out_dir, split), "w") as f:
-            json.dump(coco, f)
-    write_metadata(out_dir, _expected_metadata(params))
+    """Write both splits and ``generator.json`` into ``out_dir`` (no atomicity here);
+    segmentations are RLE of the visible masks."""
 
+    def draw(rng: np.random.Generator):
+        image, objects = _draw_image(rng, params)
+        return image, [(class_id, mask, rle_segmentation(mask)) for class_id, mask in objects]
 
-def _annotation(ann_id: int, image_id: int, class_id: int, mask: np.ndarray) -> dict:
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": class_id + 1,
-        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-        "area": float(mask.sum()),
-        "iscrowd": 0,
-        "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-    }
+    write_coco_splits(out_dir, name="clutter", version=CLUTTER_VERSION, params=params,
+                      classes=CLUTTER_CLASSES, draw=draw)
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -312,17 +267,7 @@ def _draw_image(rng: np.random.Generator, params: ClutterParams):
 def clutter_json_files(root: Optional[str] = None) -> List[str]:
     """The train and val json files of the dataset in ``root`` (generated if needed)."""
     root = ensure_clutter(root)
-    return [_json_path(root, split) for split in _SPLITS]
-
-
-def _clutter_metadata(root: str, split: str) -> Dict[str, Any]:
-    return {
-        "thing_classes": list(CLUTTER_CLASSES),
-        "thing_dataset_id_to_contiguous_id": {k + 1: k for k in range(len(CLUTTER_CLASSES))},
-        "json_file": _json_path(root, split),
-        "image_root": os.path.join(root, split),
-        "evaluator_type": "coco",
-    }
+    return [json_path(root, split) for split in SPLITS]
 
 
 def register_clutter(root: Optional[str] = None, params: ClutterParams = ClutterParams()) -> None:
@@ -334,15 +279,5 @@ def register_clutter(root: Optional[str] = None, params: ClutterParams = Clutter
 
     Already-registered names are left alone, so calling this twice is harmless.
     """
-    root = os.path.abspath(root or default_clutter_root())
-    for split in _SPLITS:
-        name = f"clutter_{split}"
-        if name in DatasetCatalog.list():
-            continue
-
-        def load(split: str = split, name: str = name) -> List[dict]:
-            ensure_clutter(root, params)
-            return load_coco_json(_json_path(root, split), os.path.join(root, split), name)
-
-        DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(**_clutter_metadata(root, split))
+    register_coco_splits("clutter", os.path.abspath(root or default_clutter_root()), CLUTTER_CLASSES,
+                         lambda folder: ensure_clutter(folder, params))

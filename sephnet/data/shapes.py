@@ -25,17 +25,15 @@ Root folder: ``$SEPHNET_SHAPES_DIR`` if set, else ``$DETECTRON2_DATASETS/shapes`
 ``./datasets/shapes``.
 """
 import dataclasses
-import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from sephnet.backend import DatasetCatalog, MetadataCatalog, load_coco_json
-
-from .generated_dataset import default_root, ensure_generated, write_metadata
+from .generated_dataset import default_root, ensure_generated
+from .synthetic import SplitParams, generator_metadata, register_coco_splits, write_coco_splits
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -53,13 +51,12 @@ SHAPES_VERSION = 1
 SHAPES_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle")
 """Class names in contiguous-id order; COCO category id = contiguous id + 1."""
 
-_SPLITS = ("train", "val")
 _CIRCLE_VERTICES = 32
 _GAP_PX = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class ShapesParams:
+class ShapesParams(SplitParams):
     """Every parameter of the generator (stored with the data; a change regenerates).
 
     Attributes:
@@ -82,26 +79,10 @@ class ShapesParams:
     max_extent: int = 64
     max_attempts: int = 30
 
-    def num_images(self, split: str) -> int:
-        """Image count of ``split`` ("train" or "val")."""
-        return {"train": self.num_train, "val": self.num_val}[split]
-
-    def as_json(self) -> Dict[str, Any]:
-        """The parameters as JSON-compatible values (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
 
 def default_shapes_root() -> str:
     """``$SEPHNET_SHAPES_DIR``, else ``$DETECTRON2_DATASETS/shapes``, else ``datasets/shapes``."""
     return default_root("SEPHNET_SHAPES_DIR", "shapes")
-
-
-def _json_path(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"instances_{split}.json")
-
-
-def _expected_metadata(params: ShapesParams) -> Dict[str, Any]:
-    return {"version": SHAPES_VERSION, "params": params.as_json()}
 
 
 def ensure_shapes(root: Optional[str] = None, params: ShapesParams = ShapesParams()) -> str:
@@ -111,52 +92,14 @@ def ensure_shapes(root: Optional[str] = None, params: ShapesParams = ShapesParam
     Returns:
         The dataset root (absolute).
     """
-    return ensure_generated(root or default_shapes_root(), _expected_metadata(params),
+    return ensure_generated(root or default_shapes_root(), generator_metadata(SHAPES_VERSION, params),
                             lambda out_dir: generate_shapes(out_dir, params))
 
 
 def generate_shapes(out_dir: str, params: ShapesParams = ShapesParams()) -> None:
     """Write both splits and ``generator.json`` into ``out_dir`` (no atomicity here)."""
-    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    for split_index, split in enumerate(_SPLITS):
-        image_dir = os.path.join(out_dir, split)
-        os.makedirs(image_dir, exist_ok=True)
-        images, annotations = [], []
-        for i in range(params.num_images(split)):
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, split_index, i])))
-            image, shapes = _draw_image(rng, params)
-            image_id = i + 1
-            file_name = f"{image_id:06d}.png"
-            if not cv2.imwrite(os.path.join(image_dir, file_name), image):
-                raise OSError(f"OpenCV could not write {os.path.join(image_dir, file_name)}")
-            images.append(
-                {"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]}
-            )
-            for class_id, polygon, mask in shapes:
-                annotations.append(_annotation(len(annotations) + 1, image_id, class_id, polygon, mask))
-        coco = {
-            "info": {"description": f"sephnet synthetic shapes ({split}), generator v{SHAPES_VERSION}"},
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(SHAPES_CLASSES)],
-        }
-        with open(_json_path(out_dir, split), "w") as f:
-            json.dump(coco, f)
-    write_metadata(out_dir, _expected_metadata(params))
-
-
-def _annotation(ann_id: int, image_id: int, class_id: int, polygon: List[float], mask: np.ndarray) -> dict:
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": class_id + 1,
-        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-        "area": float(mask.sum()),
-        "iscrowd": 0,
-        "segmentation": [polygon],
-    }
+    write_coco_splits(out_dir, name="shapes", version=SHAPES_VERSION, params=params,
+                      classes=SHAPES_CLASSES, draw=lambda rng: _draw_image(rng, params))
 
 
 def _rasterize(polygon: List[float], height: int, width: int) -> np.ndarray:
@@ -214,7 +157,7 @@ def _pick_colour(rng: np.random.Generator, background_mean: np.ndarray) -> np.nd
 
 
 def _draw_image(rng: np.random.Generator, params: ShapesParams):
-    """One BGR uint8 image and its shapes as ``[(class_id, polygon, mask)]``."""
+    """One BGR uint8 image and its shapes as ``[(class_id, mask, [polygon])]``."""
     height, width = params.image_sizes[int(rng.integers(len(params.image_sizes)))]
     canvas = _background(rng, height, width)
     occupied = np.zeros((height, width), np.uint8)
@@ -232,20 +175,10 @@ def _draw_image(rng: np.random.Generator, params: ShapesParams):
         colour = _pick_colour(rng, canvas[mask].mean(axis=0))
         canvas[mask] = colour + rng.normal(0, 3, size=(int(mask.sum()), 3))
         occupied |= mask.astype(np.uint8)
-        shapes.append((class_id, polygon, mask))
+        shapes.append((class_id, mask, [polygon]))
     if not shapes:  # the first shape always fits an empty canvas; kept as a hard guarantee
         raise RuntimeError("shapes generator placed no object; check ShapesParams extents")
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), shapes
-
-
-def _shapes_metadata(root: str, split: str) -> Dict[str, Any]:
-    return {
-        "thing_classes": list(SHAPES_CLASSES),
-        "thing_dataset_id_to_contiguous_id": {k + 1: k for k in range(len(SHAPES_CLASSES))},
-        "json_file": _json_path(root, split),
-        "image_root": os.path.join(root, split),
-        "evaluator_type": "coco",
-    }
 
 
 def register_shapes(root: Optional[str] = None, params: ShapesParams = ShapesParams()) -> None:
@@ -257,15 +190,5 @@ def register_shapes(root: Optional[str] = None, params: ShapesParams = ShapesPar
 
     Already-registered names are left alone, so calling this twice is harmless.
     """
-    root = os.path.abspath(root or default_shapes_root())
-    for split in _SPLITS:
-        name = f"shapes_{split}"
-        if name in DatasetCatalog.list():
-            continue
-
-        def load(split: str = split, name: str = name) -> List[dict]:
-            ensure_shapes(root, params)
-            return load_coco_json(_json_path(root, split), os.path.join(root, split), name)
-
-        DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(**_shapes_metadata(root, split))
+    register_coco_splits("shapes", os.path.abspath(root or default_shapes_root()), SHAPES_CLASSES,
+                         lambda folder: ensure_shapes(folder, params))

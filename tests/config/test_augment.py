@@ -1,24 +1,21 @@
 """MODEL.SEPH.AUGMENT keys: defaults off, validation errors, and the mapper built from them."""
 import pytest
 
-from sephnet.backend import get_cfg
-from sephnet.config import add_sephnet_config
 from sephnet.config import augment as augment_config
 from sephnet.data import AugmentedDatasetMapper, CutOut, PhotometricDistortion, RandomErase
 
 
-def _cfg(pairs=()):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, pairs=()):
+    cfg = sephnet_cfg()
     cfg.merge_from_list(list(pairs))
     return cfg
 
 
-def test_defaults_are_off_and_valid():
-    cfg = _cfg()
+def test_defaults_are_off_and_valid(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     augment_config.validate_config(cfg)
     assert not augment_config.any_enabled(cfg)
-    cfg = _cfg(["MODEL.SEPH.AUGMENT.CUTOUT.PROB", 0.5])
+    cfg = _cfg(sephnet_cfg, ["MODEL.SEPH.AUGMENT.CUTOUT.PROB", 0.5])
     assert augment_config.any_enabled(cfg)
 
 
@@ -38,13 +35,13 @@ def test_defaults_are_off_and_valid():
         (["MODEL.SEPH.AUGMENT.PHOTOMETRIC.PROB", 0.5, "MODEL.LOAD_PROPOSALS", True], "LOAD_PROPOSALS"),
     ],
 )
-def test_bad_values_name_the_key(pairs, message):
+def test_bad_values_name_the_key(pairs, message, sephnet_cfg):
     with pytest.raises(ValueError, match=message):
-        augment_config.validate_config(_cfg(pairs))
+        augment_config.validate_config(_cfg(sephnet_cfg, pairs))
 
 
-def test_mapper_reads_every_key():
-    cfg = _cfg([
+def test_mapper_reads_every_key(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, [
         "MODEL.MASK_ON", True,
         "INPUT.CROP.ENABLED", True,
         "MODEL.SEPH.AUGMENT.PHOTOMETRIC.PROB", 0.5,

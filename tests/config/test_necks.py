@@ -1,14 +1,13 @@
 """MODEL.SEPH.NECKS keys and the reused MODEL.FPN keys: defaults, merge, setup-time errors."""
 import pytest
 
-from sephnet.backend import build_backbone, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import build_backbone
+from sephnet.config import validate_sephnet_config
 from sephnet.config.necks import validate_config
 
 
-def _cfg(backbone="build_seph_tf_fpn_backbone", **keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, backbone="build_seph_tf_fpn_backbone", **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
@@ -24,9 +23,8 @@ def _tiny_backbone(cfg):
     return build_backbone(cfg)
 
 
-def test_defaults():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_defaults(sephnet_cfg):
+    cfg = sephnet_cfg()
     node = cfg.MODEL.SEPH.NECKS
     assert (node.EXTRA_LEVELS, node.EXTRA_LEVEL_CHANNELS) == (0, 256)
     assert (node.TF_FPN.NUM_TOP_LEVELS, node.TF_FPN.MIX_FUSION_CHANNELS) == (1, 32)
@@ -36,8 +34,8 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("fuse", ["sum", "avg", "concat", "mix_fusion", "wsum"])
-def test_tf_fpn_accepts_every_fuse_type(fuse):
-    cfg = _cfg(**{"MODEL.FPN.FUSE_TYPE": fuse})
+def test_tf_fpn_accepts_every_fuse_type(fuse, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.FPN.FUSE_TYPE": fuse})
     validate_config(cfg)
     backbone = _tiny_backbone(cfg)
     assert backbone.neck.fuse_type == fuse
@@ -45,8 +43,8 @@ def test_tf_fpn_accepts_every_fuse_type(fuse):
         "p3": (64, 8), "p4": (64, 16), "p5": (64, 32), "p6": (64, 64)}
 
 
-def test_two_way_with_c6_inputs_validates():
-    cfg = _cfg(
+def test_two_way_with_c6_inputs_validates(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         "build_seph_two_way_fpn_backbone",
         **{"MODEL.META_ARCHITECTURE": "SephGeneralizedRCNN", "MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
            "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"]},
@@ -83,6 +81,6 @@ def test_two_way_with_c6_inputs_validates():
         ("build_seph_bifpn_backbone", {"MODEL.SEPH.NECKS.BIFPN.NUM_CELLS": 0}, "NUM_CELLS=0"),
     ],
 )
-def test_setup_errors_name_keys_and_values(backbone, keys, message):
+def test_setup_errors_name_keys_and_values(backbone, keys, message, sephnet_cfg):
     with pytest.raises(ValueError, match=message):
-        validate_config(_cfg(backbone, **keys))
+        validate_config(_cfg(sephnet_cfg, backbone, **keys))

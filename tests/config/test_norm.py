@@ -3,15 +3,14 @@ import os
 
 import pytest
 
-from sephnet.backend import build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.config.norm import validate_config
 from sephnet.layers.evonorm import EvoNormS0
 
 
-def _cfg(**overrides):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **overrides):
+    cfg = sephnet_cfg()
     for key, value in overrides.items():
         cfg.merge_from_list([key.replace("__", "."), value])
     return cfg
@@ -26,8 +25,8 @@ SEPH_MASK = {
 SEPH_RPN = {"MODEL__RPN__HEAD_NAME": "SephRPNHead"}
 
 
-def test_defaults_are_the_logs_values_and_validate():
-    cfg = _cfg()
+def test_defaults_are_the_logs_values_and_validate(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     assert cfg.MODEL.SEPH.EVONORM.GROUPS == 32
     assert cfg.MODEL.SEPH.EVONORM.EPS == 1e-5
     assert cfg.MODEL.SEPH.FPN.TOP_BLOCK == "LastLevelMaxPool"
@@ -36,7 +35,7 @@ def test_defaults_are_the_logs_values_and_validate():
     validate_sephnet_config(cfg)
 
 
-def test_evonorm_everywhere_validates_with_seph_components():
+def test_evonorm_everywhere_validates_with_seph_components(sephnet_cfg):
     overrides = dict(
         **SEPH_FPN,
         **SEPH_MASK,
@@ -46,11 +45,11 @@ def test_evonorm_everywhere_validates_with_seph_components():
         MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0",
         MODEL__SEPH__FPN__TOP_BLOCK="LastLevelStridedConvs",
     )
-    cfg = _cfg(**overrides)
+    cfg = _cfg(sephnet_cfg, **overrides)
     validate_config(cfg)
     # the same keys over detectron2's FPN levels, on a narrow ResNet-18, build EvoNormS0 exactly
     # where they say
-    cfg = _cfg()
+    cfg = _cfg(sephnet_cfg)
     cfg.merge_from_file(os.path.join(REPO, "configs", "Base-RCNN-FPN.yaml"))
     for key, value in overrides.items():
         cfg.merge_from_list([key.replace("__", "."), value])
@@ -68,20 +67,20 @@ def test_evonorm_everywhere_validates_with_seph_components():
     )
 
 
-def test_yaml_keys_merge_and_typos_fail(tmp_path):
+def test_yaml_keys_merge_and_typos_fail(tmp_path, sephnet_cfg):
     good = tmp_path / "good.yaml"
     good.write_text(
         "MODEL:\n  SEPH:\n    EVONORM:\n      GROUPS: 16\n    FPN:\n"
         "      TOP_BLOCK: LastLevelStridedConvs\n    RPN_HEAD:\n      NORM: GN\n"
     )
-    cfg = _cfg()
+    cfg = _cfg(sephnet_cfg)
     cfg.merge_from_file(str(good))
     assert cfg.MODEL.SEPH.EVONORM.GROUPS == 16
     assert cfg.MODEL.SEPH.FPN.TOP_BLOCK == "LastLevelStridedConvs"
     bad = tmp_path / "bad.yaml"
     bad.write_text("MODEL:\n  SEPH:\n    EVONORM:\n      GROUP: 16\n")
     with pytest.raises(KeyError, match="GROUP"):
-        _cfg().merge_from_file(str(bad))
+        _cfg(sephnet_cfg).merge_from_file(str(bad))
 
 
 @pytest.mark.parametrize(
@@ -104,35 +103,37 @@ def test_yaml_keys_merge_and_typos_fail(tmp_path):
         ),
     ],
 )
-def test_bad_values_are_rejected_naming_the_key(overrides, message):
+def test_bad_values_are_rejected_naming_the_key(overrides, message, sephnet_cfg):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        validate_config(_cfg(**overrides))
+        validate_config(_cfg(sephnet_cfg, **overrides))
 
 
-def test_evonorm_fpn_needs_a_seph_backbone_builder():
-    cfg = _cfg(MODEL__FPN__NORM="EvoNormS0", MODEL__BACKBONE__NAME="build_resnet_fpn_backbone")
+def test_evonorm_fpn_needs_a_seph_backbone_builder(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, MODEL__FPN__NORM="EvoNormS0",
+               MODEL__BACKBONE__NAME="build_resnet_fpn_backbone")
     with pytest.raises(ValueError) as info:
         validate_config(cfg)
     assert "MODEL.FPN.NORM='EvoNormS0'" in str(info.value)
     assert "MODEL.BACKBONE.NAME='build_resnet_fpn_backbone'" in str(info.value)
     # detectron2's own norms stay fine with detectron2's builder.
-    validate_config(_cfg(MODEL__FPN__NORM="GN", MODEL__BACKBONE__NAME="build_resnet_fpn_backbone"))
+    validate_config(_cfg(sephnet_cfg, MODEL__FPN__NORM="GN",
+                         MODEL__BACKBONE__NAME="build_resnet_fpn_backbone"))
 
 
-def test_top_block_choice_is_checked():
+def test_top_block_choice_is_checked(sephnet_cfg):
     with pytest.raises(ValueError, match="TOP_BLOCK='P6'.*LastLevelMaxPool"):
-        validate_config(_cfg(**SEPH_FPN, MODEL__SEPH__FPN__TOP_BLOCK="P6"))
+        validate_config(_cfg(sephnet_cfg, **SEPH_FPN, MODEL__SEPH__FPN__TOP_BLOCK="P6"))
     with pytest.raises(ValueError, match="only read by sephnet backbone builders"):
-        validate_config(_cfg(MODEL__SEPH__FPN__TOP_BLOCK="LastLevelStridedConvs"))
+        validate_config(_cfg(sephnet_cfg, MODEL__SEPH__FPN__TOP_BLOCK="LastLevelStridedConvs"))
     with pytest.raises(ValueError, match="TOP_BLOCK_NUM_LEVELS=0"):
-        validate_config(_cfg(**SEPH_FPN, MODEL__SEPH__FPN__TOP_BLOCK_NUM_LEVELS=0))
+        validate_config(_cfg(sephnet_cfg, **SEPH_FPN, MODEL__SEPH__FPN__TOP_BLOCK_NUM_LEVELS=0))
 
 
 @pytest.mark.parametrize(
     "norm,groups_from", [("EvoNormS0", "MODEL.SEPH.EVONORM.GROUPS"), ("GN", "GN")]
 )
-def test_fpn_channels_must_divide_into_groups(norm, groups_from):
-    cfg = _cfg(**SEPH_FPN, MODEL__FPN__NORM=norm, MODEL__FPN__OUT_CHANNELS=48)
+def test_fpn_channels_must_divide_into_groups(norm, groups_from, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **SEPH_FPN, MODEL__FPN__NORM=norm, MODEL__FPN__OUT_CHANNELS=48)
     with pytest.raises(ValueError) as info:
         validate_config(cfg)
     assert "MODEL.FPN.OUT_CHANNELS=48 is not divisible by 32" in str(info.value)
@@ -143,8 +144,8 @@ def test_fpn_channels_must_divide_into_groups(norm, groups_from):
         validate_config(cfg)
 
 
-def test_evonorm_mask_head_needs_the_seph_mask_head_only_with_masks_on():
-    cfg = _cfg(MODEL__MASK_ON=True, MODEL__ROI_MASK_HEAD__NORM="EvoNormS0")
+def test_evonorm_mask_head_needs_the_seph_mask_head_only_with_masks_on(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, MODEL__MASK_ON=True, MODEL__ROI_MASK_HEAD__NORM="EvoNormS0")
     with pytest.raises(ValueError) as info:
         validate_config(cfg)
     assert "MODEL.ROI_MASK_HEAD.NORM='EvoNormS0'" in str(info.value)
@@ -153,24 +154,25 @@ def test_evonorm_mask_head_needs_the_seph_mask_head_only_with_masks_on():
     validate_config(cfg)
 
 
-def test_mask_conv_dim_must_divide_into_groups():
-    cfg = _cfg(
+def test_mask_conv_dim_must_divide_into_groups(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **SEPH_MASK, MODEL__ROI_MASK_HEAD__NORM="EvoNormS0", MODEL__ROI_MASK_HEAD__CONV_DIM=40
     )
     with pytest.raises(ValueError, match=r"ROI_MASK_HEAD\.CONV_DIM=40 is not divisible by 32"):
         validate_config(cfg)
 
 
-def test_rpn_head_norm_needs_seph_rpn_head():
-    cfg = _cfg(MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0")
+def test_rpn_head_norm_needs_seph_rpn_head(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0")
     with pytest.raises(ValueError) as info:
         validate_config(cfg)
     assert "MODEL.SEPH.RPN_HEAD.NORM='EvoNormS0'" in str(info.value)
     assert "'StandardRPNHead'" in str(info.value)
 
 
-def test_rpn_head_width_checks():
-    cfg = _cfg(**SEPH_RPN, MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0", MODEL__FPN__OUT_CHANNELS=48)
+def test_rpn_head_width_checks(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **SEPH_RPN, MODEL__SEPH__RPN_HEAD__NORM="EvoNormS0",
+               MODEL__FPN__OUT_CHANNELS=48)
     with pytest.raises(ValueError, match=r"MODEL\.FPN\.OUT_CHANNELS \(RPN input\)=48"):
         validate_config(cfg)
     cfg.MODEL.RPN.CONV_DIMS = [64]  # the conv's width is what gets normalised

@@ -1,23 +1,20 @@
 """MODEL.SEPH.RPN.MATCHER keys: defaults, merging from YAML text, and validation errors."""
 import pytest
 
-from sephnet.backend import ShapeSpec, build_proposal_generator, get_cfg
-from sephnet.config import add_sephnet_config
+from sephnet.backend import ShapeSpec, build_proposal_generator
 from sephnet.config.rpn import validate_config
 
 
-def _cfg(name="", generator="SephRPN"):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, name="", generator="SephRPN"):
+    cfg = sephnet_cfg()
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = generator
     cfg.MODEL.SEPH.RPN.MATCHER.NAME = name
     cfg.MODEL.RPN.IOU_THRESHOLDS = [0.4, 0.5]
     return cfg
 
 
-def test_defaults_keep_detectron2_matching():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_defaults_keep_detectron2_matching(sephnet_cfg):
+    cfg = sephnet_cfg()
     node = cfg.MODEL.SEPH.RPN.MATCHER
     assert (node.NAME, node.MIN_IOU, node.TOPK_PER_CELL_ANCHOR) == ("", 0.1, 9)
     validate_config(cfg)  # "" with the upstream RPN is valid
@@ -34,8 +31,8 @@ MATCHERS = {
 
 
 @pytest.mark.parametrize("name", sorted(MATCHERS))
-def test_every_registered_matcher_validates(name):
-    cfg = _cfg(name)
+def test_every_registered_matcher_validates(name, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, name)
     validate_config(cfg)
     shapes = {f: ShapeSpec(channels=8, stride=2 ** (i + 2)) for i, f in enumerate(cfg.MODEL.RPN.IN_FEATURES)}
     rpn = build_proposal_generator(cfg, shapes)  # the validated config builds SephRPN with it
@@ -45,8 +42,8 @@ def test_every_registered_matcher_validates(name):
     assert {k: getattr(rpn.box_matcher, k) for k in settings} == settings
 
 
-def test_keys_merge_from_a_config_list():
-    cfg = _cfg()
+def test_keys_merge_from_a_config_list(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     cfg.merge_from_list(
         ["MODEL.SEPH.RPN.MATCHER.NAME", "DynamicMatcher", "MODEL.SEPH.RPN.MATCHER.MIN_IOU", 0.2]
     )
@@ -56,17 +53,17 @@ def test_keys_merge_from_a_config_list():
         cfg.merge_from_list(["MODEL.SEPH.RPN.MATCHER.TOPK", 3])
 
 
-def test_unknown_matcher_lists_the_registered_ones():
+def test_unknown_matcher_lists_the_registered_ones(sephnet_cfg):
     with pytest.raises(ValueError) as err:
-        validate_config(_cfg("ATSSMatcher5"))
+        validate_config(_cfg(sephnet_cfg, "ATSSMatcher5"))
     message = str(err.value)
     assert "MODEL.SEPH.RPN.MATCHER.NAME='ATSSMatcher5'" in message
     assert "ATSSMatcher3" in message and "DynamicMatcher" in message
 
 
-def test_matcher_needs_seph_rpn():
+def test_matcher_needs_seph_rpn(sephnet_cfg):
     with pytest.raises(ValueError) as err:
-        validate_config(_cfg("ATSSMatcher", generator="RPN"))
+        validate_config(_cfg(sephnet_cfg, "ATSSMatcher", generator="RPN"))
     assert "MODEL.SEPH.RPN.MATCHER.NAME" in str(err.value)
     assert "MODEL.PROPOSAL_GENERATOR.NAME" in str(err.value)
 
@@ -74,15 +71,15 @@ def test_matcher_needs_seph_rpn():
 @pytest.mark.parametrize(
     "key,value", [("MIN_IOU", 1.0), ("MIN_IOU", -0.1), ("TOPK_PER_CELL_ANCHOR", 0)]
 )
-def test_out_of_range_values_are_rejected(key, value):
-    cfg = _cfg("ATSSMatcher")
+def test_out_of_range_values_are_rejected(key, value, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, "ATSSMatcher")
     cfg.MODEL.SEPH.RPN.MATCHER[key] = value
     with pytest.raises(ValueError, match=f"MODEL.SEPH.RPN.MATCHER.{key}"):
         validate_config(cfg)
 
 
-def test_threshold_capped_matchers_need_two_sorted_rpn_iou_thresholds():
-    cfg = _cfg("ATSSMatcher3")
+def test_threshold_capped_matchers_need_two_sorted_rpn_iou_thresholds(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, "ATSSMatcher3")
     cfg.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.5, 0.7]
     with pytest.raises(ValueError, match="MODEL.RPN.IOU_THRESHOLDS"):
         validate_config(cfg)
@@ -91,8 +88,8 @@ def test_threshold_capped_matchers_need_two_sorted_rpn_iou_thresholds():
     validate_config(cfg)
 
 
-def test_batch_sampling_needs_seph_rpn():
-    cfg = _cfg("", generator="RPN")
+def test_batch_sampling_needs_seph_rpn(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, "", generator="RPN")
     assert cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED is False
     validate_config(cfg)
     cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True

@@ -1,30 +1,27 @@
 """MODEL.SEPH.SAMPLER keys: defaults, validation errors, and building the named sampler."""
 import pytest
 
-from sephnet.backend import get_cfg
-from sephnet.config import add_sephnet_config
 from sephnet.config import sampler as sampler_config
 from sephnet.modeling.samplers import BalancedROISampler, RandomROISampler, build_roi_sampler
 
 
-def _cfg(**sampler_keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **sampler_keys):
+    cfg = sephnet_cfg()
     for key, value in sampler_keys.items():
         cfg.MODEL.SEPH.SAMPLER[key] = value
     return cfg
 
 
-def test_defaults_validate_and_build_detectron2s_uniform_sampler():
-    cfg = _cfg()
+def test_defaults_validate_and_build_detectron2s_uniform_sampler(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     assert cfg.MODEL.SEPH.SAMPLER.NAME == "RandomROISampler"
     sampler_config.validate_config(cfg)
     assert isinstance(build_roi_sampler(cfg), RandomROISampler)
 
 
-def test_balanced_sampler_is_built_with_the_configured_switches_and_bins():
+def test_balanced_sampler_is_built_with_the_configured_switches_and_bins(sephnet_cfg):
     # sephv18_1: positives uniform, negatives balanced over 8 bins of [-0.2, 0.5].
-    cfg = _cfg(NAME="BalancedROISampler", BALANCED_POS=False, NUM_NEG_BINS=7)
+    cfg = _cfg(sephnet_cfg, NAME="BalancedROISampler", BALANCED_POS=False, NUM_NEG_BINS=7)
     sampler_config.validate_config(cfg)
     sampler = build_roi_sampler(cfg)
     assert isinstance(sampler, BalancedROISampler)
@@ -49,6 +46,6 @@ def test_balanced_sampler_is_built_with_the_configured_switches_and_bins():
         ),
     ],
 )
-def test_invalid_keys_raise_value_error_naming_key_and_value(keys, match):
+def test_invalid_keys_raise_value_error_naming_key_and_value(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        sampler_config.validate_config(_cfg(**keys))
+        sampler_config.validate_config(_cfg(sephnet_cfg, **keys))

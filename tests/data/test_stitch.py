@@ -84,9 +84,8 @@ def test_masks_are_refused():
         stitch_pair(item, item, (10, 10))
 
 
-def test_key_is_validated_and_sephnv15_sets_it():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_key_is_validated_and_sephnv15_sets_it(sephnet_cfg):
+    cfg = sephnet_cfg()
     assert cfg.MODEL.SEPH.STITCH.PROB == 0.0
     cfg.MODEL.SEPH.STITCH.PROB = 1.5
     with pytest.raises(ValueError, match="STITCH.PROB=1.5"):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sephnet.backend import BACKEND, DatasetCatalog, get_cfg
-from sephnet.config import add_sephnet_config
+from sephnet.backend import BACKEND, DatasetCatalog
 from sephnet.data import build_train_loader
 
 from .test_augmented_mapper import _make_dataset
@@ -24,9 +23,8 @@ def registered(tmp_path_factory):
     DatasetCatalog.remove(NAME)
 
 
-def _cfg(workers=0, **probs):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, workers=0, **probs):
+    cfg = sephnet_cfg()
     cfg.DATASETS.TRAIN = (NAME,)
     cfg.MODEL.MASK_ON = True
     cfg.INPUT.MIN_SIZE_TRAIN = (48, 64)
@@ -78,16 +76,16 @@ def _mapper_used(cfg, monkeypatch):
     return seen["mapper"]
 
 
-def test_plain_config_gets_detectron2s_loader_and_augmented_one_the_mapper(registered, monkeypatch):
-    assert _mapper_used(_cfg(), monkeypatch) is None
-    mapper = _mapper_used(_cfg(MOSAIC=1.0), monkeypatch)
+def test_plain_config_gets_detectron2s_loader_and_augmented_one_the_mapper(registered, monkeypatch, sephnet_cfg):
+    assert _mapper_used(_cfg(sephnet_cfg), monkeypatch) is None
+    mapper = _mapper_used(_cfg(sephnet_cfg, MOSAIC=1.0), monkeypatch)
     assert type(mapper).__name__ == "AugmentedDatasetMapper"
     assert len(mapper.dataset) == 4 and mapper.mix_probs == (0.0, 0.0, 1.0)
 
 
 @pytest.mark.skipif(BACKEND != "core", reason="exact resume is a feature of the core's loader")
-def test_resume_with_mixup_and_mosaic_is_exact(registered):
-    cfg = _cfg(MIXUP=0.5, MOSAIC=0.5, PHOTOMETRIC=0.5, CUTOUT=0.5)
+def test_resume_with_mixup_and_mosaic_is_exact(registered, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, MIXUP=0.5, MOSAIC=0.5, PHOTOMETRIC=0.5, CUTOUT=0.5)
     reference = [_fingerprint(b) for b in itertools.islice(iter(_loader(cfg)), 6)]
     assert any(len(item[3]) > 2 for batch in reference for item in batch)  # mixes happened
 
@@ -106,8 +104,8 @@ def test_resume_with_mixup_and_mosaic_is_exact(registered):
 
 
 @pytest.mark.skipif(BACKEND != "core", reason="exact resume is a feature of the core's loader")
-def test_worker_processes_give_the_same_batches(registered):
-    cfg = _cfg(CUTMIX=0.5, MOSAIC=0.5)
+def test_worker_processes_give_the_same_batches(registered, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, CUTMIX=0.5, MOSAIC=0.5)
     main = [_fingerprint(b) for b in itertools.islice(iter(_loader(cfg)), 3)]
-    workers = [_fingerprint(b) for b in itertools.islice(iter(_loader(_cfg(2, CUTMIX=0.5, MOSAIC=0.5))), 3)]
+    workers = [_fingerprint(b) for b in itertools.islice(iter(_loader(_cfg(sephnet_cfg, 2, CUTMIX=0.5, MOSAIC=0.5))), 3)]
     _same(workers, main)

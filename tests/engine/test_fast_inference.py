@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from sephnet import add_sephnet_config, validate_sephnet_config
-from sephnet.backend import Conv2d, FrozenBatchNorm2d, build_model, get_cfg
+from sephnet import validate_sephnet_config
+from sephnet.backend import Conv2d, FrozenBatchNorm2d, build_model
 from sephnet.engine.fast_inference import (
     fast_inference_model,
     fold_frozen_batchnorm,
@@ -48,9 +48,8 @@ def test_training_mode_batchnorm_and_other_norms_are_left_alone():
     assert model[0].norm is None and isinstance(model[1].norm, torch.nn.GroupNorm)
 
 
-def _cfg(*opts):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, *opts):
+    cfg = sephnet_cfg()
     cfg.merge_from_file(QUICKSTART)
     # frozen BN in the backbone, as in detectron2's COCO recipes, so that folding happens
     # and full load (score thresholds 0, nothing suppressed): DETECTIONS_PER_IMAGE detections
@@ -61,8 +60,8 @@ def _cfg(*opts):
     return cfg
 
 
-def test_fast_path_detections_equal_the_plain_models():
-    cfg = _cfg()
+def test_fast_path_detections_equal_the_plain_models(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     model = build_model(cfg).eval()
     g = torch.Generator().manual_seed(0)
     for m in model.modules():  # non-trivial frozen statistics everywhere
@@ -83,8 +82,8 @@ def test_fast_path_detections_equal_the_plain_models():
     assert sum(isinstance(m, FrozenBatchNorm2d) for m in fast.modules()) == 0
 
 
-def test_bf16_path_runs_under_autocast_and_pools_contiguous_float_maps():
-    model = build_model(_cfg()).eval()
+def test_bf16_path_runs_under_autocast_and_pools_contiguous_float_maps(sephnet_cfg):
+    model = build_model(_cfg(sephnet_cfg)).eval()
     pooled_maps = []
     model.roi_heads.box_pooler.register_forward_pre_hook(
         lambda module, args: pooled_maps.extend(args[0]))
@@ -97,12 +96,12 @@ def test_bf16_path_runs_under_autocast_and_pools_contiguous_float_maps():
     assert all(x.dtype == torch.float32 and x.is_contiguous() for x in pooled_maps)
 
 
-def test_config_copies_the_model_and_refuses_keys_without_enabled():
-    cfg = _cfg("MODEL.SEPH.FAST_INFERENCE.ENABLED", "True")
+def test_config_copies_the_model_and_refuses_keys_without_enabled(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, "MODEL.SEPH.FAST_INFERENCE.ENABLED", "True")
     model = build_model(cfg)
     assert fast_inference_model(cfg, model) is not model
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())  # untouched
-    assert fast_inference_model(_cfg(), model) is model
+    assert fast_inference_model(_cfg(sephnet_cfg), model) is model
     with pytest.raises(ValueError, match="MODEL.SEPH.FAST_INFERENCE.BF16 is True but "
                                          "MODEL.SEPH.FAST_INFERENCE.ENABLED is False"):
-        _cfg("MODEL.SEPH.FAST_INFERENCE.BF16", "True")
+        _cfg(sephnet_cfg, "MODEL.SEPH.FAST_INFERENCE.BF16", "True")

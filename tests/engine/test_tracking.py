@@ -6,14 +6,13 @@ import types
 
 import pytest
 
-from sephnet import add_sephnet_config, validate_sephnet_config
+from sephnet import validate_sephnet_config
 from sephnet.backend import EventStorage, get_cfg
 from sephnet.engine.tracking import build_tracking_writers, flatten_config
 
 
-def _cfg(tmp_path, **enabled):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, tmp_path, **enabled):
+    cfg = sephnet_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     for name, on in enabled.items():
         cfg.MODEL.SEPH.TRACKING[name].ENABLED = on
@@ -48,12 +47,12 @@ def fake_trackers(monkeypatch):
     return calls
 
 
-def test_no_tracker_by_default(tmp_path):
-    assert build_tracking_writers(_cfg(tmp_path)) == []
+def test_no_tracker_by_default(tmp_path, sephnet_cfg):
+    assert build_tracking_writers(_cfg(sephnet_cfg, tmp_path)) == []
 
 
-def test_each_scalar_is_sent_once_at_its_iteration(tmp_path, fake_trackers):
-    cfg = _cfg(tmp_path, WANDB=True, MLFLOW=True)
+def test_each_scalar_is_sent_once_at_its_iteration(tmp_path, fake_trackers, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, tmp_path, WANDB=True, MLFLOW=True)
     cfg.MODEL.SEPH.TRACKING.MLFLOW.TRACKING_URI = "file:" + str(tmp_path / "mlruns")
     validate_sephnet_config(cfg)
     wandb_writer, mlflow_writer = build_tracking_writers(cfg)
@@ -81,15 +80,15 @@ def test_each_scalar_is_sent_once_at_its_iteration(tmp_path, fake_trackers):
     ]
 
 
-def test_enabled_tracker_without_its_library_is_refused_naming_the_key(tmp_path, monkeypatch):
+def test_enabled_tracker_without_its_library_is_refused_naming_the_key(tmp_path, monkeypatch, sephnet_cfg):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"MODEL.SEPH.TRACKING.WANDB.ENABLED is True but wandb "
                                          r"is not installed \(pip install wandb\)"):
-        validate_sephnet_config(_cfg(tmp_path, WANDB=True))
+        validate_sephnet_config(_cfg(sephnet_cfg, tmp_path, WANDB=True))
 
 
-def test_empty_experiment_name_is_refused(tmp_path, fake_trackers):
-    cfg = _cfg(tmp_path, MLFLOW=True)
+def test_empty_experiment_name_is_refused(tmp_path, fake_trackers, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, tmp_path, MLFLOW=True)
     cfg.MODEL.SEPH.TRACKING.MLFLOW.EXPERIMENT = " "
     with pytest.raises(ValueError, match="MODEL.SEPH.TRACKING.MLFLOW.EXPERIMENT must be a "
                                          "non-empty name"):

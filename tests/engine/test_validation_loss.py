@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import train_net
-from sephnet.backend import DatasetCatalog, get_cfg, register_coco_instances
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import DatasetCatalog, register_coco_instances
+from sephnet.config import validate_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.engine.validation_loss import _frozen_state
 from sephnet.layers.dropblock import DropBlock2d
@@ -115,9 +115,8 @@ def test_ghm_counts_move_only_in_training_mode():
     assert ghm.acc_count.tolist() == [0.0, 0.0]
 
 
-def _cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.LOAD_PROPOSALS = keys.pop("LOAD", False)
     for key, value in keys.items():
         cfg.MODEL.SEPH.VAL_LOSS[key] = value
@@ -136,14 +135,14 @@ def _cfg(**keys):
         ({"ENABLED": True, "DATASETS": ("a",), "PERIOD": 20, "LOAD": True}, "LOAD_PROPOSALS"),
     ],
 )
-def test_bad_val_loss_keys_are_refused(keys, match):
+def test_bad_val_loss_keys_are_refused(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        validate_sephnet_config(_cfg(**keys))
+        validate_sephnet_config(_cfg(sephnet_cfg, **keys))
 
 
-def test_unregistered_dataset_is_refused_when_the_hook_is_built():
+def test_unregistered_dataset_is_refused_when_the_hook_is_built(sephnet_cfg):
     from sephnet.engine import ValidationLoss
 
-    cfg = _cfg(ENABLED=True, DATASETS=("no_such_dataset",), PERIOD=5)
+    cfg = _cfg(sephnet_cfg, ENABLED=True, DATASETS=("no_such_dataset",), PERIOD=5)
     with pytest.raises(ValueError, match="not registered: \\['no_such_dataset'\\]"):
         ValidationLoss.from_config(cfg)

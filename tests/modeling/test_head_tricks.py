@@ -4,16 +4,15 @@ import torch
 from torch import nn
 
 import sephnet.modeling.roi_heads  # noqa: F401  (registers heads)
-from sephnet.backend import ShapeSpec, build_backbone, build_roi_heads, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import ShapeSpec, build_backbone, build_roi_heads
+from sephnet.config import validate_sephnet_config
 from sephnet.layers.dropblock import DropBlock2d
 
 SHAPES = {"p3": ShapeSpec(channels=32, stride=8)}
 
 
-def _cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.MASK_ON = True
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p3"]
@@ -42,10 +41,10 @@ def _count(module, cls):
     return sum(type(m) is cls for m in module.modules())
 
 
-def test_head_activation_and_dropblock_go_into_box_and_mask_heads():
-    plain = build_roi_heads(_cfg(), SHAPES)
+def test_head_activation_and_dropblock_go_into_box_and_mask_heads(sephnet_cfg):
+    plain = build_roi_heads(_cfg(sephnet_cfg), SHAPES)
     tricked = build_roi_heads(
-        _cfg(**{
+        _cfg(sephnet_cfg, **{
             "MODEL.SEPH.HEAD_ACTIVATION.NAME": "Mish",
             "MODEL.SEPH.DROPBLOCK.HEADS": ["box", "mask"],
         }),
@@ -64,21 +63,21 @@ def test_head_activation_and_dropblock_go_into_box_and_mask_heads():
     assert tricked.box_head(x).cls.shape == plain.box_head(x).cls.shape
 
 
-def test_head_activation_without_relus_is_refused_at_build():
+def test_head_activation_without_relus_is_refused_at_build(sephnet_cfg):
     evonorm = {
         "MODEL.MASK_ON": False,
         "MODEL.ROI_BOX_HEAD.NORM": "EvoNormS0",
         "MODEL.SEPH.EVONORM.GROUPS": 16,
     }
-    assert _count(build_roi_heads(_cfg(**evonorm), SHAPES).box_head, nn.ReLU) == 0
-    cfg = _cfg(**evonorm, **{"MODEL.SEPH.HEAD_ACTIVATION.NAME": "Swish"})
+    assert _count(build_roi_heads(_cfg(sephnet_cfg, **evonorm), SHAPES).box_head, nn.ReLU) == 0
+    cfg = _cfg(sephnet_cfg, **evonorm, **{"MODEL.SEPH.HEAD_ACTIVATION.NAME": "Swish"})
     with pytest.raises(ValueError, match="no ReLU to replace"):
         build_roi_heads(cfg, SHAPES)
 
 
-def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict():
+def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict(sephnet_cfg):
     def backbone_cfg(**keys):
-        return _cfg(**{
+        return _cfg(sephnet_cfg, **{
             "MODEL.BACKBONE.NAME": "build_seph_resnet_fpn_backbone",
             "MODEL.RESNETS.DEPTH": 18,
             "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
@@ -122,14 +121,14 @@ def test_backbone_dropblock_after_res4_and_res5_keeps_the_state_dict():
         ({"MODEL.ROI_BOX_HEAD.NORM": "FRN"}, "an FC output lacks"),
     ],
 )
-def test_bad_trick_keys_are_refused(keys, match):
+def test_bad_trick_keys_are_refused(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        _cfg(**keys)
+        _cfg(sephnet_cfg, **keys)
 
 
-def test_cascade_box_heads_get_the_head_tricks_in_every_stage():
+def test_cascade_box_heads_get_the_head_tricks_in_every_stage(sephnet_cfg):
     heads = build_roi_heads(
-        _cfg(**{
+        _cfg(sephnet_cfg, **{
             "MODEL.MASK_ON": False,
             "MODEL.ROI_HEADS.NAME": "SephCascadeROIHeads",
             "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,

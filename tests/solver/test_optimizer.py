@@ -2,8 +2,7 @@
 import torch
 from torch import nn
 
-from sephnet.backend import get_cfg, import_module
-from sephnet.config import add_sephnet_config
+from sephnet.backend import import_module
 from sephnet.layers import EvoNormS0
 from sephnet.solver import build_optimizer
 
@@ -20,45 +19,44 @@ def _decay_of(optimizer):
     return decay
 
 
-def _cfg(norm_decay):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, norm_decay):
+    cfg = sephnet_cfg()
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
     cfg.SOLVER.WEIGHT_DECAY_NORM = norm_decay
     return cfg
 
 
-def test_evonorm_parameters_get_the_norm_weight_decay():
+def test_evonorm_parameters_get_the_norm_weight_decay(sephnet_cfg):
     model = _model()
-    decay = _decay_of(build_optimizer(_cfg(0.0), model))
+    decay = _decay_of(build_optimizer(_cfg(sephnet_cfg, 0.0), model))
     for p in model[1].parameters():  # EvoNormS0: weight, bias, v
         assert decay[id(p)] == 0.0
     assert decay[id(model[0].weight)] == 1e-4
     assert decay[id(model[3].weight)] == 0.0  # GroupNorm: upstream already treats it as a norm
 
 
-def test_without_sephnet_norms_groups_equal_upstream():
+def test_without_sephnet_norms_groups_equal_upstream(sephnet_cfg):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(4, 8), nn.Conv2d(8, 8, 1))
-    cfg = _cfg(0.5)
+    cfg = _cfg(sephnet_cfg, 0.5)
     ours = build_optimizer(cfg, model)
     theirs = import_module("solver.build").build_optimizer(cfg, model)
     assert _decay_of(ours) == _decay_of(theirs)
     assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]
 
 
-def test_every_parameter_is_optimised_exactly_once():
+def test_every_parameter_is_optimised_exactly_once(sephnet_cfg):
     model = _model()
-    optimizer = build_optimizer(_cfg(0.0), model)
+    optimizer = build_optimizer(_cfg(sephnet_cfg, 0.0), model)
     ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
 
 
-def test_decay_changes_only_non_norm_weights_in_a_step():
+def test_decay_changes_only_non_norm_weights_in_a_step(sephnet_cfg):
     model = _model()
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     before = [p.detach().clone() for p in model.parameters()]
-    cfg = _cfg(0.0)
+    cfg = _cfg(sephnet_cfg, 0.0)
     cfg.SOLVER.BASE_LR = 1.0
     cfg.SOLVER.MOMENTUM = 0.0
     build_optimizer(cfg, model).step()

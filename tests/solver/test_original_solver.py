@@ -8,17 +8,16 @@ import torch
 from torch import nn
 
 import sephnet.modeling  # noqa: F401  (registration)
-from sephnet.backend import build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.solver import build_lr_scheduler, build_optimizer
 from sephnet.solver.optimizer import backbone_conv_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _cfg(**seph):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **seph):
+    cfg = sephnet_cfg()
     cfg.SOLVER.BASE_LR = 0.02
     cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"
     cfg.SOLVER.MAX_ITER = 100
@@ -41,9 +40,9 @@ def _lrs(cfg, steps):
     return lrs
 
 
-def test_cosine_after_warmup_by_value():
+def test_cosine_after_warmup_by_value(sephnet_cfg):
     base, end, w, t_max = 0.02, 1e-6, 10, 100
-    lrs = _lrs(_cfg(COSINE_AFTER_WARMUP=True, COSINE_END_LR=end), t_max)
+    lrs = _lrs(_cfg(sephnet_cfg, COSINE_AFTER_WARMUP=True, COSINE_END_LR=end), t_max)
     for t in (0, 5, 9):  # linear warm-up from 0, no cosine factor
         assert lrs[t] == pytest.approx(base * t / w, rel=1e-9, abs=1e-12)
     for t in (10, 40, 55, 99):
@@ -51,8 +50,8 @@ def test_cosine_after_warmup_by_value():
         assert lrs[t] == pytest.approx(expected, rel=1e-9)
 
 
-def test_default_keys_give_detectron2s_cosine():
-    cfg = _cfg()
+def test_default_keys_give_detectron2s_cosine(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     ours = _lrs(cfg, 100)
     param = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=0.02)
@@ -78,8 +77,8 @@ def _toy():
 
 
 @pytest.mark.parametrize("global_norm", [True, False])
-def test_global_norm_clipping_by_value(global_norm):
-    cfg = _cfg(CLIP_GLOBAL_NORM=global_norm)
+def test_global_norm_clipping_by_value(global_norm, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, CLIP_GLOBAL_NORM=global_norm)
     cfg.SOLVER.WEIGHT_DECAY = 0.0
     cfg.SOLVER.MOMENTUM = 0.0
     cfg.SOLVER.BASE_LR = 1.0
@@ -99,9 +98,8 @@ def test_global_norm_clipping_by_value(global_norm):
         assert (step0, step1) == pytest.approx((0.5, 0.5), rel=1e-6)
 
 
-def test_row_model_decays_only_resnet_and_fpn_output_convs():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_row_model_decays_only_resnet_and_fpn_output_convs(sephnet_cfg):
+    cfg = sephnet_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-sephv14_10.yaml"))
     cfg.MODEL.DEVICE = "meta"
     validate_sephnet_config(cfg)
@@ -120,13 +118,13 @@ def test_row_model_decays_only_resnet_and_fpn_output_convs():
     assert decayed < all_weights
 
 
-def test_clip_global_norm_needs_clipping_and_scope_is_checked():
-    cfg = _cfg(CLIP_GLOBAL_NORM=True)
+def test_clip_global_norm_needs_clipping_and_scope_is_checked(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, CLIP_GLOBAL_NORM=True)
     with pytest.raises(ValueError, match="CLIP_GLOBAL_NORM=True needs SOLVER.CLIP_GRADIENTS"):
         validate_sephnet_config(cfg)
-    cfg = _cfg(WEIGHT_DECAY_SCOPE="heads")
+    cfg = _cfg(sephnet_cfg, WEIGHT_DECAY_SCOPE="heads")
     with pytest.raises(ValueError, match="WEIGHT_DECAY_SCOPE='heads'"):
         validate_sephnet_config(cfg)
-    cfg = _cfg(COSINE_END_LR=0.5)
+    cfg = _cfg(sephnet_cfg, COSINE_END_LR=0.5)
     with pytest.raises(ValueError, match="COSINE_END_LR=0.5"):
         validate_sephnet_config(cfg)

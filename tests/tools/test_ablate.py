@@ -8,8 +8,7 @@ import textwrap
 
 import pytest
 
-from sephnet.backend import get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.tools.ablate import (
     build_command,
     collect_metrics,
@@ -235,7 +234,7 @@ def test_runner_marks_a_run_without_evaluation_failed(tmp_path):
     assert run_state(str(tmp_path / "runs" / "a")) == "new"
 
 
-def test_shapes_smoke_overrides_merge_and_validate_on_every_runnable_row():
+def test_shapes_smoke_overrides_merge_and_validate_on_every_runnable_row(sephnet_cfg):
     import sephnet.modeling.backbone  # noqa: F401  (registration)
     import sephnet.modeling.proposal_generator  # noqa: F401
     import sephnet.modeling.roi_heads  # noqa: F401
@@ -244,8 +243,7 @@ def test_shapes_smoke_overrides_merge_and_validate_on_every_runnable_row():
     rows = [r for r in load_index(INDEX) if r.runnable]
     assert rows
     for row in rows:
-        cfg = get_cfg()
-        add_sephnet_config(cfg)
+        cfg = sephnet_cfg()
         cfg.merge_from_file(row.config)
         cfg.merge_from_list(opts)
         validate_sephnet_config(cfg)

@@ -11,11 +11,9 @@ from sephnet.backend import (
     DatasetCatalog,
     build_detection_test_loader,
     build_model,
-    get_cfg,
     import_module,
     register_coco_instances,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.data import ShapesParams, generate_shapes
 from sephnet.modeling.postprocessing import DetectionNMS
 from sephnet.tools import ensemble
@@ -77,7 +75,7 @@ def test_bad_results_files_are_named(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, sephnet_cfg):
     """A tiny shapes dataset, a random quickstart-like model whose boxes are its anchors
     (zero deltas) with unit-scale class logits, saved as config + weights."""
     root = tmp_path_factory.mktemp("ens")
@@ -87,8 +85,7 @@ def tiny_run(tmp_path_factory):
     if name not in DatasetCatalog.list():
         register_coco_instances(name, {}, str(root / "shapes/annotations/instances_val.json"),
                                 str(root / "shapes/val"))
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     cfg.merge_from_file(QUICKSTART)
     cfg.merge_from_list(TINY + ["DATASETS.TEST", f"('{name}',)"])
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import torch
 
 from sephnet.backend import configurable
 from sephnet.modeling.registry import SEPH_ROI_SAMPLER_REGISTRY
-from sephnet.modeling.samplers.base import ROISampler, random_subset, sample_counts
+from sephnet.modeling.samplers.base import ROISampler, random_subset
 
 __all__ = ["BalancedROISampler", "iou_bins", "quota_sample"]
 
@@ -170,9 +170,8 @@ class BalancedROISampler(ROISampler):
         generator: Optional[torch.Generator] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """See :class:`~sephnet.modeling.samplers.base.ROISampler`; positives are drawn first."""
-        foreground, background = self.split(labels, bg_label)
-        num_pos, num_neg = sample_counts(
-            foreground.numel(), background.numel(), num_samples, positive_fraction
+        foreground, background, num_pos, num_neg = self.split(
+            labels, num_samples, positive_fraction, bg_label
         )
         if self.balanced_pos and num_pos > 0:
             gt_ids = matched_idxs[foreground]

@@ -37,14 +37,28 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from sephnet.backend import CfgNode
+from sephnet.backend import CfgNode, configurable
 from sephnet.modeling.registry import SEPH_ROI_SAMPLER_REGISTRY, get_registered
 
 __all__ = ["ROISampler", "build_roi_sampler", "sample_counts", "random_subset"]
 
 
 class ROISampler:
-    """Base class of the samplers in ``SEPH_ROI_SAMPLER_REGISTRY``; see the module docstring."""
+    """Base class of the samplers in ``SEPH_ROI_SAMPLER_REGISTRY``; see the module docstring.
+
+    A sampler without arguments inherits the constructor, ``from_config`` and ``__repr__``
+    here; one with arguments overrides all three."""
+
+    @configurable
+    def __init__(self):
+        """Takes no arguments; counts come with each call."""
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
     def __call__(
         self,
@@ -73,11 +87,21 @@ class ROISampler:
         raise NotImplementedError
 
     @staticmethod
-    def split(labels: torch.Tensor, bg_label: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the foreground and of the background entries of ``labels``, ascending."""
+    def split(
+        labels: torch.Tensor, num_samples: int, positive_fraction: float, bg_label: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The foreground and background entries of ``labels`` and how many of each to take.
+
+        Returns:
+            ``(foreground, background, num_pos, num_neg)``: int64 indices into ``labels``,
+            ascending, and the counts of :func:`sample_counts`.
+        """
         foreground = torch.nonzero((labels != -1) & (labels != bg_label), as_tuple=True)[0]
         background = torch.nonzero(labels == bg_label, as_tuple=True)[0]
-        return foreground, background
+        num_pos, num_neg = sample_counts(
+            foreground.numel(), background.numel(), num_samples, positive_fraction
+        )
+        return foreground, background, num_pos, num_neg
 
 
 def sample_counts(

@@ -10,9 +10,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from sephnet.backend import configurable
 from sephnet.modeling.registry import SEPH_ROI_SAMPLER_REGISTRY
-from sephnet.modeling.samplers.base import ROISampler, sample_counts
+from sephnet.modeling.samplers.base import ROISampler
 
 __all__ = ["OHEMROISampler", "hardest"]
 
@@ -45,14 +44,6 @@ class OHEMROISampler(ROISampler):
     #: Read by SephStandardROIHeads: compute every candidate's loss before sampling.
     ranks_by_loss = True
 
-    @configurable
-    def __init__(self):
-        """Takes no arguments; counts come with each call (see :class:`ROISampler`)."""
-
-    @classmethod
-    def from_config(cls, cfg):
-        return {}
-
     def __call__(
         self,
         labels: torch.Tensor,
@@ -79,11 +70,7 @@ class OHEMROISampler(ROISampler):
                 f"OHEMROISampler needs roi_losses of shape {list(labels.shape)} (one loss per "
                 f"proposal, given by SephStandardROIHeads); got {got}."
             )
-        foreground, background = self.split(labels, bg_label)
-        num_pos, num_neg = sample_counts(
-            foreground.numel(), background.numel(), num_samples, positive_fraction
+        foreground, background, num_pos, num_neg = self.split(
+            labels, num_samples, positive_fraction, bg_label
         )
         return hardest(foreground, roi_losses, num_pos), hardest(background, roi_losses, num_neg)
-
-    def __repr__(self) -> str:
-        return "OHEMROISampler()"

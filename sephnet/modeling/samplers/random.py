@@ -3,9 +3,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from sephnet.backend import configurable, subsample_labels
+from sephnet.backend import subsample_labels
 from sephnet.modeling.registry import SEPH_ROI_SAMPLER_REGISTRY
-from sephnet.modeling.samplers.base import ROISampler, random_subset, sample_counts
+from sephnet.modeling.samplers.base import ROISampler, random_subset
 
 __all__ = ["RandomROISampler"]
 
@@ -21,14 +21,6 @@ class RandomROISampler(ROISampler):
     ``MODEL.SEPH.SAMPLER.NAME``: with it, Seph ROI heads sample as detectron2's do.
     """
 
-    @configurable
-    def __init__(self):
-        """Takes no arguments; counts come with each call (see :class:`ROISampler`)."""
-
-    @classmethod
-    def from_config(cls, cfg):
-        return {}
-
     def __call__(
         self,
         labels: torch.Tensor,
@@ -43,14 +35,10 @@ class RandomROISampler(ROISampler):
         """See :class:`~sephnet.modeling.samplers.base.ROISampler`."""
         if generator is None:
             return subsample_labels(labels, num_samples, positive_fraction, bg_label)
-        foreground, background = self.split(labels, bg_label)
-        num_pos, num_neg = sample_counts(
-            foreground.numel(), background.numel(), num_samples, positive_fraction
+        foreground, background, num_pos, num_neg = self.split(
+            labels, num_samples, positive_fraction, bg_label
         )
         return (
             random_subset(foreground, num_pos, generator),
             random_subset(background, num_neg, generator),
         )
-
-    def __repr__(self) -> str:
-        return "RandomROISampler()"

@@ -6,10 +6,11 @@ Usage, where ``import detectron2`` works, with detectron2's ``configs/`` folder 
     python tests/data/golden/make_golden.py            # every model below
     python tests/data/golden/make_golden.py NAME ...   # some of them
 
-Each ``@golden`` function below returns the detectron2 config of one tiny model; adding a model
-is adding one such function. For every model this builds detectron2's model, gives it
-well-conditioned weights (see ``_condition``), runs one training forward under a fixed seed and
-one inference on fixed inputs, in float64, and saves weights, config, inputs, losses and
+Each ``@golden(...)`` function below returns the detectron2 config of one tiny model (the
+decorator says which inputs it runs on and whether its box-delta layers get ``DELTA_GAIN``);
+adding a model is adding one such function. For every model this builds detectron2's model, gives
+it well-conditioned weights (see ``_condition``), runs one training forward under a fixed seed
+and one inference on fixed inputs, in float64, and saves weights, config, inputs, losses and
 detections to ``tests/data/golden/<name>.pth``. ``tests/d2/test_golden_detectron2.py`` loads
 them into the portable core, which must reproduce the numbers.
 
@@ -56,13 +57,53 @@ DELTA_GAIN = {"anchor_deltas.weight": 20.0, "bbox_pred.weight": 10.0}
 # files small; every other field is stored for all detections
 MASKS_KEPT = 25
 
-MODELS = {}
+
+def _inputs(sizes, boxes, with_masks):
+    """Two uint8 images of sizes ``sizes`` ((H, W) each) with the first one and two boxes of
+    ``boxes`` (classes 0 and 2; with box masks when ``with_masks``), reported at twice their
+    size."""
+    g = torch.Generator().manual_seed(123)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
+    batched = []
+    for k, img in enumerate(images):
+        h, w = img.shape[1:]
+        gt_boxes = torch.tensor(boxes)[: k + 1]
+        gt_boxes[:, 0::2].clamp_(max=w - 1)
+        gt_boxes[:, 1::2].clamp_(max=h - 1)
+        inst = Instances((h, w), gt_boxes=Boxes(gt_boxes), gt_classes=torch.tensor([0, 2])[: k + 1])
+        if with_masks:
+            masks = torch.zeros(len(gt_boxes), h, w, dtype=torch.bool)
+            for i, (x0, y0, x1, y1) in enumerate(gt_boxes.round().long().tolist()):
+                masks[i, y0:y1, x0:x1] = True
+            inst.gt_masks = BitMasks(masks)
+        batched.append({"image": img, "height": 2 * h, "width": 2 * w, "instances": inst})
+    return batched
 
 
-def golden(make_cfg):
-    """Register ``make_cfg() -> detectron2 CfgNode`` under its function name."""
-    MODELS[make_cfg.__name__] = make_cfg
-    return make_cfg
+def mask_inputs():
+    """Large enough that FPN pools boxes from several levels (box side 112 px and up leaves P2)."""
+    return _inputs([(192, 288), (240, 216)], [[12.0, 18.0, 170.0, 150.0], [90.0, 30.0, 210.0, 180.0]],
+                   with_masks=True)
+
+
+def box_inputs():
+    """Smaller images without masks, for the box-only models."""
+    return _inputs([(160, 224), (192, 160)], [[10.0, 14.0, 120.0, 130.0], [60.0, 30.0, 150.0, 150.0]],
+                   with_masks=False)
+
+
+MODELS = {}  # name -> (make_cfg, make_inputs, delta_gain)
+
+
+def golden(inputs=mask_inputs, delta_gain=True):
+    """Register ``make_cfg() -> detectron2 CfgNode`` under its function name, run on
+    ``inputs()``, with ``DELTA_GAIN`` applied or not."""
+
+    def register(make_cfg):
+        MODELS[make_cfg.__name__] = (make_cfg, inputs, delta_gain)
+        return make_cfg
+
+    return register
 
 
 def _cfg(config_file, *overrides):
@@ -72,43 +113,40 @@ def _cfg(config_file, *overrides):
     return cfg
 
 
-@golden
+@golden()
 def tiny_mask_rcnn_R_50_FPN():
     return _cfg("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
 
 
-@golden
+@golden()
 def tiny_cascade_mask_rcnn_R_50_FPN():
     return _cfg("Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml")
 
 
-@golden
+@golden()
 def tiny_mask_rcnn_R_50_C4():
     return _cfg("COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml", "MODEL.RESNETS.RES5_DILATION", 1)
 
 
-def _inputs():
-    """Two uint8 images of different sizes with one and two boxes/masks of classes 0 and 2;
-    large enough that FPN pools boxes from several levels (box side 112 px and up leaves P2)."""
-    g = torch.Generator().manual_seed(123)
-    images = [torch.randint(0, 256, (3, 192, 288), generator=g, dtype=torch.uint8),
-              torch.randint(0, 256, (3, 240, 216), generator=g, dtype=torch.uint8)]
-    batched = []
-    for k, img in enumerate(images):
-        h, w = img.shape[1:]
-        boxes = torch.tensor([[12.0, 18.0, 170.0, 150.0], [90.0, 30.0, 210.0, 180.0]])[: k + 1]
-        boxes[:, 0::2].clamp_(max=w - 1)
-        boxes[:, 1::2].clamp_(max=h - 1)
-        masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
-        for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-            masks[i, y0:y1, x0:x1] = True
-        inst = Instances((h, w), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([0, 2])[: k + 1],
-                         gt_masks=BitMasks(masks))
-        batched.append({"image": img, "height": 2 * h, "width": 2 * w, "instances": inst})
-    return batched
+# the box-only models: the deformable backbone and RetinaNet are what they test (masks are
+# covered above); their files were made with RetinaNet's 3 classes and every detection kept,
+# and with the config files' own RPN pre-NMS top-k
+BOX_ONLY = ["MODEL.RETINANET.NUM_CLASSES", 3, "MODEL.RETINANET.SCORE_THRESH_TEST", 0.0]
 
 
-def _condition(model, inputs):
+@golden(inputs=box_inputs, delta_gain=False)
+def tiny_retinanet_R_50_FPN():
+    return _cfg("COCO-Detection/retinanet_R_50_FPN_1x.yaml", *BOX_ONLY,
+                "MODEL.RPN.PRE_NMS_TOPK_TEST", 6000, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 12000)
+
+
+@golden(inputs=box_inputs, delta_gain=False)
+def tiny_faster_rcnn_R_50_FPN_dconv_c3_c5():
+    return _cfg("Misc/mask_rcnn_R_50_FPN_1x_dconv_c3-c5.yaml", *BOX_ONLY, "MODEL.MASK_ON", False,
+                "MODEL.RPN.PRE_NMS_TOPK_TEST", 1000, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)
+
+
+def _condition(model, inputs, delta_gain):
     """Well-conditioned float64 weights, each exactly representable in float32 (so the file
     stores float32): random noise on every parameter, and frozen-BN statistics measured on
     the inputs, so every backbone stage sees zero-mean, unit-variance features whatever the
@@ -117,7 +155,8 @@ def _condition(model, inputs):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(NOISE * torch.randn(p.shape, generator=g, dtype=p.dtype))
-            p.mul_(DELTA_GAIN.get(name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1], 1.0))
+            if delta_gain:
+                p.mul_(DELTA_GAIN.get(name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1], 1.0))
 
     def calibrate(bn, args):
         x = args[0]
@@ -168,11 +207,12 @@ def _instances_fields(instances):
 
 
 def make(name):
-    cfg = MODELS[name]()
+    make_cfg, make_inputs, delta_gain = MODELS[name]
+    cfg = make_cfg()
     torch.manual_seed(0)
     model = build_model(cfg).double()
-    inputs = _inputs()
-    _condition(model, inputs)
+    inputs = make_inputs()
+    _condition(model, inputs, delta_gain)
     model.train()
     torch.manual_seed(7)
     with EventStorage(0):
@@ -192,7 +232,7 @@ def make(name):
                 "width": d["width"],
                 "gt_boxes": d["instances"].gt_boxes.tensor,
                 "gt_classes": d["instances"].gt_classes,
-                "gt_masks": d["instances"].gt_masks.tensor,
+                **({"gt_masks": d["instances"].gt_masks.tensor} if d["instances"].has("gt_masks") else {}),
             }
             for d in inputs
         ],

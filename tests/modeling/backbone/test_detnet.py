@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from sephnet.backend import ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import ShapeSpec
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.backbone.detnet import (
     DetNet,
     DetNetBlock,
@@ -42,9 +42,8 @@ def test_identity_block_without_projection_needs_equal_channels():
         DetNetBlock(512, 1024, bottleneck_channels=256, projection=False)
 
 
-def _cfg(**opts):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **opts):
+    cfg = sephnet_cfg()
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.NORM = "GN"
     cfg.MODEL.FPN.IN_FEATURES = STAGES
@@ -54,8 +53,8 @@ def _cfg(**opts):
     return cfg
 
 
-def test_builders_read_the_config():
-    cfg = _cfg(**{"MODEL.BACKBONE.NAME": "build_seph_detnet_fpn_backbone", "MODEL.SEPH.DETNET.OUT_CHANNELS": 512})
+def test_builders_read_the_config(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.BACKBONE.NAME": "build_seph_detnet_fpn_backbone", "MODEL.SEPH.DETNET.OUT_CHANNELS": 512})
     fpn = build_seph_detnet_fpn_backbone(cfg, ShapeSpec(channels=3))
     shapes = fpn.output_shape()
     assert list(shapes) == ["p2", "p3", "p4", "p5", "p6"]
@@ -64,14 +63,14 @@ def test_builders_read_the_config():
     with torch.no_grad():
         out = fpn(torch.zeros(1, 3, 64, 64))
     assert [tuple(v.shape) for v in out.values()] == [(1, 32, 16, 16), (1, 32, 8, 8)] + [(1, 32, 4, 4)] * 3
-    cfg = _cfg(**{"MODEL.BACKBONE.NAME": "build_seph_detnet_backbone", "MODEL.RESNETS.OUT_FEATURES": ["res6"]})
+    cfg = _cfg(sephnet_cfg, **{"MODEL.BACKBONE.NAME": "build_seph_detnet_backbone", "MODEL.RESNETS.OUT_FEATURES": ["res6"]})
     assert build_seph_detnet_backbone(cfg, ShapeSpec(channels=3)).output_shape()["res6"].stride == 16
 
 
-def test_config_errors_name_the_keys():
+def test_config_errors_name_the_keys(sephnet_cfg):
     with pytest.raises(ValueError, match="MODEL.RESNETS.DEPTH=50"):
-        _cfg(**{"MODEL.BACKBONE.NAME": "build_seph_detnet_backbone", "MODEL.RESNETS.DEPTH": 101})
+        _cfg(sephnet_cfg, **{"MODEL.BACKBONE.NAME": "build_seph_detnet_backbone", "MODEL.RESNETS.DEPTH": 101})
     with pytest.raises(ValueError, match="read only by"):
-        _cfg(**{"MODEL.SEPH.DETNET.BOTTLENECK_CHANNELS": 128})
+        _cfg(sephnet_cfg, **{"MODEL.SEPH.DETNET.BOTTLENECK_CHANNELS": 128})
     with pytest.raises(ValueError, match="DetNet stages"):
-        _cfg(**{"MODEL.BACKBONE.NAME": "build_seph_detnet_fpn_backbone", "MODEL.FPN.IN_FEATURES": ["res7"]})
+        _cfg(sephnet_cfg, **{"MODEL.BACKBONE.NAME": "build_seph_detnet_fpn_backbone", "MODEL.FPN.IN_FEATURES": ["res7"]})

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from sephnet.backend import Backbone, ShapeSpec, build_backbone, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Backbone, ShapeSpec, build_backbone
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.backbone.hooked_backbone import HookedBackbone
 from sephnet.modeling.backbone.hooks import (
     BalanceBackboneHook,
@@ -139,9 +139,8 @@ def test_mismatched_or_misplaced_hooks_raise():
         HookedBackbone(bottom_up=stub, neck=neck, rpn_hook=v2)
 
 
-def _narrow_cfg(backbone_name):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _narrow_cfg(sephnet_cfg, backbone_name):
+    cfg = sephnet_cfg()
     cfg.MODEL.BACKBONE.NAME = backbone_name
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
@@ -154,8 +153,8 @@ def _narrow_cfg(backbone_name):
     return cfg
 
 
-def test_hooked_detectron2_fpn_builder_wraps_the_seph_fpn_with_after_and_rpn_hooks():
-    cfg = _narrow_cfg("build_seph_hooked_fpn_backbone")
+def test_hooked_detectron2_fpn_builder_wraps_the_seph_fpn_with_after_and_rpn_hooks(sephnet_cfg):
+    cfg = _narrow_cfg(sephnet_cfg, "build_seph_hooked_fpn_backbone")
     cfg.MODEL.SEPH.BACKBONE_HOOKS.AFTER = "FusionBackboneHook"
     validate_sephnet_config(cfg)
     backbone = build_backbone(cfg)
@@ -206,8 +205,8 @@ def test_builder_table_covers_every_hooked_builder():
 
 
 @pytest.mark.parametrize("builder", sorted(_BUILDER_KEYS))
-def test_every_hooked_builder_builds_from_config_and_backpropagates(builder):
-    cfg = _narrow_cfg(builder)
+def test_every_hooked_builder_builds_from_config_and_backpropagates(builder, sephnet_cfg):
+    cfg = _narrow_cfg(sephnet_cfg, builder)
     cfg.MODEL.SEPH.BACKBONE_HOOKS.AFTER = "" if "two_way" in builder else "BalanceBackboneHook"
     for key, value in _BUILDER_KEYS[builder].items():
         cfg.merge_from_list([key, value])

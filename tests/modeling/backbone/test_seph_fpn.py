@@ -17,9 +17,8 @@ from sephnet.backend import (
     build_backbone,
     build_model,
     build_resnet_fpn_backbone,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.backbone.seph_fpn import (
     TOP_BLOCKS,
@@ -33,10 +32,9 @@ from sephnet.modeling.roi_heads.mask_head import SephMaskRCNNConvUpsampleHead
 IMAGE = 64  # divisible by the FPN's size_divisibility (32)
 
 
-def _cfg(**seph):
+def _cfg(sephnet_cfg, **seph):
     """A narrow R-50 FPN config (res5: 256 channels; 32 FPN channels) for the seph builder."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_seph_resnet_fpn_backbone"
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
@@ -68,8 +66,8 @@ def test_builder_is_registered():
     assert TOP_BLOCKS[0] == "LastLevelMaxPool"
 
 
-def test_default_keys_give_detectron2_resnet_fpn():
-    cfg = _cfg()
+def test_default_keys_give_detectron2_resnet_fpn(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     ours = build_backbone(cfg).eval()
     upstream = build_resnet_fpn_backbone(cfg, ShapeSpec(channels=3)).eval()
     assert isinstance(ours, FPN) and isinstance(ours.top_block, LastLevelMaxPool)
@@ -84,8 +82,8 @@ def test_default_keys_give_detectron2_resnet_fpn():
     assert ours.size_divisibility == upstream.size_divisibility == 32
 
 
-def test_evonorm_fpn_shapes_strides_and_norm_placement():
-    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.EVONORM.EPS": 1e-3})
+def test_evonorm_fpn_shapes_strides_and_norm_placement(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.EVONORM.EPS": 1e-3})
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     assert {k: (v.channels, v.stride) for k, v in shapes.items()} == {
@@ -111,9 +109,9 @@ def test_evonorm_fpn_shapes_strides_and_norm_placement():
     assert x.grad.abs().sum() > 0
 
 
-def test_evonorm_fpn_laterals_are_plain_affine_maps_by_value():
+def test_evonorm_fpn_laterals_are_plain_affine_maps_by_value(sephnet_cfg):
     """P5 = output5(W5 C5 + b5): no norm (and so no EvoNormS0 non-linearity) on the lateral."""
-    cfg = _cfg(**{"MODEL.FPN.NORM": "EvoNormS0"})
+    cfg = _cfg(sephnet_cfg, **{"MODEL.FPN.NORM": "EvoNormS0"})
     backbone = build_backbone(cfg).eval().double()
     x = _image().double()
     with torch.no_grad():
@@ -131,8 +129,8 @@ def test_evonorm_fpn_laterals_are_plain_affine_maps_by_value():
         torch.testing.assert_close(p5, backbone.fpn_output5(expected_lateral), rtol=1e-12, atol=1e-12)
 
 
-def test_strided_conv_top_block_reads_c5_with_the_fpn_norm():
-    cfg = _cfg(
+def test_strided_conv_top_block_reads_c5_with_the_fpn_norm(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"}
     )
     backbone = build_backbone(cfg).eval()
@@ -150,8 +148,8 @@ def test_strided_conv_top_block_reads_c5_with_the_fpn_norm():
 
 
 @pytest.mark.parametrize("norm,relu_between", [("EvoNormS0", False), ("", True), ("GN", True)])
-def test_strided_conv_top_block_with_two_levels(norm, relu_between):
-    cfg = _cfg(**{
+def test_strided_conv_top_block_with_two_levels(norm, relu_between, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{
         "MODEL.FPN.NORM": norm,
         "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs",
         "MODEL.SEPH.FPN.TOP_BLOCK_NUM_LEVELS": 2,
@@ -171,8 +169,8 @@ def test_strided_conv_top_block_with_two_levels(norm, relu_between):
     torch.testing.assert_close(outputs["p7"], expected)
 
 
-def test_p6p7_top_block_is_detectron2s():
-    backbone = build_backbone(_cfg(**{"MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelP6P7"}))
+def test_p6p7_top_block_is_detectron2s(sephnet_cfg):
+    backbone = build_backbone(_cfg(sephnet_cfg, **{"MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelP6P7"}))
     assert isinstance(backbone.top_block, LastLevelP6P7)
     assert backbone.top_block.in_feature == "res5"
     assert [k for k in backbone.output_shape()] == ["p2", "p3", "p4", "p5", "p6", "p7"]
@@ -199,9 +197,9 @@ def test_strided_conv_block_standalone_shapes():
     assert not any(isinstance(m, nn.ReLU) for m in block.modules())
 
 
-def _evonorm_mask_rcnn_cfg():
+def _evonorm_mask_rcnn_cfg(sephnet_cfg):
     """Narrow Mask R-CNN with EvoNormS0 in the FPN, the C5 top block, the RPN and mask heads."""
-    cfg = _cfg(**{
+    cfg = _cfg(sephnet_cfg, **{
         "MODEL.FPN.NORM": "EvoNormS0",
         "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs",
         "MODEL.RPN.HEAD_NAME": "SephRPNHead",
@@ -228,8 +226,8 @@ def _evonorm_mask_rcnn_cfg():
     return cfg
 
 
-def test_evonorm_everywhere_mask_rcnn_trains_and_predicts():
-    cfg = _evonorm_mask_rcnn_cfg()
+def test_evonorm_everywhere_mask_rcnn_trains_and_predicts(sephnet_cfg):
+    cfg = _evonorm_mask_rcnn_cfg(sephnet_cfg)
     validate_sephnet_config(cfg)
     model = build_model(cfg)
     assert isinstance(model.proposal_generator.rpn_head, SephRPNHead)
@@ -262,9 +260,9 @@ def test_evonorm_everywhere_mask_rcnn_trains_and_predicts():
     assert result["instances"].image_size == (IMAGE, IMAGE)
 
 
-def test_sephv14_layout_c3_to_c5_plus_p6_from_c5():
+def test_sephv14_layout_c3_to_c5_plus_p6_from_c5(sephnet_cfg):
     # The sephv14 family: FPN on C3-C5 with EvoNormS0, P6 = conv3x3/2(C5); RPN/ROI use P3-P6.
-    cfg = _cfg(
+    cfg = _cfg(sephnet_cfg,
         **{"MODEL.FPN.NORM": "EvoNormS0", "MODEL.SEPH.FPN.TOP_BLOCK": "LastLevelStridedConvs"}
     )
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]

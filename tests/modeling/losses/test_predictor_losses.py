@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Box2BoxTransform, Boxes, EventStorage, Instances, ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Box2BoxTransform, Boxes, EventStorage, Instances, ShapeSpec
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.losses import ROIBoxRegressionLoss, ROIClassificationLoss
 from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 
@@ -94,9 +94,8 @@ def test_empty_batch_gives_zero_losses_with_custom_losses():
     loss["loss_cls"].backward()
 
 
-def _cfg(**roi_loss):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **roi_loss):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     for key, value in roi_loss.items():
@@ -104,14 +103,14 @@ def _cfg(**roi_loss):
     return cfg
 
 
-def test_from_config_builds_the_configured_losses():
-    cfg = _cfg(CLS_TYPE="ghm_c", BOX_TYPE="ghm_r", GHM_MOMENTUM=0.75, GHM_BINS=30)
+def test_from_config_builds_the_configured_losses(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, CLS_TYPE="ghm_c", BOX_TYPE="ghm_r", GHM_MOMENTUM=0.75, GHM_BINS=30)
     validate_sephnet_config(cfg)
     predictor = SephOutputLayers(cfg, SHAPE)
     assert predictor.cls_loss.kind == "ghm_c" and predictor.box_loss.kind == "ghm_r"
     assert predictor.cls_loss.ghm.bins == 30 and predictor.box_loss.ghm.momentum == 0.75
     assert {"cls_loss.ghm.acc_count", "box_loss.ghm.acc_count"} <= set(predictor.state_dict())
-    default = SephOutputLayers(_cfg(), SHAPE)
+    default = SephOutputLayers(_cfg(sephnet_cfg), SHAPE)
     assert default.cls_loss is None and default.box_loss is None
 
 
@@ -129,8 +128,8 @@ def test_from_config_builds_the_configured_losses():
         ({"CLS_TYPE": "focal"}, {"ROI_HEADS_NAME": "StandardROIHeads"}, "inside a Seph ROI head"),
     ],
 )
-def test_bad_roi_loss_keys_are_refused(keys, other, match):
-    cfg = _cfg(**keys)
+def test_bad_roi_loss_keys_are_refused(keys, other, match, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **keys)
     if "BBOX_REG_LOSS_TYPE" in other:
         cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = other["BBOX_REG_LOSS_TYPE"]
     if "ROI_HEADS_NAME" in other:

@@ -4,16 +4,13 @@ import statistics
 import pytest
 import torch
 
-from sephnet.backend import get_cfg
-from sephnet.config import add_sephnet_config
 from sephnet.modeling.matchers import ATSSMatcher, IoUStatisticsMatcher, build_anchor_matcher
 from sephnet.modeling.matchers.base import masked_mean_std
 from sephnet.modeling.registry import SEPH_ANCHOR_MATCHER_REGISTRY
 
 
-def _cfg(name):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, name):
+    cfg = sephnet_cfg()
     cfg.MODEL.SEPH.RPN.MATCHER.NAME = name
     cfg.MODEL.RPN.IOU_THRESHOLDS = [0.4, 0.5]
     return cfg
@@ -27,12 +24,12 @@ def test_every_log_matcher_is_registered():
     assert log_names <= names
 
 
-def test_atss_topk_is_nine_per_cell_anchor():
-    matcher = build_anchor_matcher(_cfg("ATSSMatcher"), num_cell_anchors=3)
+def test_atss_topk_is_nine_per_cell_anchor(sephnet_cfg):
+    matcher = build_anchor_matcher(_cfg(sephnet_cfg, "ATSSMatcher"), num_cell_anchors=3)
     assert isinstance(matcher, ATSSMatcher)
     assert (matcher.topk, matcher.min_iou, matcher.pre_fix) == (27, 0.1, False)
-    assert build_anchor_matcher(_cfg("ATSSMatcher"), num_cell_anchors=1).topk == 9
-    assert build_anchor_matcher(_cfg("ATSSMatcherPreFix"), num_cell_anchors=3).pre_fix
+    assert build_anchor_matcher(_cfg(sephnet_cfg, "ATSSMatcher"), num_cell_anchors=1).topk == 9
+    assert build_anchor_matcher(_cfg(sephnet_cfg, "ATSSMatcherPreFix"), num_cell_anchors=3).pre_fix
 
 
 @pytest.mark.parametrize(
@@ -43,18 +40,18 @@ def test_atss_topk_is_nine_per_cell_anchor():
         ("DynamicMatcher", False, True),
     ],
 )
-def test_presets_set_only_their_distinguishing_options(name, ignore_band, level_weighted):
-    matcher = build_anchor_matcher(_cfg(name), num_cell_anchors=3)
+def test_presets_set_only_their_distinguishing_options(name, ignore_band, level_weighted, sephnet_cfg):
+    matcher = build_anchor_matcher(_cfg(sephnet_cfg, name), num_cell_anchors=3)
     assert isinstance(matcher, IoUStatisticsMatcher)
     assert (matcher.low, matcher.high, matcher.min_iou) == (0.4, 0.5, 0.1)
     assert (matcher.ignore_band, matcher.level_weighted) == (ignore_band, level_weighted)
 
 
-def test_unknown_or_empty_name_raises_value_error():
+def test_unknown_or_empty_name_raises_value_error(sephnet_cfg):
     with pytest.raises(ValueError, match="ATSSMatcher3"):  # the message lists valid names
-        build_anchor_matcher(_cfg("ATTSMatcher"), num_cell_anchors=3)
+        build_anchor_matcher(_cfg(sephnet_cfg, "ATTSMatcher"), num_cell_anchors=3)
     with pytest.raises(ValueError, match="MODEL.SEPH.RPN.MATCHER.NAME"):
-        build_anchor_matcher(_cfg(""), num_cell_anchors=3)
+        build_anchor_matcher(_cfg(sephnet_cfg, ""), num_cell_anchors=3)
 
 
 def test_masked_mean_std_matches_population_statistics():

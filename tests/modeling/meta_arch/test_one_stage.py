@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Boxes, EventStorage, FCOSHead, Instances, ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, EventStorage, FCOSHead, Instances, ShapeSpec
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.matchers.atss import ATSSMatcher
 from sephnet.modeling.meta_arch.atss import SephATSS, centerness_targets
 from sephnet.modeling.meta_arch.fcos import SephFCOS, iou_loss
@@ -105,9 +105,8 @@ def test_atss_centerness_targets_by_hand():
     torch.testing.assert_close(centerness_targets(anchors, gt), want)
 
 
-def _cfg(meta_arch, **seph):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, meta_arch, **seph):
+    cfg = sephnet_cfg()
     cfg.MODEL.META_ARCHITECTURE = meta_arch
     for key, value in seph.items():
         node, leaf = key.split(".")
@@ -115,19 +114,19 @@ def _cfg(meta_arch, **seph):
     return cfg
 
 
-def test_config_keys_are_validated():
-    validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.BOX_LOSS": "iou"}))
+def test_config_keys_are_validated(sephnet_cfg):
+    validate_sephnet_config(_cfg(sephnet_cfg, "SephFCOS", **{"FCOS.BOX_LOSS": "iou"}))
     with pytest.raises(ValueError, match="MODEL.SEPH.FCOS.BOX_LOSS='l1'"):
-        validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.BOX_LOSS": "l1"}))
-    cfg = _cfg("SephFCOS")
+        validate_sephnet_config(_cfg(sephnet_cfg, "SephFCOS", **{"FCOS.BOX_LOSS": "l1"}))
+    cfg = _cfg(sephnet_cfg, "SephFCOS")
     cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "giou"
     with pytest.raises(ValueError, match="its box loss is MODEL.SEPH.FCOS.BOX_LOSS"):
         validate_sephnet_config(cfg)
     with pytest.raises(ValueError, match="CENTER_SAMPLING_RADIUS"):
-        validate_sephnet_config(_cfg("SephFCOS", **{"FCOS.CENTER_SAMPLING_RADIUS": 0.0}))
+        validate_sephnet_config(_cfg(sephnet_cfg, "SephFCOS", **{"FCOS.CENTER_SAMPLING_RADIUS": 0.0}))
     with pytest.raises(ValueError, match="read only by MODEL.META_ARCHITECTURE='SephFCOS'"):
-        validate_sephnet_config(_cfg("RetinaNet", **{"FCOS.CENTER_SAMPLING": False}))
-    cfg = _cfg("SephATSS")
+        validate_sephnet_config(_cfg(sephnet_cfg, "RetinaNet", **{"FCOS.CENTER_SAMPLING": False}))
+    cfg = _cfg(sephnet_cfg, "SephATSS")
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64]]
     cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[1.0]]
     validate_sephnet_config(cfg)
@@ -135,6 +134,6 @@ def test_config_keys_are_validated():
     with pytest.raises(ValueError, match="one anchor per location"):
         validate_sephnet_config(cfg)
     with pytest.raises(ValueError, match="TOPK=0"):
-        validate_sephnet_config(_cfg("SephATSS", **{"ATSS.TOPK": 0}))
+        validate_sephnet_config(_cfg(sephnet_cfg, "SephATSS", **{"ATSS.TOPK": 0}))
     with pytest.raises(ValueError, match="read only by MODEL.META_ARCHITECTURE='SephATSS'"):
-        validate_sephnet_config(_cfg("RetinaNet", **{"ATSS.TOPK": 5}))
+        validate_sephnet_config(_cfg(sephnet_cfg, "RetinaNet", **{"ATSS.TOPK": 5}))

@@ -5,18 +5,16 @@ import copy
 import pytest
 import torch
 
-from sephnet.backend import Boxes, EventStorage, Instances, build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, EventStorage, Instances, build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.meta_arch import SephGeneralizedRCNN
 
 IMAGE = 64
 
 
-def _cfg(backbone="build_seph_tf_fpn_backbone", **keys):
+def _cfg(sephnet_cfg, backbone="build_seph_tf_fpn_backbone", **keys):
     """Narrow R-50 (res5: 128 ch), 16-wide necks, tiny ROI heads, CPU."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = sephnet_cfg()
     cfg.MODEL.META_ARCHITECTURE = "SephGeneralizedRCNN"
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.MODEL.RESNETS.DEPTH = 50
@@ -114,14 +112,14 @@ def _train_step_and_predict(cfg):
         }),
     ],
 )
-def test_tiny_model_trains_one_step_and_predicts(backbone, keys):
+def test_tiny_model_trains_one_step_and_predicts(backbone, keys, sephnet_cfg):
     # the helper asserts losses, gradients and predictions; here: it ends in eval mode
-    model = _train_step_and_predict(_cfg(backbone, **keys))
+    model = _train_step_and_predict(_cfg(sephnet_cfg, backbone, **keys))
     assert isinstance(model, SephGeneralizedRCNN) and not model.training
 
 
-def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts():
-    cfg = _cfg(
+def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         "build_seph_two_way_fpn_backbone",
         **{"MODEL.SEPH.NECKS.EXTRA_LEVELS": 1,
            "MODEL.FPN.IN_FEATURES": ["res3", "res4", "res5", "res6"],
@@ -138,7 +136,8 @@ def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts():
     with torch.no_grad():
         model(inputs)
         images = model.preprocess_image(inputs)
-        rpn, roi = model.backbone(images.tensor)
+        roi = model.backbone(images.tensor)
+        rpn = roi.rpn
     assert torch.equal(seen["rpn"], rpn["p3"]) and torch.equal(seen["roi"], roi["p3"])
     assert not torch.equal(rpn["p3"], roi["p3"])
     model.train()
@@ -150,8 +149,8 @@ def test_two_way_model_feeds_rpn_and_roi_heads_their_own_dicts():
     assert rpn_fpn is not None and roi_fpn is not None
 
 
-def test_one_dict_backbone_gives_exactly_generalized_rcnn_results():
-    cfg = _cfg()
+def test_one_dict_backbone_gives_exactly_generalized_rcnn_results(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     model = build_model(cfg)
     cfg_plain = cfg.clone()
     cfg_plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -183,9 +182,9 @@ def test_one_dict_backbone_gives_exactly_generalized_rcnn_results():
     assert len(given) == 2
 
 
-def test_two_dict_backbones_need_the_seph_meta_architecture():
+def test_two_dict_backbones_need_the_seph_meta_architecture(sephnet_cfg):
     with pytest.raises(ValueError, match="META_ARCHITECTURE='SephGeneralizedRCNN'"):
-        _cfg("build_seph_two_way_fpn_backbone", **{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN"})
+        _cfg(sephnet_cfg, "build_seph_two_way_fpn_backbone", **{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN"})
     with pytest.raises(ValueError, match="RPN='BalanceBackboneHook'.*SephGeneralizedRCNN"):
-        _cfg(**{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
+        _cfg(sephnet_cfg, **{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
                 "MODEL.SEPH.BACKBONE_HOOKS.RPN": "BalanceBackboneHook"})

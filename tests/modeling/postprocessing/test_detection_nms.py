@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import fast_rcnn_inference, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import fast_rcnn_inference
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.postprocessing import DetectionNMS, fast_rcnn_inference_with
 
 
@@ -81,17 +81,16 @@ def test_bad_values_are_refused():
         DetectionNMS(method="soft_linear", fusion="wbf")
 
 
-def cfg_with(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def cfg_with(sephnet_cfg, **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     for k, v in keys.items():
         cfg.MODEL.SEPH.BOX_NMS[k] = v
     return cfg
 
 
-def test_config_keys_build_the_detection_nms():
-    cfg = cfg_with(METHOD="soft_gaussian", SOFT_SIGMA=0.3, SOFT_SCORE_THRESH=0.01,
+def test_config_keys_build_the_detection_nms(sephnet_cfg):
+    cfg = cfg_with(sephnet_cfg, METHOD="soft_gaussian", SOFT_SIGMA=0.3, SOFT_SCORE_THRESH=0.01,
                    FUSION="voting", FUSION_IOU_THRESH=0.6)
     validate_sephnet_config(cfg)
     assert DetectionNMS.from_config(cfg) == DetectionNMS("soft_gaussian", 0.3, 0.01, "voting", 0.6)
@@ -104,17 +103,17 @@ def test_config_keys_build_the_detection_nms():
     (dict(SOFT_SIGMA=0.0), "SOFT_SIGMA"),
     (dict(FUSION_IOU_THRESH=1.5), "FUSION_IOU_THRESH"),
 ])
-def test_config_validation_names_the_key(keys, match):
+def test_config_validation_names_the_key(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        validate_sephnet_config(cfg_with(**keys))
+        validate_sephnet_config(cfg_with(sephnet_cfg, **keys))
 
 
-def test_non_default_keys_need_a_sephnet_roi_head():
-    cfg = cfg_with(METHOD="soft_linear")
+def test_non_default_keys_need_a_sephnet_roi_head(sephnet_cfg):
+    cfg = cfg_with(sephnet_cfg, METHOD="soft_linear")
     cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
     with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NAME"):
         validate_sephnet_config(cfg)
-    cfg = cfg_with(FUSION="voting")
+    cfg = cfg_with(sephnet_cfg, FUSION="voting")
     cfg.MODEL.SEPH.IOU_BRANCH.ENABLED = True
     cfg.MODEL.SEPH.IOU_BRANCH.TEST_SCORE = "rank"
     with pytest.raises(ValueError, match="rank"):

@@ -3,8 +3,8 @@ SephGeneralizedRCNN with two FPNs): invariants on tiny randomly initialised mode
 import pytest
 import torch
 
-from sephnet.backend import GeneralizedRCNNWithTTA, build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import GeneralizedRCNNWithTTA, build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.postprocessing import DetectionNMS
 
 IMAGE = 64
@@ -31,11 +31,9 @@ VARIANTS = {
 }
 
 
-def tiny_cfg(variant):
+def tiny_cfg(sephnet_cfg, variant):
     """Narrow R-50 FPN Mask R-CNN with sephnet's ROI heads, 64 px inputs, CPU."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = sephnet_cfg()
     cfg.MODEL.MASK_ON = True
     cfg.MODEL.BACKBONE.NAME = "build_seph_tf_fpn_backbone"
     cfg.MODEL.RESNETS.DEPTH = 50
@@ -105,9 +103,9 @@ def calm_score_layers(model):
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
-def variant_model(request):
+def variant_model(request, sephnet_cfg):
     torch.manual_seed(0)
-    cfg = tiny_cfg(request.param)
+    cfg = tiny_cfg(sephnet_cfg, request.param)
     model = build_model(cfg).eval()
     with torch.no_grad():
         # zero box deltas: proposals are the anchors and detections the proposals, so the
@@ -167,8 +165,8 @@ def test_box_voting_moves_boxes_but_keeps_nms_detections_and_scores(variant_mode
     assert not torch.equal(voted.pred_boxes.tensor, plain.pred_boxes.tensor)
 
 
-def test_box_nms_keys_reach_every_predictor():
-    cfg = tiny_cfg("cascade_top1")
+def test_box_nms_keys_reach_every_predictor(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "cascade_top1")
     cfg.MODEL.SEPH.BOX_NMS.METHOD = "soft_linear"
     cfg.MODEL.SEPH.BOX_NMS.FUSION = "voting"
     model = build_model(cfg)

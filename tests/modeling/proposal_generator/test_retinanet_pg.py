@@ -17,9 +17,8 @@ from sephnet.backend import (
     Matcher,
     ShapeSpec,
     build_proposal_generator,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.proposal_generator.retinanet_pg import SephRetinaNetPG
 from sephnet.modeling.proposal_generator.retinanet_pg_head import RetinaNetPGHead
 
@@ -139,9 +138,8 @@ def test_losses_on_a_hand_built_case(loss_type):
     assert logits.grad.abs().sum() > 0 and deltas.grad.abs().sum() > 0
 
 
-def _cfg(**overrides):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, **overrides):
+    cfg = sephnet_cfg()
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SephRetinaNetPG"
     cfg.MODEL.RPN.IN_FEATURES = list(LEVELS)
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32]]
@@ -177,8 +175,8 @@ def _head_logits(pg, features):
     return [x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) for x in logits]
 
 
-def test_training_proposals_are_the_top_candidates_sorted_with_exact_counts():
-    cfg = _cfg(
+def test_training_proposals_are_the_top_candidates_sorted_with_exact_counts(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **{
             "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 20,
             "MODEL.RPN.POST_NMS_TOPK_TRAIN": 30,
@@ -204,8 +202,8 @@ def test_training_proposals_are_the_top_candidates_sorted_with_exact_counts():
 
 
 @pytest.mark.parametrize("detections, expected", [(8, 8), (100, 10)])
-def test_test_proposals_top_k_per_level_then_at_most_detections_per_image(detections, expected):
-    cfg = _cfg(
+def test_test_proposals_top_k_per_level_then_at_most_detections_per_image(detections, expected, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **{
             "MODEL.RETINANET.SCORE_THRESH_TEST": 0.0,
             "MODEL.RETINANET.TOPK_CANDIDATES_TEST": 5,
@@ -226,15 +224,15 @@ def test_test_proposals_top_k_per_level_then_at_most_detections_per_image(detect
         assert torch.allclose(p.objectness_logits, want)
 
 
-def test_test_score_threshold_and_nms_reduce_the_proposals():
-    pg = build_proposal_generator(_cfg(**{"MODEL.RETINANET.SCORE_THRESH_TEST": 0.5}), SHAPES)
+def test_test_score_threshold_and_nms_reduce_the_proposals(sephnet_cfg):
+    pg = build_proposal_generator(_cfg(sephnet_cfg, **{"MODEL.RETINANET.SCORE_THRESH_TEST": 0.5}), SHAPES)
     with torch.no_grad():
         proposals, _ = pg.eval()(_images(2, IMAGE), _features())
     # the prior (0.01) puts every score near 0.01, below 0.5: no proposals, valid Instances
     assert [len(p) for p in proposals] == [0, 0]
     assert proposals[0].proposal_boxes.tensor.shape == (0, 4)
 
-    pg = build_proposal_generator(_cfg(**{"MODEL.RETINANET.SCORE_THRESH_TEST": 0.0}), SHAPES)
+    pg = build_proposal_generator(_cfg(sephnet_cfg, **{"MODEL.RETINANET.SCORE_THRESH_TEST": 0.0}), SHAPES)
     with torch.no_grad():
         proposals, _ = pg.eval()(_images(1, IMAGE), _features(1))
     boxes = proposals[0].proposal_boxes
@@ -269,8 +267,8 @@ def test_head_has_per_level_norms_and_no_relu_after_evonorm():
 
 
 @pytest.mark.parametrize("name", ["SephRetinaNetPG"])
-def test_registered_generator_builds_and_runs_forward_backward(name):
-    cfg = _cfg(**{"MODEL.PROPOSAL_GENERATOR.NAME": name})
+def test_registered_generator_builds_and_runs_forward_backward(name, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.PROPOSAL_GENERATOR.NAME": name})
     validate_sephnet_config(cfg)
     pg = build_proposal_generator(cfg, SHAPES).train()
     features = _features(requires_grad=True)
@@ -284,25 +282,24 @@ def test_registered_generator_builds_and_runs_forward_backward(name):
     assert [len(p) for p in proposals] == [len(p.objectness_logits) for p in proposals]
 
 
-def test_config_errors_name_the_keys():
+def test_config_errors_name_the_keys(sephnet_cfg):
     with pytest.raises(ValueError, match="RETINANET_PG.NORM='Bogus'"):
-        validate_sephnet_config(_cfg(**{"MODEL.SEPH.RETINANET_PG.NORM": "Bogus"}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.SEPH.RETINANET_PG.NORM": "Bogus"}))
     with pytest.raises(ValueError, match="RETINANET_PG.NORM='EvoNormS0'.*'RPN'"):
-        validate_sephnet_config(_cfg(**{"MODEL.PROPOSAL_GENERATOR.NAME": "RPN"}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.PROPOSAL_GENERATOR.NAME": "RPN"}))
     with pytest.raises(ValueError, match="BBOX_REG_LOSS_TYPE='iou'"):
-        validate_sephnet_config(_cfg(**{"MODEL.RETINANET.BBOX_REG_LOSS_TYPE": "iou"}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.RETINANET.BBOX_REG_LOSS_TYPE": "iou"}))
     with pytest.raises(ValueError, match="IOU_THRESHOLDS"):
-        validate_sephnet_config(_cfg(**{"MODEL.RETINANET.IOU_LABELS": [0, 1]}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.RETINANET.IOU_LABELS": [0, 1]}))
     with pytest.raises(ValueError, match="ANCHOR_GENERATOR.SIZES"):
-        validate_sephnet_config(_cfg(**{"MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64]]}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64]]}))
     with pytest.raises(ValueError, match="NUM_CONVS=-1"):
-        validate_sephnet_config(_cfg(**{"MODEL.RETINANET.NUM_CONVS": -1}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.RETINANET.NUM_CONVS": -1}))
 
 
-def _model_cfg(roi_heads):
+def _model_cfg(sephnet_cfg, roi_heads):
     """A narrow R-18 FPN detector with SephRetinaNetPG and the given sephnet ROI heads."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     m = cfg.MODEL
     m.DEVICE = "cpu"
     m.BACKBONE.NAME = "build_resnet_fpn_backbone"
@@ -345,10 +342,10 @@ def _model_cfg(roi_heads):
 @pytest.mark.parametrize(
     "roi_heads", ["SephStandardROIHeads", "SephCascadeROIHeads", "SephGEROIHeads"]
 )
-def test_in_a_full_model_with_each_sephnet_roi_head(roi_heads):
+def test_in_a_full_model_with_each_sephnet_roi_head(roi_heads, sephnet_cfg):
     from sephnet.backend import build_model
 
-    cfg = _model_cfg(roi_heads)
+    cfg = _model_cfg(sephnet_cfg, roi_heads)
     validate_sephnet_config(cfg)
     model = build_model(cfg).train()
     assert isinstance(model.proposal_generator, SephRetinaNetPG)

@@ -10,10 +10,8 @@ from sephnet.backend import (
     Instances,
     ShapeSpec,
     build_proposal_generator,
-    get_cfg,
     pairwise_iou,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.modeling.matchers import build_anchor_matcher
 from sephnet.modeling.proposal_generator.rpn import SephRPN
 
@@ -21,9 +19,8 @@ MATCHERS = ["ATSSMatcher", "ATSSMatcherPreFix", "ATSSMatcher3", "ATSSMatcher4", 
 SHAPES = {"p3": ShapeSpec(channels=8, stride=8), "p4": ShapeSpec(channels=8, stride=16)}
 
 
-def tiny_cfg(matcher=""):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def tiny_cfg(sephnet_cfg, matcher=""):
+    cfg = sephnet_cfg()
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SephRPN"
     cfg.MODEL.SEPH.RPN.MATCHER.NAME = matcher
     cfg.MODEL.RPN.IN_FEATURES = ["p3", "p4"]
@@ -58,15 +55,15 @@ def train_step(rpn, seed=0):
     return proposals, losses
 
 
-def test_registered_and_built_from_the_config():
-    rpn = build_proposal_generator(tiny_cfg("ATSSMatcher3"), SHAPES)
+def test_registered_and_built_from_the_config(sephnet_cfg):
+    rpn = build_proposal_generator(tiny_cfg(sephnet_cfg, "ATSSMatcher3"), SHAPES)
     assert type(rpn) is SephRPN and isinstance(rpn, RPN)
     assert rpn.box_matcher.ignore_band
-    assert build_proposal_generator(tiny_cfg(""), SHAPES).box_matcher is None
+    assert build_proposal_generator(tiny_cfg(sephnet_cfg, ""), SHAPES).box_matcher is None
 
 
-def test_without_matcher_it_equals_the_upstream_rpn():
-    cfg = tiny_cfg("")
+def test_without_matcher_it_equals_the_upstream_rpn(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "")
     torch.manual_seed(0)
     upstream = RPN(cfg, SHAPES)
     torch.manual_seed(0)
@@ -84,8 +81,8 @@ def test_without_matcher_it_equals_the_upstream_rpn():
 
 
 @pytest.mark.parametrize("matcher", MATCHERS)
-def test_training_forward_gives_finite_losses_with_every_matcher(matcher):
-    rpn = SephRPN(tiny_cfg(matcher), SHAPES)
+def test_training_forward_gives_finite_losses_with_every_matcher(matcher, sephnet_cfg):
+    rpn = SephRPN(tiny_cfg(sephnet_cfg, matcher), SHAPES)
     proposals, losses = train_step(rpn)
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
     assert all(torch.isfinite(v) for v in losses.values())
@@ -96,8 +93,8 @@ def test_training_forward_gives_finite_losses_with_every_matcher(matcher):
 
 
 @pytest.mark.parametrize("matcher", MATCHERS)
-def test_labels_are_the_matcher_labels_when_sampling_keeps_everything(matcher):
-    cfg = tiny_cfg(matcher)
+def test_labels_are_the_matcher_labels_when_sampling_keeps_everything(matcher, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, matcher)
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 100000  # keep every anchor: labels are unsampled
     cfg.MODEL.RPN.POSITIVE_FRACTION = 1.0
     rpn = SephRPN(cfg, SHAPES)
@@ -117,8 +114,8 @@ def test_labels_are_the_matcher_labels_when_sampling_keeps_everything(matcher):
     assert (labels[1] == 0).all() and not matched_boxes[1].any()
 
 
-def test_sampling_stays_per_image_with_the_upstream_budget():
-    cfg = tiny_cfg("ATSSMatcher4")
+def test_sampling_stays_per_image_with_the_upstream_budget(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "ATSSMatcher4")
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 16
     cfg.MODEL.RPN.POSITIVE_FRACTION = 0.25
     rpn = SephRPN(cfg, SHAPES)
@@ -135,8 +132,8 @@ def test_sampling_stays_per_image_with_the_upstream_budget():
     assert bool((unsampled[labels[0] == 1] == 1).all())
 
 
-def test_boundary_threshold_ignores_anchors_outside_the_image():
-    cfg = tiny_cfg("ATSSMatcher")
+def test_boundary_threshold_ignores_anchors_outside_the_image(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "ATSSMatcher")
     cfg.MODEL.RPN.BOUNDARY_THRESH = 0
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 100000
     cfg.MODEL.RPN.POSITIVE_FRACTION = 1.0
@@ -153,14 +150,14 @@ def test_boundary_threshold_ignores_anchors_outside_the_image():
 
 
 @pytest.mark.parametrize("matcher", ["ATSSMatcher", "ATSSMatcher3"])
-def test_works_with_the_per_level_evonorm_head(matcher):
+def test_works_with_the_per_level_evonorm_head(matcher, sephnet_cfg):
     # sephv17 / sephv14_12: SephRPNHead with a per-level EvoNormS0 and an ATSS matcher.
     from sephnet.modeling.proposal_generator.rpn_head import SephRPNHead
 
     head = SephRPNHead(
         in_channels=8, num_anchors=3, num_levels=2, norm="EvoNormS0", norm_groups=4
     )
-    rpn = SephRPN(tiny_cfg(matcher), SHAPES, head=head)
+    rpn = SephRPN(tiny_cfg(sephnet_cfg, matcher), SHAPES, head=head)
     assert rpn.rpn_head is head and rpn.box_matcher is not None
     _, losses = train_step(rpn)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -170,8 +167,8 @@ def test_works_with_the_per_level_evonorm_head(matcher):
 
 
 @pytest.mark.parametrize("matcher", ["", "ATSSMatcher3"])
-def test_batch_sampling_draws_one_budget_for_the_whole_batch(matcher):
-    cfg = tiny_cfg(matcher)
+def test_batch_sampling_draws_one_budget_for_the_whole_batch(matcher, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, matcher)
     cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 40
     cfg.MODEL.RPN.POSITIVE_FRACTION = 0.25
@@ -204,9 +201,9 @@ def test_batch_sampling_draws_one_budget_for_the_whole_batch(matcher):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_batch_sampling_of_a_single_image_equals_the_upstream_rpn():
+def test_batch_sampling_of_a_single_image_equals_the_upstream_rpn(sephnet_cfg):
     # With one image the batch budget is the per-image budget: same draws, same losses.
-    cfg = tiny_cfg("")
+    cfg = tiny_cfg(sephnet_cfg, "")
     cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = True
     torch.manual_seed(0)
     upstream = RPN(cfg, SHAPES)

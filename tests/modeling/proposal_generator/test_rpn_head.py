@@ -10,10 +10,8 @@ from sephnet.backend import (
     ShapeSpec,
     StandardRPNHead,
     build_proposal_generator,
-    get_cfg,
     import_module,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.proposal_generator.rpn_head import SephRPNHead
 
@@ -26,9 +24,8 @@ def _features(channels=32):
     return [torch.randn(2, channels, s, s) for s in SIZES]
 
 
-def _cfg(norm=""):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _cfg(sephnet_cfg, norm=""):
+    cfg = sephnet_cfg()
     cfg.MODEL.RPN.HEAD_NAME = "SephRPNHead"
     cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4"]
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32], [64]]
@@ -127,29 +124,29 @@ def test_wrong_number_of_levels_raises():
         head(_features()[:2])
 
 
-def test_from_config_takes_levels_from_rpn_in_features_and_norm_from_seph_key():
-    head = build_rpn_head(_cfg("EvoNormS0"), _shapes())
+def test_from_config_takes_levels_from_rpn_in_features_and_norm_from_seph_key(sephnet_cfg):
+    head = build_rpn_head(_cfg(sephnet_cfg, "EvoNormS0"), _shapes())
     assert isinstance(head, SephRPNHead)
     assert head.num_levels == 3 and len(head.norms) == 3
     assert head.norms[0].groups == 8
     assert head.objectness_logits.out_channels == 3 and head.anchor_deltas.out_channels == 12
-    default = build_rpn_head(_cfg(""), _shapes())
+    default = build_rpn_head(_cfg(sephnet_cfg, ""), _shapes())
     assert default.norms is None and isinstance(default.activation, nn.ReLU)
 
 
-def test_from_config_errors_name_the_keys():
-    cfg = _cfg()
+def test_from_config_errors_name_the_keys(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     cfg.MODEL.RPN.CONV_DIMS = [32, 32]
     with pytest.raises(ValueError, match="MODEL.RPN.CONV_DIMS"):
         build_rpn_head(cfg, _shapes())
     shapes = _shapes()
     shapes[1] = ShapeSpec(channels=16, stride=8)
     with pytest.raises(ValueError, match="channels must be equal"):
-        build_rpn_head(_cfg(), shapes)
+        build_rpn_head(_cfg(sephnet_cfg), shapes)
 
 
-def test_runs_inside_the_backend_rpn():
-    cfg = _cfg("EvoNormS0")
+def test_runs_inside_the_backend_rpn(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, "EvoNormS0")
     rpn = build_proposal_generator(cfg, dict(zip(["p2", "p3", "p4"], _shapes()))).eval()
     assert isinstance(rpn.rpn_head, SephRPNHead)
     images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (60, 50)])

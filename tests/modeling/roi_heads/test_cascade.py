@@ -14,9 +14,8 @@ from sephnet.backend import (
     ShapeSpec,
     build_roi_heads,
     fast_rcnn_inference,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.roi_heads.box_heads.conv_fc_heads import TwinTowerConvFCHead
 from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers
 from sephnet.modeling.roi_heads.cascade import SephCascadeROIHeads
@@ -28,29 +27,26 @@ SHAPES = {name: ShapeSpec(channels=8, stride=s) for name, s in LEVELS.items()}
 GT = [([[4, 4, 30, 28], [34, 30, 60, 62]], [0, 2]), ([[10, 8, 50, 40]], [1])]
 
 
-def _cfg(**overrides):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephCascadeROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = list(LEVELS)
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
-    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 4
-    cfg.MODEL.SEPH.BOX_HEAD.NAME = "TwinTowerConvFCHead"
-    cfg.MODEL.SEPH.BOX_HEAD.NUM_CONV = 1
-    cfg.MODEL.SEPH.BOX_HEAD.CONV_DIM = 8
-    cfg.MODEL.SEPH.BOX_HEAD.NUM_FC = 1
-    cfg.MODEL.SEPH.BOX_HEAD.FC_DIM = 16
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    cfg.TEST.DETECTIONS_PER_IMAGE = 20
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return cfg
+TINY_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephCascadeROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": list(LEVELS),
+    "MODEL.ROI_HEADS.NUM_CLASSES": K,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 4,
+    "MODEL.SEPH.BOX_HEAD.NAME": "TwinTowerConvFCHead",
+    "MODEL.SEPH.BOX_HEAD.NUM_CONV": 1,
+    "MODEL.SEPH.BOX_HEAD.CONV_DIM": 8,
+    "MODEL.SEPH.BOX_HEAD.NUM_FC": 1,
+    "MODEL.SEPH.BOX_HEAD.FC_DIM": 16,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+    "TEST.DETECTIONS_PER_IMAGE": 20,
+}
+
+
+def _cfg(sephnet_cfg, **overrides):
+    """The shared config with this file's keys, then ``overrides`` (dotted keys)."""
+    return sephnet_cfg({**TINY_KEYS, **overrides})
 
 
 def _features(n=2):
@@ -87,8 +83,8 @@ def _images(n=2):
     return ImageList(torch.zeros(n, 3, IMAGE, IMAGE), [(IMAGE, IMAGE)] * n)
 
 
-def test_stages_use_seph_heads_predictors_and_stage_coders():
-    heads = build_roi_heads(_cfg(), SHAPES)
+def test_stages_use_seph_heads_predictors_and_stage_coders(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES)
     assert isinstance(heads, SephCascadeROIHeads) and heads.num_cascade_stages == 3
     assert all(isinstance(h, TwinTowerConvFCHead) for h in heads.box_head)
     assert all(isinstance(p, SephOutputLayers) for p in heads.box_predictor)
@@ -101,11 +97,11 @@ def test_stages_use_seph_heads_predictors_and_stage_coders():
 
 
 @pytest.mark.parametrize("iou_branch", [False, True])
-def test_training_returns_one_loss_set_per_stage_and_backward_reaches_every_stage(iou_branch):
+def test_training_returns_one_loss_set_per_stage_and_backward_reaches_every_stage(iou_branch, sephnet_cfg):
     overrides = {"MODEL.SEPH.PREDICTOR.CLS_LOSS_WEIGHTING": "square"}
     if iou_branch:
         overrides["MODEL.SEPH.IOU_BRANCH.ENABLED"] = True
-    heads = build_roi_heads(_cfg(**overrides), SHAPES).train()
+    heads = build_roi_heads(_cfg(sephnet_cfg, **overrides), SHAPES).train()
     features = {k: v.requires_grad_() for k, v in _features().items()}
     with EventStorage():
         _, losses = heads(_images(), features, _proposals(), _targets())
@@ -130,8 +126,8 @@ def _iou_loop(a, b):
     return torch.tensor(out)
 
 
-def test_later_stages_carry_gt_ious_and_matcher_decision():
-    heads = build_roi_heads(_cfg(), SHAPES).train()
+def test_later_stages_carry_gt_ious_and_matcher_decision(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES).train()
     proposals = [Instances((IMAGE, IMAGE), proposal_boxes=p.proposal_boxes) for p in _proposals()]
     targets = _targets()
     empty = Instances((IMAGE, IMAGE))
@@ -162,8 +158,8 @@ def _top1_by_loop(probs):
 
 
 @pytest.mark.parametrize("classes_per_roi", ["all", "top1"])
-def test_inference_averages_the_stage_probabilities(classes_per_roi):
-    cfg = _cfg(**{"MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST": classes_per_roi})
+def test_inference_averages_the_stage_probabilities(classes_per_roi, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.SEPH.PREDICTOR.CLASSES_PER_ROI_TEST": classes_per_roi})
     heads = build_roi_heads(cfg, SHAPES).eval()
     # make the stages disagree so that the mean differs from any single stage
     for k, predictor in enumerate(heads.box_predictor):
@@ -204,21 +200,21 @@ def test_inference_averages_the_stage_probabilities(classes_per_roi):
         assert torch.equal(got.pred_classes, want.pred_classes)
 
 
-def test_cascade_config_errors_name_the_keys():
-    validate_sephnet_config(_cfg())
+def test_cascade_config_errors_name_the_keys(sephnet_cfg):
+    validate_sephnet_config(_cfg(sephnet_cfg))
     with pytest.raises(ValueError, match="CLS_AGNOSTIC_BBOX_REG"):
-        validate_sephnet_config(_cfg(**{"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}))
     with pytest.raises(ValueError, match="CLS_AGNOSTIC_BBOX_REG"):
-        build_roi_heads(_cfg(**{"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}), SHAPES)
+        build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}), SHAPES)
     with pytest.raises(ValueError, match=r"IOUS\[0\]=0.4.*IOU_THRESHOLDS"):
-        validate_sephnet_config(_cfg(**{"MODEL.ROI_BOX_CASCADE_HEAD.IOUS": (0.4, 0.6, 0.7)}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.ROI_BOX_CASCADE_HEAD.IOUS": (0.4, 0.6, 0.7)}))
     with pytest.raises(ValueError, match="BBOX_REG_WEIGHTS"):
         validate_sephnet_config(
-            _cfg(**{"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": ((10, 10, 5, 5),)})
+            _cfg(sephnet_cfg, **{"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": ((10, 10, 5, 5),)})
         )
     with pytest.raises(ValueError, match="TEST_SCORE='rank'"):
         validate_sephnet_config(
-            _cfg(
+            _cfg(sephnet_cfg,
                 **{
                     "MODEL.SEPH.IOU_BRANCH.ENABLED": True,
                     "MODEL.SEPH.IOU_BRANCH.TEST_SCORE": "rank",
@@ -227,7 +223,7 @@ def test_cascade_config_errors_name_the_keys():
         )
     # Cascade1_1: (0.4, 0.6, 0.7) with ROI IOU_THRESHOLDS [0.4] is consistent
     validate_sephnet_config(
-        _cfg(
+        _cfg(sephnet_cfg,
             **{
                 "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": (0.4, 0.6, 0.7),
                 "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.4],

@@ -14,9 +14,8 @@ from sephnet.backend import (
     Instances,
     ShapeSpec,
     build_roi_heads,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.roi_heads.ge_roi_heads import GETowers, SephGEROIHeads, point_pooler
 
 K = 3
@@ -26,29 +25,26 @@ SHAPES = {k: ShapeSpec(channels=8, stride=s) for k, s in LEVELS.items()}
 SIDES = [64.0, 128.0, 256.0, 512.0]
 
 
-def _cfg(**overrides):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephGEROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = list(LEVELS)
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in SIDES]
-    cfg.MODEL.ROI_BOX_HEAD.NORM = "EvoNormS0"
+TINY_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephGEROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": list(LEVELS),
+    "MODEL.ROI_HEADS.NUM_CLASSES": K,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64,
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[s] for s in SIDES],
+    "MODEL.ROI_BOX_HEAD.NORM": "EvoNormS0",
     # not built by SephGEROIHeads; a seph head name keeps the box-head checks of an
     # EvoNorm NORM satisfied (the log's gev1 config also named an unused SepV2 head)
-    cfg.MODEL.SEPH.BOX_HEAD.NAME = "TwinTowerConvFCHead"
-    cfg.MODEL.SEPH.EVONORM.GROUPS = 4
-    cfg.MODEL.SEPH.GE_ROI_HEADS.NUM_CONVS = 1
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    cfg.TEST.DETECTIONS_PER_IMAGE = 30
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return cfg
+    "MODEL.SEPH.BOX_HEAD.NAME": "TwinTowerConvFCHead",
+    "MODEL.SEPH.EVONORM.GROUPS": 4,
+    "MODEL.SEPH.GE_ROI_HEADS.NUM_CONVS": 1,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+    "TEST.DETECTIONS_PER_IMAGE": 30,
+}
+
+
+def _cfg(sephnet_cfg, **overrides):
+    """The shared config with this file's keys, then ``overrides`` (dotted keys)."""
+    return sephnet_cfg({**TINY_KEYS, **overrides})
 
 
 def _level_by_hand(box):
@@ -77,8 +73,8 @@ def test_point_pool_reads_the_bilinear_feature_at_the_centre_of_the_right_level(
     assert [_level_by_hand(b) for b in boxes] == [0, 1, 2, 0]  # the case covers 3 levels
 
 
-def test_proposals_become_level_sized_squares_at_their_centres():
-    heads = build_roi_heads(_cfg(), SHAPES)
+def test_proposals_become_level_sized_squares_at_their_centres(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES)
     p = Instances((IMAGE, IMAGE))
     boxes = [[10, 10, 50, 30], [0, 0, 200, 200], [0, 0, 256, 256], [100, 100, 101, 140]]
     p.proposal_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
@@ -130,8 +126,8 @@ def _images(n=2):
     return ImageList(torch.zeros(n, 3, IMAGE, IMAGE), [(IMAGE, IMAGE)] * n)
 
 
-def test_builds_towers_point_pool_and_a_vector_predictor():
-    heads = build_roi_heads(_cfg(), SHAPES)
+def test_builds_towers_point_pool_and_a_vector_predictor(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES)
     assert isinstance(heads, SephGEROIHeads) and isinstance(heads.box_head, GETowers)
     assert heads.box_predictor.cls_score.in_features == 8
     assert heads.box_predictor.bbox_pred.in_features == 8
@@ -140,8 +136,8 @@ def test_builds_towers_point_pool_and_a_vector_predictor():
     assert heads.square_sides.tolist() == SIDES
 
 
-def test_trains_one_step_with_box_loss_relative_to_the_squares():
-    heads = build_roi_heads(_cfg(), SHAPES).train()
+def test_trains_one_step_with_box_loss_relative_to_the_squares(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES).train()
     torch.nn.init.zeros_(heads.box_predictor.bbox_pred.weight)  # deltas 0: decoded = squares
     torch.nn.init.zeros_(heads.box_predictor.bbox_pred.bias)
     proposals, targets = _batch()
@@ -184,8 +180,8 @@ def test_trains_one_step_with_box_loss_relative_to_the_squares():
     assert heads.box_head.box_tower.convs[0].weight.grad.abs().sum() > 0
 
 
-def test_inference_decodes_relative_to_the_squares():
-    heads = build_roi_heads(_cfg(), SHAPES).eval()
+def test_inference_decodes_relative_to_the_squares(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg), SHAPES).eval()
     torch.nn.init.zeros_(heads.box_predictor.bbox_pred.weight)
     torch.nn.init.zeros_(heads.box_predictor.bbox_pred.bias)
     proposals, _ = _batch()
@@ -206,15 +202,15 @@ def test_inference_decodes_relative_to_the_squares():
         assert (dist.min(dim=1).values < 1e-3).all()
 
 
-def test_config_errors_name_the_keys():
-    validate_sephnet_config(_cfg())
+def test_config_errors_name_the_keys(sephnet_cfg):
+    validate_sephnet_config(_cfg(sephnet_cfg))
     with pytest.raises(ValueError, match="CANONICAL_LEVEL=4"):
-        validate_sephnet_config(_cfg(**{"MODEL.SEPH.GE_ROI_HEADS.CANONICAL_LEVEL": 4}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.SEPH.GE_ROI_HEADS.CANONICAL_LEVEL": 4}))
     with pytest.raises(ValueError, match="NUM_CONVS=-1"):
-        validate_sephnet_config(_cfg(**{"MODEL.SEPH.GE_ROI_HEADS.NUM_CONVS": -1}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.SEPH.GE_ROI_HEADS.NUM_CONVS": -1}))
     with pytest.raises(ValueError, match="CANONICAL_BOX_SIZE=0"):
-        validate_sephnet_config(_cfg(**{"MODEL.SEPH.GE_ROI_HEADS.CANONICAL_BOX_SIZE": 0}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.SEPH.GE_ROI_HEADS.CANONICAL_BOX_SIZE": 0}))
     with pytest.raises(ValueError, match="ANCHOR_GENERATOR.SIZES"):
-        validate_sephnet_config(_cfg(**{"MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64]]}))
+        validate_sephnet_config(_cfg(sephnet_cfg, **{"MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64]]}))
     with pytest.raises(ValueError, match="ANCHOR_GENERATOR.SIZES"):
-        build_roi_heads(_cfg(**{"MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64]]}), SHAPES)
+        build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64]]}), SHAPES)

@@ -13,10 +13,8 @@ from sephnet.backend import (
     ShapeSpec,
     StandardROIHeads,
     build_roi_heads,
-    get_cfg,
     pairwise_iou,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.modeling.roi_heads.roi_heads import SephStandardROIHeads
 from sephnet.modeling.samplers import BalancedROISampler, RandomROISampler
 
@@ -26,28 +24,25 @@ IMAGE = 64
 SHAPES = {name: ShapeSpec(channels=8, stride=s) for name, s in LEVELS.items()}
 
 
-def _cfg(**overrides):
-    """Tiny config: 8 channels, 7x7 pooling, FC 16, 3 classes, 32 ROIs / 20 detections per image."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = list(LEVELS)
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
-    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
-    cfg.TEST.DETECTIONS_PER_IMAGE = 20  # fewer masks to pool and paste in eval
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return cfg
+# 8 channels, 7x7 pooling, FC 16, 3 classes, 32 ROIs / 20 detections per image
+TINY_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": list(LEVELS),
+    "MODEL.ROI_HEADS.NUM_CLASSES": K,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 16,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 8,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 2,
+    "TEST.DETECTIONS_PER_IMAGE": 20,  # fewer masks to pool and paste in eval
+}
+
+
+def _cfg(sephnet_cfg, **overrides):
+    """The shared config with this file's tiny keys, then ``overrides`` (dotted keys)."""
+    return sephnet_cfg({**TINY_KEYS, **overrides})
 
 
 def _features(num_images=2):
@@ -123,8 +118,8 @@ class RecordingSampler(RandomROISampler):
 
 
 @pytest.mark.parametrize("mask_on", [False, True])
-def test_default_keys_reproduce_detectron2_standard_roi_heads(mask_on):
-    cfg = _cfg(**{"MODEL.MASK_ON": mask_on})
+def test_default_keys_reproduce_detectron2_standard_roi_heads(mask_on, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **{"MODEL.MASK_ON": mask_on})
     torch.manual_seed(0)
     ours = build_roi_heads(cfg, SHAPES)
     upstream_cfg = cfg.clone()
@@ -184,8 +179,8 @@ def _iou_reference(gt_boxes, boxes):
     return out
 
 
-def test_sampled_proposals_carry_gt_ious_and_matcher_decision():
-    heads = build_roi_heads(_cfg(**{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512}), SHAPES).train()
+def test_sampled_proposals_carry_gt_ious_and_matcher_decision(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512}), SHAPES).train()
     proposals, targets = _batch()
     with EventStorage() as storage:
         sampled = heads.label_and_sample_proposals(copy.deepcopy(proposals), targets)
@@ -213,8 +208,8 @@ def test_sampled_proposals_carry_gt_ious_and_matcher_decision():
     assert logged["roi_head/num_fg_samples"][0] == pytest.approx(sum(num_fg) / 2)
 
 
-def test_image_without_gt_gets_background_fields_and_zero_box_loss():
-    heads = build_roi_heads(_cfg(**{"MODEL.MASK_ON": True}), SHAPES)
+def test_image_without_gt_gets_background_fields_and_zero_box_loss(sephnet_cfg):
+    heads = build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.MASK_ON": True}), SHAPES)
     empty = [_targets([], []), _targets([], [])]
     proposals = [_proposals([], seed=i) for i in range(2)]
     sampled, losses = _train(heads, proposals, empty)
@@ -227,8 +222,8 @@ def test_image_without_gt_gets_background_fields_and_zero_box_loss():
     assert torch.isfinite(losses["loss_cls"]) and losses["loss_cls"].item() > 0
 
 
-def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sampling():
-    cfg = _cfg(
+def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sampling(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **{
             "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.3],
             "MODEL.SEPH.PREDICTOR.POS_LABELS_THRESHOLD": 0.5,
@@ -258,8 +253,8 @@ def test_sampler_receives_counts_and_threshold_relabels_low_iou_positives_for_sa
         assert torch.equal(s.gt_is_matched, s.gt_ious >= 0.3)
 
 
-def test_batch_mixing_images_with_and_without_gt_matches_detectron2():
-    cfg = _cfg()
+def test_batch_mixing_images_with_and_without_gt_matches_detectron2(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     torch.manual_seed(0)
     ours = build_roi_heads(cfg, SHAPES)
     upstream_cfg = cfg.clone()
@@ -278,9 +273,9 @@ def test_batch_mixing_images_with_and_without_gt_matches_detectron2():
     assert not sampled[1].gt_is_matched.any() and (sampled[1].gt_ious == 0).all()
 
 
-def test_ignored_proposals_are_never_sampled():
+def test_ignored_proposals_are_never_sampled(sephnet_cfg):
     # IoU in [0.4, 0.5) is "ignore" (-1): such proposals must not reach the box head.
-    cfg = _cfg(
+    cfg = _cfg(sephnet_cfg,
         **{
             "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.4, 0.5],
             "MODEL.ROI_HEADS.IOU_LABELS": [0, -1, 1],
@@ -304,8 +299,8 @@ def test_ignored_proposals_are_never_sampled():
         assert len(s) == kept
 
 
-def test_sephv2_head_evonorm_balanced_sampler_train_and_eval():
-    cfg = _cfg(
+def test_sephv2_head_evonorm_balanced_sampler_train_and_eval(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg,
         **{
             "MODEL.MASK_ON": True,
             "MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
@@ -340,21 +335,21 @@ def test_sephv2_head_evonorm_balanced_sampler_train_and_eval():
         assert d.pred_masks.shape[1:] == (1, 28, 28)  # 14x14 pooling, one 2x deconv
 
 
-def test_unknown_box_head_or_predictor_name_raises_value_error():
+def test_unknown_box_head_or_predictor_name_raises_value_error(sephnet_cfg):
     with pytest.raises(ValueError, match="MODEL.SEPH.BOX_HEAD.NAME='Nope'"):
-        build_roi_heads(_cfg(**{"MODEL.SEPH.BOX_HEAD.NAME": "Nope"}), SHAPES)
+        build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.SEPH.BOX_HEAD.NAME": "Nope"}), SHAPES)
     with pytest.raises(ValueError, match="MODEL.SEPH.PREDICTOR.NAME='Nope'"):
-        build_roi_heads(_cfg(**{"MODEL.SEPH.PREDICTOR.NAME": "Nope"}), SHAPES)
+        build_roi_heads(_cfg(sephnet_cfg, **{"MODEL.SEPH.PREDICTOR.NAME": "Nope"}), SHAPES)
 
 
-def test_levels_with_different_widths_raise_value_error():
+def test_levels_with_different_widths_raise_value_error(sephnet_cfg):
     shapes = dict(SHAPES, p5=ShapeSpec(channels=16, stride=32))
     with pytest.raises(ValueError, match="different channel counts"):
-        build_roi_heads(_cfg(), shapes)
+        build_roi_heads(_cfg(sephnet_cfg), shapes)
 
 
-def test_invalid_constructor_arguments():
-    kwargs = SephStandardROIHeads.from_config(_cfg(), SHAPES)
+def test_invalid_constructor_arguments(sephnet_cfg):
+    kwargs = SephStandardROIHeads.from_config(_cfg(sephnet_cfg), SHAPES)
     with pytest.raises(ValueError, match="pos_labels_threshold=1.0"):
         SephStandardROIHeads(**dict(kwargs, pos_labels_threshold=1.0))
     with pytest.raises(TypeError, match="roi_sampler must be callable"):

@@ -6,8 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from sephnet.backend import Boxes, EventStorage, ImageList, Instances, ShapeSpec, build_roi_heads
-from sephnet.backend import get_cfg, pairwise_iou
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import pairwise_iou
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.samplers import OHEMROISampler
 
 BG = 3
@@ -42,18 +42,21 @@ def test_ohem_needs_the_losses():
         _call(torch.tensor([0, BG, BG]), None)
 
 
-def _cfg(**sampler):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p3"]
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 2
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 8
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
-    cfg.MODEL.SEPH.SAMPLER.NAME = "OHEMROISampler"
-    return cfg
+TINY_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": ["p3"],
+    "MODEL.ROI_HEADS.NUM_CLASSES": 2,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 8,
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 16,
+    "MODEL.SEPH.SAMPLER.NAME": "OHEMROISampler",
+}
+
+
+def _cfg(sephnet_cfg):
+    """The shared config with this file's keys."""
+    return sephnet_cfg(TINY_KEYS)
 
 
 class _Recording(OHEMROISampler):
@@ -66,8 +69,8 @@ class _Recording(OHEMROISampler):
         return out
 
 
-def test_roi_heads_rank_every_candidate_by_its_current_classification_loss():
-    cfg = _cfg()
+def test_roi_heads_rank_every_candidate_by_its_current_classification_loss(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     validate_sephnet_config(cfg)
     torch.manual_seed(0)
     heads = build_roi_heads(cfg, {"p3": ShapeSpec(channels=4, stride=8)})
@@ -108,8 +111,8 @@ def test_roi_heads_rank_every_candidate_by_its_current_classification_loss():
     assert torch.equal(sampled[0].proposal_boxes.tensor, boxes[torch.cat([fg, bg])])
 
 
-def test_ohem_needs_sephstandardroiheads():
-    cfg = _cfg()
+def test_ohem_needs_sephstandardroiheads(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     cfg.MODEL.ROI_HEADS.NAME = "SephCascadeROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
     with pytest.raises(ValueError, match="only SephStandardROIHeads computes"):

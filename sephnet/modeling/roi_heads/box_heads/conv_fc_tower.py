@@ -13,7 +13,9 @@ used (EvoNormS0, BN, GN), and with its default ReLU only without a norm
 (:func:`head_activation`). ``relu_after_norm=True`` (``MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM``)
 adds the ReLU after norms that have no non-linearity of their own.
 
-With ``padding=0`` the convs are VALID (each takes 2 off S) and with ``width_step`` conv k
+The FCs may carry another norm than the convs (``fc_norm``: the June baseline's head,
+:class:`~sephnet.modeling.roi_heads.box_heads.norm_fc_head.NormFCBoxHead`). With ``padding=0``
+the convs are VALID (each takes 2 off S) and with ``width_step`` conv k
 (1-based) has ``conv_dim + k * width_step`` channels (the "V3" head).
 
 Layer order and "no bias before a norm" come from the blocks in
@@ -22,7 +24,7 @@ Layer order and "no bias before a norm" come from the blocks in
 Glorot-uniform: the framework's conventions win (docs/components.md#conventions), and the upstream
 adapter head is initialised the same way.
 """
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -109,6 +111,7 @@ class ConvFCTower(nn.Sequential):
         relu_after_norm: bool = False,
         padding: int = 1,
         width_step: int = 0,
+        fc_norm: Optional[str] = None,
     ):
         """
         Args:
@@ -122,6 +125,7 @@ class ConvFCTower(nn.Sequential):
             relu_after_norm: a ReLU after norms without their own non-linearity too.
             padding: 1 = SAME convs, 0 = VALID convs (S must stay >= 1).
             width_step: conv k (1-based) has ``conv_dim + k * width_step`` channels.
+            fc_norm: the FCs' norm, as ``norm``; None: ``norm``.
 
         Raises:
             ValueError: a negative count, a non-positive width, FCs without a known input
@@ -165,12 +169,13 @@ class ConvFCTower(nn.Sequential):
                 f"ConvFCTower: FC layers need the pooled height and width; got {input_shape}."
             )
         in_features = channels * height * width
+        fc_norm = norm if fc_norm is None else fc_norm
         for k in range(num_fc):
             fc = FCNormAct(
                 in_features,
                 fc_dim,
-                norm=norm,
-                activation=head_activation(norm, relu_after_norm),
+                norm=fc_norm,
+                activation=head_activation(fc_norm, relu_after_norm),
                 norm_groups=norm_groups,
                 norm_eps=norm_eps,
             )

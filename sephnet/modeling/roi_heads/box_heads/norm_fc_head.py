@@ -6,20 +6,18 @@ its convs only, so it cannot express that head (docs/components.md#baseline-box-
 """
 from typing import Dict
 
-import fvcore.nn.weight_init as weight_init
 import torch
-from torch import nn
 
 from sephnet.backend import ShapeSpec, configurable
-from sephnet.layers.blocks import FCNormAct, conv_norm_act
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
+from sephnet.modeling.roi_heads.box_heads.conv_fc_tower import ConvFCTower
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
 
 __all__ = ["NormFCBoxHead"]
 
 
 @SEPH_BOX_HEAD_REGISTRY.register()
-class NormFCBoxHead(nn.Module):
+class NormFCBoxHead(ConvFCTower):
     """One tower shared by classes and boxes; only its FCs are normalised.
 
     ::
@@ -32,8 +30,9 @@ class NormFCBoxHead(nn.Module):
 
     With ``fc_norm="GN"`` (32 groups over each ROI's FC features) this is the log's June
     baseline head (0 convs, 2 FCs of 1024). After a norm with its own non-linearity
-    (EvoNormS0) no ReLU is added. Initialisation as detectron2's box head (``c2_msra_fill``
-    convs, ``c2_xavier_fill`` FCs). ``state_dict``: ``conv{i}.*``, ``fc{j}.*`` (1-based).
+    (EvoNormS0) no ReLU is added. It is a :class:`ConvFCTower` (same layers, initialisation
+    and ``state_dict`` names: ``conv{i}.*``, ``fc{j}.*``, 1-based) whose convs have no norm
+    and whose FCs keep the ReLU after their norm.
     """
 
     input_kind = "pooled"
@@ -64,27 +63,23 @@ class NormFCBoxHead(nn.Module):
         Raises:
             ValueError: ``num_fc < 1`` or a negative ``num_conv``.
         """
-        super().__init__()
         if num_fc < 1 or num_conv < 0:
             raise ValueError(
                 f"NormFCBoxHead: num_conv={num_conv}, num_fc={num_fc}; expected num_conv >= 0 "
                 "and num_fc >= 1."
             )
-        channels = input_shape.channels
-        for k in range(num_conv):
-            conv = conv_norm_act(channels, conv_dim, kernel_size=3, norm="")
-            weight_init.c2_msra_fill(conv)
-            self.add_module(f"conv{k + 1}", conv)
-            channels = conv_dim
-        in_features = channels * input_shape.height * input_shape.width
-        for k in range(num_fc):
-            fc = FCNormAct(
-                in_features, fc_dim, norm=fc_norm, norm_groups=norm_groups, norm_eps=norm_eps
-            )
-            weight_init.c2_xavier_fill(fc)
-            self.add_module(f"fc{k + 1}", fc)
-            in_features = fc_dim
-        self._output_shape = ShapeSpec(channels=fc_dim)
+        super().__init__(
+            input_shape,
+            num_conv=num_conv,
+            conv_dim=conv_dim,
+            num_fc=num_fc,
+            fc_dim=fc_dim,
+            norm="",
+            fc_norm=fc_norm,
+            norm_groups=norm_groups,
+            norm_eps=norm_eps,
+            relu_after_norm=True,
+        )
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -108,11 +103,10 @@ class NormFCBoxHead(nn.Module):
         Returns:
             ``DecoupledFeatures(y, y, None)`` with ``y: Tensor[R, fc_dim]``.
         """
-        for layer in self.children():
-            x = layer(x)
-        return DecoupledFeatures(cls=x, box=x)
+        y = super().forward(x)
+        return DecoupledFeatures(cls=y, box=y)
 
     @property
     def output_shapes(self) -> Dict[str, ShapeSpec]:
         """``{"cls": ShapeSpec(fc_dim), "box": ShapeSpec(fc_dim)}``."""
-        return {"cls": self._output_shape, "box": self._output_shape}
+        return {"cls": self.output_shape, "box": self.output_shape}

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from sephnet.backend import ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config
+from sephnet.backend import ShapeSpec
 
 IMAGE = 64
 
@@ -28,8 +27,7 @@ def check_declared(outputs, shapes, image=IMAGE):
 
 
 @pytest.fixture
-def tiny_cfg():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def tiny_cfg(sephnet_cfg):
+    cfg = sephnet_cfg()
     cfg.MODEL.SEPH.EVONORM.GROUPS = 4
     return cfg

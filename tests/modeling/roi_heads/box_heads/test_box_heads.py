@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sephnet.modeling.roi_heads  # noqa: F401  (registers the heads and the predictor)
-from sephnet.backend import FastRCNNConvFCHead, ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config
+from sephnet.backend import FastRCNNConvFCHead, ShapeSpec
 from sephnet.config.box_head import validate_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY, SEPH_BOX_PREDICTOR_REGISTRY
@@ -28,10 +27,9 @@ HEAD_NAMES = sorted(
 )
 
 
-def tiny_cfg(name="UpstreamBoxHead", norm="", iou=False):
+def tiny_cfg(sephnet_cfg, name="UpstreamBoxHead", norm="", iou=False):
     """A validated-size config: 16-wide layers, or 64 with EvoNormS0 (2 channels per group)."""
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+    cfg = sephnet_cfg()
     dim = 64 if norm in ("EvoNormS0", "GN") else 16
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
@@ -81,8 +79,8 @@ def test_all_four_heads_are_registered():
 
 @pytest.mark.parametrize("norm", ["", "EvoNormS0", "GN"])
 @pytest.mark.parametrize("name", HEAD_NAMES)
-def test_registered_head_matches_its_output_shapes(name, norm):
-    cfg = tiny_cfg(name, norm)
+def test_registered_head_matches_its_output_shapes(name, norm, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, name, norm)
     if name == "UpstreamBoxHead" and norm == "GN":
         return  # detectron2's head with GN: detectron2's own tests
     if name == "UpstreamBoxHead" and norm == "EvoNormS0":
@@ -129,9 +127,10 @@ def test_registered_head_matches_its_output_shapes(name, norm):
 
 
 @pytest.mark.parametrize("name", HEAD_NAMES)
-def test_registered_head_output_is_batch_independent_in_eval(name):
+def test_registered_head_output_is_batch_independent_in_eval(name, sephnet_cfg):
     # float64: float32 BLAS blocking differs with the batch size.
-    head = build(tiny_cfg(name, "EvoNormS0" if name != "UpstreamBoxHead" else "")).double().eval()
+    norm = "EvoNormS0" if name != "UpstreamBoxHead" else ""
+    head = build(tiny_cfg(sephnet_cfg, name, norm)).double().eval()
     x = torch.randn(4, C, S, S, dtype=torch.float64)
     together = head(x)
     alone = head(x[2:3])
@@ -142,9 +141,9 @@ def test_registered_head_output_is_batch_independent_in_eval(name):
 
 @pytest.mark.parametrize("iou", [False, True])
 @pytest.mark.parametrize("name", HEAD_NAMES)
-def test_registered_head_feeds_the_configured_predictor(name, iou):
+def test_registered_head_feeds_the_configured_predictor(name, iou, sephnet_cfg):
     # The predictor sizes its layers from output_shapes; its outputs prove the sizes agree.
-    cfg = tiny_cfg(name, iou=iou)
+    cfg = tiny_cfg(sephnet_cfg, name, iou=iou)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
     head = build(cfg)
     predictor = SEPH_BOX_PREDICTOR_REGISTRY.get(cfg.MODEL.SEPH.PREDICTOR.NAME)(
@@ -189,9 +188,9 @@ def test_bn_sephv2_head_has_no_activation_after_its_norms_by_value():
 
 
 @pytest.mark.parametrize("relu_after_norm", [False, True])
-def test_relu_after_norm_key_adds_the_relu_after_bn_and_gn_only(relu_after_norm):
+def test_relu_after_norm_key_adds_the_relu_after_bn_and_gn_only(relu_after_norm, sephnet_cfg):
     for norm in ("GN", "EvoNormS0"):
-        cfg = tiny_cfg("FCClsConvBoxHead", norm)
+        cfg = tiny_cfg(sephnet_cfg, "FCClsConvBoxHead", norm)
         cfg.MODEL.SEPH.BOX_HEAD.RELU_AFTER_NORM = relu_after_norm
         validate_config(cfg)
         head = build(cfg)
@@ -307,12 +306,12 @@ def test_v2_iou_tower_reads_the_pooled_input(iou_num_conv, iou_num_fc, shape):
     torch.testing.assert_close(out.iou, ref)
 
 
-def test_v2_from_config_builds_the_iou_tower_when_the_iou_branch_is_on():
-    cfg = tiny_cfg("FCClsConvBoxHead", iou=True)
+def test_v2_from_config_builds_the_iou_tower_when_the_iou_branch_is_on(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "FCClsConvBoxHead", iou=True)
     cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV, cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_FC = 4, 0
     head = build(cfg)
     assert head.output_shapes["iou"] == ShapeSpec(channels=64 // 4, height=S, width=S)
-    assert build(tiny_cfg("FCClsConvBoxHead")).iou_tower is None
+    assert build(tiny_cfg(sephnet_cfg, "FCClsConvBoxHead")).iou_tower is None
 
 
 @pytest.mark.parametrize(
@@ -364,8 +363,8 @@ def test_shared_conv_head_without_shared_convs_and_too_small_input():
 # ---------------------------------------------------------------- UpstreamBoxHead
 
 
-def test_upstream_adapter_equals_detectron2_head_with_the_same_weights():
-    cfg = tiny_cfg("UpstreamBoxHead")
+def test_upstream_adapter_equals_detectron2_head_with_the_same_weights(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "UpstreamBoxHead")
     adapter = build(cfg)
     upstream = FastRCNNConvFCHead(cfg, INPUT)
     assert set(adapter.state_dict()) == {f"head.{k}" for k in upstream.state_dict()}
@@ -386,9 +385,8 @@ def test_upstream_adapter_rejects_a_non_head():
 # ---------------------------------------------------------------- config keys
 
 
-def test_defaults_select_the_upstream_head_and_validate():
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def test_defaults_select_the_upstream_head_and_validate(sephnet_cfg):
+    cfg = sephnet_cfg()
     assert cfg.MODEL.SEPH.BOX_HEAD.NAME == "UpstreamBoxHead"
     validate_config(cfg)
 
@@ -410,21 +408,21 @@ def test_defaults_select_the_upstream_head_and_validate():
         ("FCClsConvBoxHead", "NoSuchNorm", {}, r"ROI_BOX_HEAD.NORM.*NoSuchNorm"),
     ],
 )
-def test_validation_names_the_offending_key(name, norm, changes, message):
-    cfg = tiny_cfg(name, norm)
+def test_validation_names_the_offending_key(name, norm, changes, message, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, name, norm)
     for key, value in changes.items():
         cfg.MODEL.SEPH.BOX_HEAD[key] = value
     with pytest.raises(ValueError, match=message):
         validate_config(cfg)
 
 
-def test_validation_of_head_specific_requirements():
-    cfg = tiny_cfg("SharedConvHead")
+def test_validation_of_head_specific_requirements(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "SharedConvHead")
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 2
     with pytest.raises(ValueError, match="POOLER_RESOLUTION >= 3; got 2"):
         validate_config(cfg)
 
-    cfg = tiny_cfg("FCClsConvBoxHead")
+    cfg = tiny_cfg(sephnet_cfg, "FCClsConvBoxHead")
     cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
     with pytest.raises(ValueError, match="only built by sephnet's ROI heads.*'StandardROIHeads'"):
         validate_config(cfg)
@@ -432,7 +430,7 @@ def test_validation_of_head_specific_requirements():
     cfg.MODEL.SEPH.BOX_HEAD.NAME = "UpstreamBoxHead"
     validate_config(cfg)
 
-    cfg = tiny_cfg("FCClsConvBoxHead", iou=True)
+    cfg = tiny_cfg(sephnet_cfg, "FCClsConvBoxHead", iou=True)
     cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_CONV = cfg.MODEL.SEPH.BOX_HEAD.IOU_NUM_FC = 0
     with pytest.raises(ValueError, match="IOU_NUM_CONV=0 and .*IOU_NUM_FC=0"):
         validate_config(cfg)
@@ -441,8 +439,8 @@ def test_validation_of_head_specific_requirements():
     validate_config(cfg)
 
 
-def test_evonorm_groups_come_from_the_norm_component_keys():
-    cfg = tiny_cfg("FCClsConvBoxHead", "EvoNormS0")
+def test_evonorm_groups_come_from_the_norm_component_keys(sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, "FCClsConvBoxHead", "EvoNormS0")
     cfg.MODEL.SEPH.EVONORM.GROUPS, cfg.MODEL.SEPH.EVONORM.EPS = 16, 1e-3
     cfg.MODEL.SEPH.BOX_HEAD.CONV_DIM = 48  # 3 x 16: fine for 16 groups, not for 32
     validate_config(cfg)

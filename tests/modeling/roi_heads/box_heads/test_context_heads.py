@@ -3,8 +3,8 @@ value crop, the border strips and channel gate by value, config build + backward
 import pytest
 import torch
 
-from sephnet.backend import ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import ShapeSpec
+from sephnet.config import validate_sephnet_config
 from sephnet.layers.evonorm import EvoNormS0
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 from sephnet.modeling.roi_heads.box_heads.context_attention_heads import (
@@ -26,9 +26,8 @@ RESOLUTION = {"BoxQueryAttentionHead": 7, "ContextQueryAttentionHead": 7,
               "ContextStripAttentionHead": 13}
 
 
-def tiny_cfg(name, iou=False, norm=""):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def tiny_cfg(sephnet_cfg, name, iou=False, norm=""):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = S
     cfg.MODEL.ROI_BOX_HEAD.NORM = norm
@@ -67,8 +66,8 @@ def test_the_three_log_heads_are_registered():
 @pytest.mark.parametrize("norm", ["", "EvoNormS0"])
 @pytest.mark.parametrize("iou", [False, True])
 @pytest.mark.parametrize("name", CONTEXT_HEADS)
-def test_outputs_match_declared_shapes_and_backpropagate(name, iou, norm):
-    cfg = tiny_cfg(name, iou, norm)
+def test_outputs_match_declared_shapes_and_backpropagate(name, iou, norm, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg, name, iou, norm)
     head = SEPH_BOX_HEAD_REGISTRY.get(name)(cfg, SHAPE)
     shapes = head.output_shapes
     assert ("iou" in shapes) == iou
@@ -182,7 +181,7 @@ def test_crop_sizes_that_do_not_type_check_are_rejected(cls, m):
 
 
 @pytest.mark.parametrize("name", CONTEXT_HEADS)
-def test_a_single_map_is_rejected(name):
-    head = SEPH_BOX_HEAD_REGISTRY.get(name)(tiny_cfg(name), SHAPE)
+def test_a_single_map_is_rejected(name, sephnet_cfg):
+    head = SEPH_BOX_HEAD_REGISTRY.get(name)(tiny_cfg(sephnet_cfg, name), SHAPE)
     with pytest.raises(TypeError, match="ContextPair"):
         head(torch.zeros(1, C, S, S))

@@ -5,17 +5,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sephnet.backend import ShapeSpec, build_mask_head, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import ShapeSpec, build_mask_head
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.registry import SEPH_BOX_HEAD_REGISTRY
 from sephnet.modeling.roi_heads.box_heads.norm_fc_head import NormFCBoxHead
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
 
-def _row(name):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def _row(sephnet_cfg, name):
+    cfg = sephnet_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "coco", name))
     validate_sephnet_config(cfg)
     return cfg
@@ -52,9 +51,9 @@ def test_needs_an_fc():
 @pytest.mark.parametrize(
     "row", ["Mask-RCNN-FPN-3-baseline.yaml", "Mask-RCNN-FPN-C3.yaml", "Mask-RCNN-FPN-recipe1.yaml"]
 )
-def test_baseline_rows_build_the_gn_fc_head_and_a_normalised_mask_deconv(row):
+def test_baseline_rows_build_the_gn_fc_head_and_a_normalised_mask_deconv(row, sephnet_cfg):
     """The original's baseline: 2 FCs x 1024 with GN(32) + ReLU; the BN mask deconv + ReLU."""
-    cfg = _row(row)
+    cfg = _row(sephnet_cfg, row)
     head = SEPH_BOX_HEAD_REGISTRY.get(cfg.MODEL.SEPH.BOX_HEAD.NAME)(
         cfg, ShapeSpec(channels=256, height=7, width=7)
     )

@@ -4,8 +4,8 @@ SephStandardROIHeads."""
 import pytest
 import torch
 
-from sephnet.backend import Boxes, EventStorage, Instances, build_model, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, EventStorage, Instances, build_model
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
 from sephnet.modeling.roi_heads.poolers.multiscale_pooler import MultiScaleROIPooler
 from sephnet.modeling.roi_heads.hooks.roi_hooks import HookedBoxHead
@@ -23,10 +23,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.DEVICE = "cpu"
+def _cfg(sephnet_cfg, **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
@@ -97,8 +95,8 @@ def _train_step_and_predict(cfg):
         {"MODEL.SEPH.ROI_HOOK.NAME": "OneHeadCBAMROIHeadsHook", "MODEL.SEPH.ROI_HOOK.SE_RATIO": 4},
     ],
 )
-def test_model_with_an_roi_hook_trains_and_predicts(keys):
-    model = _train_step_and_predict(_cfg(**keys))
+def test_model_with_an_roi_hook_trains_and_predicts(keys, sephnet_cfg):
+    model = _train_step_and_predict(_cfg(sephnet_cfg, **keys))
     assert isinstance(model.roi_heads.box_head, HookedBoxHead)
     assert model.roi_heads.box_head.hook.preset == keys["MODEL.SEPH.ROI_HOOK.NAME"]
 
@@ -118,8 +116,8 @@ def test_model_with_an_roi_hook_trains_and_predicts(keys):
          "MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_RESOLUTION": 13},
     ],
 )
-def test_model_with_the_multiscale_pooler_trains_and_predicts(keys):
-    model = _train_step_and_predict(_cfg(**{"MODEL.SEPH.MULTISCALE_POOLER.ENABLED": True, **keys}))
+def test_model_with_the_multiscale_pooler_trains_and_predicts(keys, sephnet_cfg):
+    model = _train_step_and_predict(_cfg(sephnet_cfg, **{"MODEL.SEPH.MULTISCALE_POOLER.ENABLED": True, **keys}))
     pooler = model.roi_heads.box_pooler
     assert isinstance(pooler, MultiScaleROIPooler)
     feats = [torch.randn(1, 16, IMAGE // s, IMAGE // s) for s in (4, 8, 16, 32)]
@@ -130,9 +128,9 @@ def test_model_with_the_multiscale_pooler_trains_and_predicts(keys):
 
 
 @pytest.mark.parametrize("stacked", [False, True])
-def test_model_with_the_size_expert_head_trains_and_predicts(stacked):
+def test_model_with_the_size_expert_head_trains_and_predicts(stacked, sephnet_cfg):
     # sephv14_20 (V9); stacked=True is the log's literal two linear maps in a row
-    model = _train_step_and_predict(_cfg(**{
+    model = _train_step_and_predict(_cfg(sephnet_cfg, **{
         "MODEL.SEPH.BOX_HEAD.NAME": "SizeExpertHead",
         "MODEL.SEPH.SIZE_EXPERT_HEAD.STACKED_LINEAR": stacked,
     }))

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import ShapeSpec, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import ShapeSpec
+from sephnet.config import validate_sephnet_config
 from sephnet.layers.cbam import CBAM
 from sephnet.layers.non_local import PositionalNonLocalBlock
 from sephnet.modeling.registry import SEPH_ROI_HOOK_REGISTRY
@@ -31,9 +31,8 @@ NON_LOCAL = [
 ]
 
 
-def tiny_cfg(hook="", version=1, head="FCClsConvBoxHead", **keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
+def tiny_cfg(sephnet_cfg, hook="", version=1, head="FCClsConvBoxHead", **keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = S
     cfg.MODEL.SEPH.EVONORM.GROUPS = 4
@@ -82,8 +81,8 @@ def test_gamma_residual_hook_is_identity_at_init(name, version):
 
 
 @pytest.mark.parametrize("name,version", CASES)
-def test_every_hook_keeps_the_pooled_shape_and_declared_kind(name, version):
-    hook = build_roi_hook(tiny_cfg(name, version), SHAPE)
+def test_every_hook_keeps_the_pooled_shape_and_declared_kind(name, version, sephnet_cfg):
+    hook = build_roi_hook(tiny_cfg(sephnet_cfg, name, version), SHAPE)
     x = torch.randn(3, C, S, S)
     out = hook(x)
     if hook.output_kind == "tensor":
@@ -112,8 +111,10 @@ def test_every_hook_keeps_the_pooled_shape_and_declared_kind(name, version):
         ("IouHeadNonLocalROIHeadsHook", 1, C // 8, C // 2, 1, False),
     ],
 )
-def test_non_local_forms_follow_the_spec_table(name, version, q_width, v_width, heads, positional):
-    hook = build_roi_hook(tiny_cfg(name, version), SHAPE)
+def test_non_local_forms_follow_the_spec_table(
+    name, version, q_width, v_width, heads, positional, sephnet_cfg
+):
+    hook = build_roi_hook(tiny_cfg(sephnet_cfg, name, version), SHAPE)
     blocks = [m for m in hook.modules() if hasattr(m, "num_heads") and hasattr(m, "value")]
     assert blocks
     for b in blocks:
@@ -125,21 +126,21 @@ def test_non_local_forms_follow_the_spec_table(name, version, q_width, v_width, 
     assert len(blocks) == (2 if name == "NonLocalROIHeadsHook" else 1)
 
 
-def test_cls_and_box_hooks_leave_the_other_tower_raw():
+def test_cls_and_box_hooks_leave_the_other_tower_raw(sephnet_cfg):
     x = torch.randn(2, C, S, S)
-    cls_out = build_roi_hook(tiny_cfg("ClsNonLocalROIHeadsHook"), SHAPE)(x)
+    cls_out = build_roi_hook(tiny_cfg(sephnet_cfg, "ClsNonLocalROIHeadsHook"), SHAPE)(x)
     assert cls_out.box is x and (cls_out.cls - x).abs().max() > 0
-    box_out = build_roi_hook(tiny_cfg("BoxNonLocalROIHeadsHook"), SHAPE)(x)
+    box_out = build_roi_hook(tiny_cfg(sephnet_cfg, "BoxNonLocalROIHeadsHook"), SHAPE)(x)
     assert box_out.cls is x and (box_out.box - x).abs().max() > 0
-    iou_out = build_roi_hook(tiny_cfg("IouHeadNonLocalROIHeadsHook"), SHAPE)(x)
+    iou_out = build_roi_hook(tiny_cfg(sephnet_cfg, "IouHeadNonLocalROIHeadsHook"), SHAPE)(x)
     assert iou_out.cls is x and iou_out.box is x and (iou_out.iou - x).abs().max() > 0
-    se_out = build_roi_hook(tiny_cfg("ClsSEROIHeadsHook"), SHAPE)(x)
+    se_out = build_roi_hook(tiny_cfg(sephnet_cfg, "ClsSEROIHeadsHook"), SHAPE)(x)
     assert se_out.box is x
 
 
-def test_cls_version_4_is_version_2_times_twice_the_se_gate():
+def test_cls_version_4_is_version_2_times_twice_the_se_gate(sephnet_cfg):
     torch.manual_seed(1)
-    hook = build_roi_hook(tiny_cfg("ClsNonLocalROIHeadsHook", 4), SHAPE)
+    hook = build_roi_hook(tiny_cfg(sephnet_cfg, "ClsNonLocalROIHeadsHook", 4), SHAPE)
     x = torch.randn(3, C, S, S)
     y = hook.block(x)
     se = hook.se
@@ -149,18 +150,18 @@ def test_cls_version_4_is_version_2_times_twice_the_se_gate():
     torch.testing.assert_close(hook(x).cls, 2 * y * gate[:, :, None, None])
 
 
-def test_se_and_cbam_hooks_apply_their_blocks():
+def test_se_and_cbam_hooks_apply_their_blocks(sephnet_cfg):
     torch.manual_seed(2)
     x = torch.randn(3, C, S, S)
-    two = build_roi_hook(tiny_cfg("SEROIHeadsHook"), SHAPE)
+    two = build_roi_hook(tiny_cfg(sephnet_cfg, "SEROIHeadsHook"), SHAPE)
     out = two(x)
     torch.testing.assert_close(out.cls, two.cls_se(x))
     torch.testing.assert_close(out.box, two.box_se(x))
     assert (out.cls - out.box).abs().max() > 0  # independent weights
-    one = build_roi_hook(tiny_cfg("OneHeadSEROIHeadsHook"), SHAPE)
+    one = build_roi_hook(tiny_cfg(sephnet_cfg, "OneHeadSEROIHeadsHook"), SHAPE)
     assert one.se.squeeze.out_features == C // 4  # SE_RATIO
     torch.testing.assert_close(one(x), one.se(x))
-    cbam = build_roi_hook(tiny_cfg("OneHeadCBAMROIHeadsHook"), SHAPE)
+    cbam = build_roi_hook(tiny_cfg(sephnet_cfg, "OneHeadCBAMROIHeadsHook"), SHAPE)
     assert isinstance(cbam.cbam, CBAM)
     torch.testing.assert_close(cbam(x), cbam.cbam(x))
 
@@ -201,15 +202,17 @@ def test_iou_hook_on_a_context_pair_is_unresidualled_cross_attention():
 
 
 @pytest.mark.parametrize("name", [n for n in HOOK_NAMES if n != "IouHeadNonLocalROIHeadsHook"])
-def test_single_map_hooks_reject_the_context_pair(name):
-    hook = build_roi_hook(tiny_cfg(name), SHAPE)
+def test_single_map_hooks_reject_the_context_pair(name, sephnet_cfg):
+    hook = build_roi_hook(tiny_cfg(sephnet_cfg, name), SHAPE)
     with pytest.raises(TypeError, match="ContextPair"):
         hook(ContextPair(torch.zeros(1, C, S, S), torch.zeros(1, C, S, S)))
 
 
 @pytest.mark.parametrize("name,version", CASES)
-def test_every_hook_builds_from_config_and_backpropagates_through_the_box_head(name, version):
-    cfg = tiny_cfg(name, version, **{"MODEL.SEPH.IOU_BRANCH.ENABLED": True})
+def test_every_hook_builds_from_config_and_backpropagates_through_the_box_head(
+    name, version, sephnet_cfg
+):
+    cfg = tiny_cfg(sephnet_cfg, name, version, **{"MODEL.SEPH.IOU_BRANCH.ENABLED": True})
     validate_sephnet_config(cfg)
     head = HookedBoxHead(build_roi_hook(cfg, SHAPE), FCClsConvBoxHead(cfg, SHAPE))
     assert head.output_shapes == head.head.output_shapes
@@ -223,8 +226,8 @@ def test_every_hook_builds_from_config_and_backpropagates_through_the_box_head(n
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_no_hook_by_default():
-    assert build_roi_hook(tiny_cfg(), SHAPE) is None
+def test_no_hook_by_default(sephnet_cfg):
+    assert build_roi_hook(tiny_cfg(sephnet_cfg), SHAPE) is None
 
 
 @pytest.mark.parametrize(
@@ -246,8 +249,8 @@ def test_no_hook_by_default():
         ({"MODEL.SEPH.ROI_HOOK.NORM": "NoNorm"}, "MODEL.SEPH.ROI_HOOK.NORM"),
     ],
 )
-def test_config_errors_name_the_key(keys, match):
-    cfg = tiny_cfg()
+def test_config_errors_name_the_key(keys, match, sephnet_cfg):
+    cfg = tiny_cfg(sephnet_cfg)
     for key, value in keys.items():
         cfg.merge_from_list([key, value])
     with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(".", r"\.")):
@@ -260,9 +263,9 @@ def test_bad_version_at_construction():
 
 
 @pytest.mark.parametrize("name", HOOK_NAMES)
-def test_every_registered_hook_declares_its_capabilities(name):
+def test_every_registered_hook_declares_its_capabilities(name, sephnet_cfg):
     """Config validation reads these instead of lists of hook names; they match the hook built."""
     entry = SEPH_ROI_HOOK_REGISTRY.get(name)
     assert entry.output_kind in ("tensor", "decoupled") and entry.versions
     assert entry.reads_context_pair == (name == "IouHeadNonLocalROIHeadsHook")
-    assert build_roi_hook(tiny_cfg(name), SHAPE).output_kind == entry.output_kind
+    assert build_roi_hook(tiny_cfg(sephnet_cfg, name), SHAPE).output_kind == entry.output_kind

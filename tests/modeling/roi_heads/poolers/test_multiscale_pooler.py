@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sephnet.backend import Boxes, ShapeSpec, build_roi_heads, get_cfg
-from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import Boxes, ShapeSpec, build_roi_heads
+from sephnet.config import validate_sephnet_config
 from sephnet.modeling.roi_heads.decoupled_features import ContextPair
 from sephnet.modeling.roi_heads.poolers.multiscale_pooler import (
     CONTEXT_VERSIONS,
@@ -120,16 +120,17 @@ def test_bad_arguments(kwargs):
         MultiScaleROIPooler(**args)
 
 
-def _cfg(**keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)
-    cfg.MODEL.ROI_HEADS.NAME = "SephStandardROIHeads"
-    cfg.MODEL.SEPH.BOX_HEAD.NAME = "BoxQueryAttentionHead"
-    cfg.MODEL.SEPH.MULTISCALE_POOLER.ENABLED = True
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    for key, value in keys.items():
-        cfg.merge_from_list([key, value])
-    return cfg
+TINY_KEYS = {
+    "MODEL.ROI_HEADS.NAME": "SephStandardROIHeads",
+    "MODEL.SEPH.BOX_HEAD.NAME": "BoxQueryAttentionHead",
+    "MODEL.SEPH.MULTISCALE_POOLER.ENABLED": True,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+}
+
+
+def _cfg(sephnet_cfg, **keys):
+    """The shared config with this file's keys, then ``keys`` (dotted keys)."""
+    return sephnet_cfg({**TINY_KEYS, **keys})
 
 
 @pytest.mark.parametrize("keys,head,hook", [
@@ -138,8 +139,8 @@ def _cfg(**keys):
     ({"MODEL.SEPH.BOX_HEAD.NAME": "FCClsConvBoxHead",
       "MODEL.SEPH.ROI_HOOK.NAME": "IouHeadNonLocalROIHeadsHook"}, "FCClsConvBoxHead", "ROIHook"),
 ])
-def test_valid_combinations_pass(keys, head, hook):
-    cfg = _cfg(**keys, **{"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 2.0})
+def test_valid_combinations_pass(keys, head, hook, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, **keys, **{"MODEL.SEPH.MULTISCALE_POOLER.CONTEXT_SCALE": 2.0})
     validate_sephnet_config(cfg)
     # what the validated config builds: the multi-scale pooler feeding the named head (and hook)
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
@@ -165,9 +166,9 @@ def test_valid_combinations_pass(keys, head, hook):
         ({"MODEL.ROI_HEADS.NAME": "SephGEROIHeads"}, "SephGEROIHeads"),
     ],
 )
-def test_config_errors_name_the_key(keys, match):
+def test_config_errors_name_the_key(keys, match, sephnet_cfg):
     with pytest.raises(ValueError, match=match):
-        validate_sephnet_config(_cfg(**keys))
+        validate_sephnet_config(_cfg(sephnet_cfg, **keys))
 
 
 def test_sephv19_head_reads_the_pair_positionally():

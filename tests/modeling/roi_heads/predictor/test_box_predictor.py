@@ -13,9 +13,7 @@ from sephnet.backend import (
     FastRCNNOutputLayers,
     Instances,
     ShapeSpec,
-    get_cfg,
 )
-from sephnet.config import add_sephnet_config
 from sephnet.config import predictor as predictor_config
 from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers, SephPredictions
 from sephnet.modeling.roi_heads.decoupled_features import DecoupledFeatures
@@ -422,7 +420,7 @@ def test_multiply_score_fusion_is_monotonic_in_predicted_iou():
 
 
 @pytest.mark.parametrize("version,multiplied", [(3, True), (0, False), (1, False), (4, False)])
-def test_default_test_score_is_the_originals_rule_of_each_version(version, multiplied):
+def test_default_test_score_is_the_originals_rule_of_each_version(version, multiplied, sephnet_cfg):
     """Version 3 ("pred centerness") always multiplies sigmoid(output) into the class
     probabilities at test time; the other versions leave them alone, with default keys."""
     predictor = make_predictor(iou={"version": version})
@@ -431,7 +429,7 @@ def test_default_test_score_is_the_originals_rule_of_each_version(version, multi
     probs = predictor.predict_probs(_fixed_predictions(logits, iou_logits), [_image_proposals(3)])
     expected = logits.softmax(-1) * (iou_logits.sigmoid() if multiplied else 1.0)
     torch.testing.assert_close(probs[0], expected)
-    assert _cfg().MODEL.SEPH.IOU_BRANCH.TEST_SCORE == "by_version"
+    assert _cfg(sephnet_cfg).MODEL.SEPH.IOU_BRANCH.TEST_SCORE == "by_version"
 
 
 def test_rank_score_orders_and_suppresses_by_predicted_iou_but_reports_probability():
@@ -481,15 +479,14 @@ def test_predict_boxes_for_gt_classes_picks_the_gt_class_box():
 
 
 # -------------------------------------------------------------------------------- config
-def _cfg(**predictor_keys):
-    cfg = get_cfg()
-    add_sephnet_config(cfg)  # from_config also reads the box coder's and ROI losses' keys
+def _cfg(sephnet_cfg, **predictor_keys):
+    cfg = sephnet_cfg()
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = K
     return cfg
 
 
-def test_from_config_builds_cosine_predictor_with_iou_branch():
-    cfg = _cfg()
+def test_from_config_builds_cosine_predictor_with_iou_branch(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     cfg.MODEL.SEPH.PREDICTOR.CLS_LAYER = "cosine"
     cfg.MODEL.SEPH.PREDICTOR.COSINE_SCALE = 10.0
     cfg.MODEL.SEPH.PREDICTOR.COSINE_SCALE_LEARNABLE = True
@@ -507,7 +504,8 @@ def test_from_config_builds_cosine_predictor_with_iou_branch():
     assert (predictor.iou_branch.version, predictor.iou_branch.neg_weight) == (1, 0.3)
     assert predictor.loss_weight == {"loss_cls": 1.0, "loss_box_reg": 8.0, "loss_iou": 1.0}
 
-    plain = SephOutputLayers(_cfg(), ShapeSpec(channels=8))  # a single-output head's ShapeSpec
+    # a single-output head's ShapeSpec
+    plain = SephOutputLayers(_cfg(sephnet_cfg), ShapeSpec(channels=8))
     assert plain.iou_branch is None and plain.bbox_pred.out_features == 4 * K
 
 
@@ -527,8 +525,8 @@ def test_from_config_builds_cosine_predictor_with_iou_branch():
         ("MODEL.SEPH.PREDICTOR.BOX_LOSS_WEIGHTING", "proposal_iou", "'giou'"),
     ],
 )
-def test_validation_names_the_offending_key(key, value, match):
-    cfg = _cfg()
+def test_validation_names_the_offending_key(key, value, match, sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     node = cfg
     *parents, leaf = key.split(".")
     for name in parents:
@@ -538,8 +536,8 @@ def test_validation_names_the_offending_key(key, value, match):
         predictor_config.validate_config(cfg)
 
 
-def test_iou_test_score_needs_the_branch():
-    cfg = _cfg()
+def test_iou_test_score_needs_the_branch(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg)
     cfg.MODEL.SEPH.IOU_BRANCH.TEST_SCORE = "rank"
     with pytest.raises(ValueError, match="ENABLED"):
         predictor_config.validate_config(cfg)

@@ -53,12 +53,19 @@ def _fingerprint(batch):
     ]
 
 
-def _same(a, b):
-    assert len(a) == len(b)
-    for batch_a, batch_b in zip(a, b):
-        for (id_a, img_a, box_a, cls_a), (id_b, img_b, box_b, cls_b) in zip(batch_a, batch_b):
-            assert id_a == id_b and cls_a == cls_b
-            assert torch.equal(img_a, img_b) and torch.equal(box_a, box_b)
+def _differences(a, b):
+    """Where two lists of batch fingerprints differ (empty: identical)."""
+    if [len(x) for x in a] != [len(x) for x in b]:
+        return [f"batch sizes {[len(x) for x in a]} != {[len(x) for x in b]}"]
+    found = []
+    for i, (batch_a, batch_b) in enumerate(zip(a, b)):
+        for j, ((id_a, img_a, box_a, cls_a), (id_b, img_b, box_b, cls_b)) in enumerate(
+                zip(batch_a, batch_b)):
+            if id_a != id_b or cls_a != cls_b:
+                found.append(f"batch {i} item {j}: image {id_a} {cls_a} vs {id_b} {cls_b}")
+            elif not (torch.equal(img_a, img_b) and torch.equal(box_a, box_b)):
+                found.append(f"batch {i} item {j}: pixels or boxes differ")
+    return found
 
 
 def _mapper_used(cfg, monkeypatch):
@@ -96,11 +103,11 @@ def test_resume_with_mixup_and_mosaic_is_exact(registered, sephnet_cfg):
     resumed = _loader(cfg)
     resumed.load_state_dict(state)
     tail = [_fingerprint(b) for b in itertools.islice(iter(resumed), 3)]
-    _same(head + tail, reference)
+    assert _differences(head + tail, reference) == []
 
     seeking = _loader(cfg)
     seeking.set_position(4)
-    _same([_fingerprint(b) for b in itertools.islice(iter(seeking), 2)], reference[4:])
+    assert _differences([_fingerprint(b) for b in itertools.islice(iter(seeking), 2)], reference[4:]) == []
 
 
 @pytest.mark.skipif(BACKEND != "core", reason="exact resume is a feature of the core's loader")
@@ -108,4 +115,4 @@ def test_worker_processes_give_the_same_batches(registered, sephnet_cfg):
     cfg = _cfg(sephnet_cfg, CUTMIX=0.5, MOSAIC=0.5)
     main = [_fingerprint(b) for b in itertools.islice(iter(_loader(cfg)), 3)]
     workers = [_fingerprint(b) for b in itertools.islice(iter(_loader(_cfg(sephnet_cfg, 2, CUTMIX=0.5, MOSAIC=0.5))), 3)]
-    _same(workers, main)
+    assert len(main) == 3 and _differences(workers, main) == []

@@ -51,6 +51,10 @@ import yaml
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
 from sephnet.tools.proxy import (
     ANCHOR_SCALE,
+    BACKBONE_WEIGHTS,
+    PRETRAIN_SEED,
+    extract_backbone,
+    pretrain_opts,
     proxy_opts,
     row_anchor_sizes,
     row_model_opts,
@@ -79,6 +83,10 @@ _TASKS = ("bbox", "segm")
 #: Default --proxy-iters: 11 rows x 2 seeds cost about 2 CPU-hours (0.5-1.3 CPU-s per
 #: iteration and row), i.e. about an hour on 2 quiet cores.
 PROXY_ITERATIONS = 300
+#: Default --pretrain-iters: the backbone pretraining run (about 6 minutes on 2 quiet cores).
+PRETRAIN_ITERATIONS = 1000
+#: Folder of the pretraining run in a proxy study's root (not a row id: ids hold no "_" prefix).
+PRETRAIN_DIR = "_pretrain"
 # detectron2's COCOEvaluator keys (percent) for the log's first six columns.
 _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -439,12 +447,13 @@ def run_rows(
 
 
 def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int, seeds: int,
-               opts: Sequence[str] = ()) -> List[Tuple[AblationRow, str, List[str]]]:
+               opts: Sequence[str] = (), weights: str = "") -> List[Tuple[AblationRow, str, List[str]]]:
     """The runs of a proxy study: ``(row, run folder, config overrides)`` for seeds
     ``0..seeds-1`` of each row, seed-major (seed 0 of every row first, so a study stopped
     early still covers every row). Overrides: :func:`~sephnet.tools.proxy.proxy_opts` with
-    the run's seed and the row's anchors x ``ANCHOR_SCALE``, the row's
-    :func:`~sephnet.tools.proxy.row_model_opts`, then ``opts`` (last wins).
+    the run's seed, the row's anchors x ``ANCHOR_SCALE`` and ``weights`` (the pretrained
+    backbone, or "" for none), the row's :func:`~sephnet.tools.proxy.row_model_opts`, then
+    ``opts`` (last wins).
 
     Raises:
         ValueError: ``seeds`` < 1, ``iterations`` < 10, a row has no config, or a row cannot
@@ -464,7 +473,7 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
             raise ValueError(f"row {row.id!r} cannot run under --proxy: {e}") from None
     return [
         (row, os.path.join(output_root, row.id, f"seed{seed}"),
-         proxy_opts(iterations, seed, anchors[row.id]) + model_opts[row.id] + list(opts))
+         proxy_opts(iterations, seed, anchors[row.id], weights) + model_opts[row.id] + list(opts))
         for seed in range(seeds) for row in rows
     ]
 
@@ -481,6 +490,8 @@ def run_proxy_study(
     iterations: int,
     seeds: int,
     parallel: int = 1,
+    pretrain_config: str = "",
+    pretrain_iterations: int = PRETRAIN_ITERATIONS,
     train_net: str = "train_net.py",
     opts: Sequence[str] = (),
     command: str = "",
@@ -492,20 +503,33 @@ def run_proxy_study(
         output_root: the study's folder.
         iterations, seeds: the proxy schedule's length and the seeds per row.
         parallel: trainings at once; each gets ``max(1, cpu_count // parallel)`` threads.
+        pretrain_config: the config of the backbone pretraining run (the quickstart's), run
+            first into ``<output_root>/_pretrain/`` with all the CPU threads and
+            :func:`~sephnet.tools.proxy.pretrain_opts`; its ResNet weights
+            (``_pretrain/backbone.pth``) are every row's ``MODEL.WEIGHTS``. "" or
+            ``pretrain_iterations`` 0: rows train from scratch.
+        pretrain_iterations: iterations of the pretraining run.
         train_net: path of ``train_net.py``.
-        opts: KEY VALUE overrides added after the proxy's.
+        opts: KEY VALUE overrides added after the proxy's (not to the pretraining).
         command: the command line, recorded in ``proxy.json`` and ``results.md``.
 
     Returns:
-        ``{"<row id>/seed<k>": "finished" | "done" | "failed"}``.
+        ``{"<row id>/seed<k>": "finished" | "done" | "failed"}``, and ``"_pretrain"``'s
+        status when there is a pretraining (the rows do not run when it failed).
 
     Raises:
-        ValueError: as :func:`proxy_runs`, or ``parallel`` < 1.
+        ValueError: as :func:`proxy_runs`, ``parallel`` < 1 or ``pretrain_iterations`` < 0.
         KeyboardInterrupt: after stopping the running children (their folders resume).
     """
     if parallel < 1:
         raise ValueError(f"--parallel={parallel}; expected >= 1.")
-    runs = proxy_runs(rows, output_root, iterations=iterations, seeds=seeds, opts=opts)
+    if pretrain_iterations < 0:
+        raise ValueError(f"--pretrain-iters={pretrain_iterations}; expected >= 0.")
+    pretrain = bool(pretrain_config) and pretrain_iterations > 0
+    pretrain_dir = os.path.join(output_root, PRETRAIN_DIR)
+    weights = os.path.abspath(os.path.join(pretrain_dir, BACKBONE_WEIGHTS)) if pretrain else ""
+    runs = proxy_runs(rows, output_root, iterations=iterations, seeds=seeds, opts=opts,
+                      weights=weights)
     os.makedirs(output_root, exist_ok=True)
     settings = {
         "command": command,
@@ -513,20 +537,31 @@ def run_proxy_study(
         "iterations": iterations,
         "seeds": seeds,
         "anchor_scale": ANCHOR_SCALE,
-        "overrides": _without_key(proxy_opts(iterations, 0), "SEED"),  # SEED is per run
+        # SEED is per run; the weights' path is the study's own
+        "overrides": _without_key(proxy_opts(iterations, 0, weights=BACKBONE_WEIGHTS if pretrain else ""),
+                                  "SEED"),
         "user_opts": list(opts),
     }
+    if pretrain:
+        settings["pretrain"] = {"config": os.path.relpath(pretrain_config),
+                                "iterations": pretrain_iterations, "seed": PRETRAIN_SEED,
+                                "folder": PRETRAIN_DIR}
     with open(os.path.join(output_root, PROXY_SETTINGS), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=1)
+    runner = _Runner(train_net, output_root, (), 1)
+    status: Dict[str, str] = {}
+    if pretrain:
+        status[PRETRAIN_DIR] = _pretrain_backbone(runner, pretrain_config, pretrain_dir,
+                                                  pretrain_iterations)
+        if status[PRETRAIN_DIR] == "failed":
+            return status
     threads = str(max(1, (os.cpu_count() or 1) // parallel))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    runner = _Runner(train_net, output_root, (), 1)
 
     def one(run: Tuple[AblationRow, str, List[str]]) -> str:
         row, run_dir, run_opts = run
         return runner.run(row, env=env, run_dir=run_dir, opts=run_opts)
 
-    status: Dict[str, str] = {}
     pool = ThreadPoolExecutor(max_workers=parallel)
     try:
         for (row, run_dir, _), result in zip(runs, pool.map(one, runs)):
@@ -541,6 +576,20 @@ def run_proxy_study(
             paths = write_proxy_results(rows, metrics, output_root, settings, timings)
             print(f"[ablate] wrote {' and '.join(paths)}", flush=True)
     return status
+
+
+def _pretrain_backbone(runner: "_Runner", config: str, run_dir: str, iterations: int) -> str:
+    """Run (or skip, or resume) the pretraining in ``run_dir`` and write its
+    ``BACKBONE_WEIGHTS`` from ``model_final.pth``; returns the run's status."""
+    row = AblationRow(id=PRETRAIN_DIR, label="backbone pretraining", table="extra",
+                      config=os.path.abspath(config), pending=None, confidence="",
+                      changes="the proxy's stand-in for ImageNet pretraining")
+    result = runner.run(row, run_dir=run_dir, opts=pretrain_opts(iterations))
+    weights = os.path.join(run_dir, BACKBONE_WEIGHTS)
+    if result != "failed" and not os.path.isfile(weights):
+        count = extract_backbone(os.path.join(run_dir, "model_final.pth"), weights)
+        print(f"[ablate] {PRETRAIN_DIR}: wrote {weights} ({count} tensors)", flush=True)
+    return result
 
 
 def _write_table(rows: Sequence[AblationRow], output_root: str) -> None:
@@ -586,6 +635,12 @@ def argument_parser() -> argparse.ArgumentParser:
                         "dataset, ResNet-18, --proxy-iters iterations), --seeds seeds each")
     parser.add_argument("--proxy-iters", type=int, default=PROXY_ITERATIONS,
                         help="iterations of a --proxy run (default: %(default)s)")
+    parser.add_argument("--pretrain-config",
+                        default=os.path.join("configs", "quickstart", "mask_rcnn_R_18_FPN_shapes.yaml"),
+                        help="with --proxy: the backbone pretraining's config (default: %(default)s)")
+    parser.add_argument("--pretrain-iters", type=int, default=PRETRAIN_ITERATIONS,
+                        help="with --proxy: iterations of the backbone pretraining, run once "
+                        "before the rows; 0: rows train from scratch (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="with --proxy: seeds per row, run folders seed0..seedN-1")
     parser.add_argument("--parallel", type=int, default=1,
@@ -619,7 +674,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args_line = shlex.join(sys.argv[1:] if argv is None else list(argv))
             command = f"python -m sephnet.tools.ablate {args_line}"
             status = run_proxy_study(rows, root, iterations=args.proxy_iters, seeds=args.seeds,
-                                     parallel=args.parallel, train_net=args.train_net,
+                                     parallel=args.parallel,
+                                     pretrain_config=args.pretrain_config,
+                                     pretrain_iterations=args.pretrain_iters,
+                                     train_net=args.train_net,
                                      opts=args.opts, command=command)
         else:
             status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,

@@ -11,9 +11,14 @@ What the proxy does to a row, and why:
 - data: ``clutter_train`` / ``clutter_val`` (8 classes), 160-224 px images used at their
   own size (the log trains and tests at ~576 px, so anchors are scaled by 1/4), masks as
   bitmaps (the dataset stores RLE);
-- model: ResNet-18 from scratch with GroupNorm (FrozenBN is meaningless without pretrained
-  weights and no weights can be downloaded), 64-channel FPN and head convs, 256-wide head
-  FCs, at most 1000 / 500 / 300 RPN boxes (pre-NMS per level / post-NMS train / test);
+- model: ResNet-18 with GroupNorm (FrozenBN needs ImageNet statistics, and no weights can be
+  downloaded), 64-channel FPN and head convs, 256-wide head FCs, at most 1000 / 500 / 300 RPN
+  boxes (pre-NMS per level / post-NMS train / test);
+- pretraining: the log's rows start from an ImageNet ResNet. The proxy's stand-in is one backbone pretraining run per study
+  (:func:`pretrain_opts`: the quickstart Mask R-CNN trained from scratch on ``clutter_train``),
+  whose ResNet weights (:func:`extract_backbone`) every row then starts from, keeping its own
+  ``MODEL.BACKBONE.FREEZE_AT``; without it (``weights=""``) rows train from scratch with
+  nothing frozen;
 - schedule: 4 images per iteration on one process, lr 0.02, ``iterations`` steps with
   warmup over the first tenth and the piecewise rows' LR steps at 2/3 and 5/6 of the run
   (where the log's 80k and 100k of 120k fall); the row's scheduler type (cosine or
@@ -28,7 +33,8 @@ with AdamW (DETR) do not fit its SGD learning rate: they are refused.
 """
 from typing import List, Optional, Sequence
 
-__all__ = ["ANCHOR_SCALE", "DENSE_META_ARCHITECTURES", "PROXY_DATASETS", "proxy_opts",
+__all__ = ["ANCHOR_SCALE", "BACKBONE_WEIGHTS", "DENSE_META_ARCHITECTURES", "PRETRAIN_SEED",
+           "PROXY_DATASETS", "extract_backbone", "pretrain_opts", "proxy_opts",
            "row_anchor_sizes", "row_model_opts", "scaled_anchor_sizes"]
 
 #: Proxy image size / the log's (160 / ~600 px): the factor applied to each row's anchors.
@@ -36,6 +42,15 @@ ANCHOR_SCALE = 0.25
 
 #: (train, test) datasets of the proxy.
 PROXY_DATASETS = ("clutter_train", "clutter_val")
+
+#: SEED of the pretraining run: one backbone for every row and seed, as the log has one
+#: ImageNet model.
+PRETRAIN_SEED = 1000
+
+#: File in the pretraining run's folder holding its ResNet weights (``backbone.bottom_up.*``).
+BACKBONE_WEIGHTS = "backbone.pth"
+
+_TRUNK_PREFIX = "backbone.bottom_up."
 
 _NUM_CLASSES = 8  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
 
@@ -46,8 +61,8 @@ DENSE_META_ARCHITECTURES = ("RetinaNet", "SephFCOS", "SephATSS")
 _OWN_TRUNK_BACKBONES = ("build_seph_detnet_backbone", "build_seph_detnet_fpn_backbone")
 
 
-def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Sequence[float]]] = None
-               ) -> List[str]:
+def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Sequence[float]]] = None,
+               weights: str = "") -> List[str]:
     """The proxy's KEY VALUE config overrides (see the module docstring).
 
     Args:
@@ -56,6 +71,9 @@ def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Seque
         anchor_sizes: ``MODEL.ANCHOR_GENERATOR.SIZES`` to set (already scaled; see
             :func:`scaled_anchor_sizes`), or None to keep the config's own (for configs
             already at the proxy's scale, e.g. the quickstart).
+        weights: ``MODEL.WEIGHTS``: the pretrained backbone (:data:`BACKBONE_WEIGHTS`), the
+            config's ``MODEL.BACKBONE.FREEZE_AT`` kept; or "" to train from scratch with
+            ``FREEZE_AT`` 0.
 
     Raises:
         ValueError: ``iterations`` < 10.
@@ -64,9 +82,9 @@ def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Seque
         raise ValueError(f"--proxy-iters={iterations}; expected at least 10.")
     opts = [
         "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", "",
+        "MODEL.WEIGHTS", weights,
+        *([] if weights else ["MODEL.BACKBONE.FREEZE_AT", "0"]),
         "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
-        "MODEL.BACKBONE.FREEZE_AT", "0",
         "MODEL.RESNETS.DEPTH", "18",
         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
         "MODEL.RESNETS.NORM", "GN",
@@ -103,6 +121,43 @@ def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Seque
     if anchor_sizes is not None:
         opts += ["MODEL.ANCHOR_GENERATOR.SIZES", repr([list(map(float, s)) for s in anchor_sizes])]
     return opts
+
+
+def pretrain_opts(iterations: int) -> List[str]:
+    """Overrides of the backbone pretraining run: :func:`proxy_opts` from scratch with
+    :data:`PRETRAIN_SEED`, for a config already at the proxy's scale (the quickstart's), so
+    its own anchors are kept.
+
+    Raises:
+        ValueError: ``iterations`` < 10.
+    """
+    return proxy_opts(iterations, PRETRAIN_SEED)
+
+
+def extract_backbone(checkpoint: str, out: str) -> int:
+    """Write the ResNet weights (keys ``backbone.bottom_up.*``) of a detectron2 checkpoint to
+    ``out`` as ``{"model": state dict}`` (atomically), for ``MODEL.WEIGHTS``: the FPN and
+    heads are left out, so every row builds its own. Returns the number of tensors written.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: it holds no ``backbone.bottom_up.*`` tensor.
+    """
+    import os
+
+    import torch
+
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint (did the pretraining finish?)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = state.get("model", state) if isinstance(state, dict) else {}
+    trunk = {k: v for k, v in model.items() if k.startswith(_TRUNK_PREFIX)}
+    if not trunk:
+        raise ValueError(f"{checkpoint}: no '{_TRUNK_PREFIX}*' weights in its model.")
+    tmp = f"{out}.tmp{os.getpid()}"
+    torch.save({"model": trunk}, tmp)
+    os.replace(tmp, out)
+    return len(trunk)
 
 
 def scaled_anchor_sizes(sizes: Sequence[Sequence[float]], scale: float = ANCHOR_SCALE

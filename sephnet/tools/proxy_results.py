@@ -197,7 +197,30 @@ def load_seed_metrics(rows: Sequence[AblationRow], output_root: str
     return metrics, timings
 
 
-def _settings_section(settings: Mapping[str, Any]) -> List[str]:
+def _read_json(path: str) -> Optional[Dict]:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _pretrain_line(pretrain: Mapping[str, Any], output_root: str) -> str:
+    """What the backbone pretraining was, its own bbox mAP and time, as far as known."""
+    folder = os.path.join(output_root, pretrain["folder"])
+    line = (f"Backbone: pretrained once for every row and seed by `{pretrain['config']}` "
+            f"(from scratch, {pretrain['iterations']} iterations, seed {pretrain['seed']}, "
+            f"folder `{pretrain['folder']}`); rows load its ResNet weights (`MODEL.WEIGHTS`) and "
+            "keep their own `MODEL.BACKBONE.FREEZE_AT`.")
+    metrics = _read_json(os.path.join(folder, FINAL_METRICS))
+    if metrics and metrics.get("bbox") and _finite(metrics["bbox"][0]):
+        line += f" Its own bbox mAP on the test set: {metrics['bbox'][0]:.3f}."
+    timing = _read_json(os.path.join(folder, TIMING))
+    if timing:
+        line += f" It took {timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} CPU-min."
+    return line + "\n"
+
+
+def _settings_section(settings: Mapping[str, Any], output_root: str) -> List[str]:
     if not settings:
         return []
     lines = ["## Settings\n"]
@@ -205,6 +228,8 @@ def _settings_section(settings: Mapping[str, Any]) -> List[str]:
         lines.append(f"Command: `{settings['command']}`\n")
     lines.append(f"Iterations: {settings.get('iterations')}; seeds: {settings.get('seeds')}; "
                  f"anchor sizes: each row's own x {settings.get('anchor_scale')}.\n")
+    if settings.get("pretrain"):
+        lines.append(_pretrain_line(settings["pretrain"], output_root))
     opts = settings.get("overrides", [])
     pairs = [f"`{k} {v}`" for k, v in zip(opts[::2], opts[1::2])]
     lines.append("Overrides applied to every row (before any `--opts`): " + ", ".join(pairs) + "\n")
@@ -244,7 +269,7 @@ def write_proxy_results(rows: Sequence[AblationRow], metrics: SeedMetrics, outpu
     else:
         corr = (f"Spearman rank correlation of bbox mAP, ours (mean over seeds) vs the log, over "
                 f"{n} rows: rho = {rho:.2f} (two-sided p = {p:.3f}).")
-    parts = ["# Proxy study: the log's rows at laptop scale\n", *_settings_section(settings),
+    parts = ["# Proxy study: the log's rows at laptop scale\n", *_settings_section(settings, output_root),
              "## bbox\n", render_proxy_table(shown, metrics), corr + "\n"]
     if any(r.log_segm is not None or any(m.get("segm") for m in metrics[r.id].values()) for r in shown):
         parts += ["## segm\n", render_proxy_table(shown, metrics, "segm")]

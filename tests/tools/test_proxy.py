@@ -11,7 +11,14 @@ from sephnet.config import add_sephnet_config, validate_sephnet_config
 from sephnet.tools import ablate
 from sephnet.tools.ablate import main, proxy_runs, run_proxy_study, run_state
 from sephnet.tools.ablation_index import LOG_COLUMNS, AblationRow, load_index, select_rows
-from sephnet.tools.proxy import ANCHOR_SCALE, proxy_opts, scaled_anchor_sizes
+from sephnet.tools.proxy import (
+    ANCHOR_SCALE,
+    PRETRAIN_SEED,
+    extract_backbone,
+    pretrain_opts,
+    proxy_opts,
+    scaled_anchor_sizes,
+)
 from sephnet.tools.proxy_results import (
     aggregate_seeds,
     load_seed_metrics,
@@ -31,7 +38,8 @@ def _pairs(opts):
 
 def test_every_row_gets_the_same_overrides_and_its_own_anchors_scaled(tmp_path):
     rows = select_rows(load_index(INDEX), STUDY_ROWS)
-    runs = proxy_runs(rows, str(tmp_path), iterations=300, seeds=2, opts=["SOLVER.BASE_LR", "0.01"])
+    runs = proxy_runs(rows, str(tmp_path), iterations=300, seeds=2, opts=["SOLVER.BASE_LR", "0.01"],
+                      weights="/study/_pretrain/backbone.pth")
     # seed-major: seed 0 of every row, then seed 1 (rows in the index's order)
     ids = [r.id for r in rows]
     assert sorted(ids) == sorted(STUDY_ROWS)
@@ -53,9 +61,94 @@ def test_every_row_gets_the_same_overrides_and_its_own_anchors_scaled(tmp_path):
         validate_sephnet_config(cfg)  # every row accepts the proxy overrides
         assert (cfg.SEED, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (seed, 300, (200, 250))
         assert cfg.DATASETS.TRAIN == ("clutter_train",) and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 8
+        assert cfg.MODEL.WEIGHTS == "/study/_pretrain/backbone.pth"
+        assert "MODEL.BACKBONE.FREEZE_AT" not in pairs  # a pretrained row keeps its own
     assert all(f == fixed[0] for f in fixed)
     # the anchor rule gives different values where rows differ (C3: 120-512, others 64-512)
     assert scaled_anchor_sizes([[120], [512]]) == [[30.0], [128.0]]
+
+
+def test_from_scratch_trains_every_stage_and_pretraining_is_from_scratch():
+    scratch = _pairs(proxy_opts(300, 3))
+    assert scratch["MODEL.WEIGHTS"] == "" and scratch["MODEL.BACKBONE.FREEZE_AT"] == "0"
+    pre = _pairs(pretrain_opts(1000))
+    assert pre["SEED"] == str(PRETRAIN_SEED) and pre["SOLVER.MAX_ITER"] == "1000"
+    assert pre["MODEL.WEIGHTS"] == "" and pre["MODEL.BACKBONE.FREEZE_AT"] == "0"
+    assert "MODEL.ANCHOR_GENERATOR.SIZES" not in pre  # the quickstart's anchors are at scale
+
+
+def test_extract_backbone_keeps_only_the_resnet_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    trunk = {"backbone.bottom_up.stem.conv1.weight": torch.arange(6.0).reshape(1, 6),
+             "backbone.bottom_up.res2.0.conv1.norm.bias": torch.tensor([0.5, -1.0])}
+    rest = {"backbone.fpn_lateral2.weight": torch.ones(2), "roi_heads.box_predictor.bias": torch.ones(3)}
+    torch.save({"model": {**trunk, **rest}, "iteration": 999}, tmp_path / "model_final.pth")
+    out = str(tmp_path / "backbone.pth")
+    assert extract_backbone(str(tmp_path / "model_final.pth"), out) == 2
+    saved = torch.load(out, weights_only=True)
+    assert sorted(saved) == ["model"] and sorted(saved["model"]) == sorted(trunk)
+    for key, value in trunk.items():
+        assert torch.equal(saved["model"][key], value)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]  # atomic write left no temp file
+    torch.save({"model": rest}, tmp_path / "heads.pth")
+    with pytest.raises(ValueError, match="heads.pth: no 'backbone.bottom_up"):
+        extract_backbone(str(tmp_path / "heads.pth"), out)
+    with pytest.raises(FileNotFoundError, match="absent.pth: no such checkpoint"):
+        extract_backbone(str(tmp_path / "absent.pth"), out)
+
+
+def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
+        tmp_path, fake_train_net, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    extracted = []
+
+    def fake_extract(checkpoint, out):
+        extracted.append(checkpoint)
+        open(out, "w").write("weights")
+        return 60
+
+    monkeypatch.setattr(ablate, "extract_backbone", fake_extract)
+    root = str(tmp_path / "study")
+    rows = [_row("a", 0.3), _row("b", 0.2)]
+    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config="/cfg/qs.yaml",
+                             pretrain_iterations=50, train_net=fake_train_net)
+    assert status == {"_pretrain": "done", "a/seed0": "done", "b/seed0": "done"}
+    pre_dir = os.path.join(root, "_pretrain")
+    assert extracted == [os.path.join(pre_dir, "model_final.pth")]
+    (pre_call,) = _calls(pre_dir)
+    assert pre_call["argv"][:2] == ["--config-file", "/cfg/qs.yaml"]
+    assert pre_call["argv"][pre_call["argv"].index("OUTPUT_DIR") + 2:] == pretrain_opts(50)
+    weights = os.path.abspath(os.path.join(pre_dir, "backbone.pth"))
+    for row_id in ("a", "b"):
+        (call,) = _calls(os.path.join(root, row_id, "seed0"))
+        argv = call["argv"]
+        assert argv[argv.index("MODEL.WEIGHTS") + 1] == weights
+        assert "MODEL.BACKBONE.FREEZE_AT" not in argv
+    settings = json.load(open(os.path.join(root, "proxy.json")))
+    assert settings["pretrain"] == {"config": os.path.relpath("/cfg/qs.yaml"), "iterations": 50,
+                                    "seed": PRETRAIN_SEED, "folder": "_pretrain"}
+    text = open(os.path.join(root, "results.md"), encoding="utf-8").read()
+    assert "Backbone: pretrained once for every row and seed" in text
+    assert "Its own bbox mAP on the test set: 0.100." in text
+    # again: everything finished, the weights exist, nothing runs or is extracted
+    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config="/cfg/qs.yaml",
+                             pretrain_iterations=50, train_net=fake_train_net)
+    assert set(status.values()) == {"finished"} and len(extracted) == 1
+
+
+def test_a_failed_pretraining_runs_no_row(tmp_path, fake_train_net, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    monkeypatch.setenv("FAKE_FAIL", "_pretrain")
+    root = tmp_path / "study"
+    status = run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
+                             pretrain_config="/cfg/qs.yaml", pretrain_iterations=50,
+                             train_net=fake_train_net)
+    assert status == {"_pretrain": "failed"} and not (root / "a").exists()
+    with pytest.raises(ValueError, match="--pretrain-iters=-1"):
+        run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
+                        pretrain_config="/cfg/qs.yaml", pretrain_iterations=-1)
 
 
 def test_proxy_opts_reject_too_short_schedules():

@@ -80,9 +80,9 @@ __all__ = [
 ]
 
 _TASKS = ("bbox", "segm")
-#: Default --proxy-iters: 11 rows x 2 seeds cost about 2 CPU-hours (0.5-1.3 CPU-s per
-#: iteration and row), i.e. about an hour on 2 quiet cores.
-PROXY_ITERATIONS = 300
+#: Default --proxy-iters: 11 rows x 2 seeds cost about 2.5 CPU-hours (0.6-1.3 CPU-s per
+#: iteration and row), i.e. a little over an hour on 2 quiet cores.
+PROXY_ITERATIONS = 400
 #: Default --pretrain-iters: the backbone pretraining run (about 6 minutes on 2 quiet cores).
 PRETRAIN_ITERATIONS = 1000
 #: Folder of the pretraining run in a proxy study's root (not a row id: ids hold no "_" prefix).

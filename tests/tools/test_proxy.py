@@ -70,7 +70,7 @@ def _row(row_id, log_ap):
 
 def test_study_runs_each_seed_once_resumes_and_writes_results(tmp_path, fake_train_net, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
-    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     root = str(tmp_path / "study")
     rows = [_row("a", 0.3), _row("b", 0.2)]
     (tmp_path / "study" / "b" / "seed1").mkdir(parents=True)

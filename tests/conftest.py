@@ -49,20 +49,32 @@ def _propagating_framework_loggers():
 
 @pytest.fixture(scope="session")
 def sephnet_cfg():
-    """The shared config factory: ``sephnet_cfg(keys=None, *, validate=False)`` (stateless,
-    so session-scoped: module-scoped fixtures may use it too).
+    """The shared config factory: ``sephnet_cfg(keys=None, *, narrow_r50=None,
+    validate=False)`` (stateless, so session-scoped: module-scoped fixtures may use it too).
 
     Returns a fresh detectron2 config with sephnet's keys (``add_sephnet_config``) on the CPU,
     with ``keys`` (``{"MODEL.ROI_HEADS.NAME": "SephStandardROIHeads", ...}``, dotted full
     keys) merged in order through ``merge_from_list``, so an unknown key or a wrongly typed
     value fails the test; with ``validate`` it also runs ``validate_sephnet_config``. Test
     modules keep their tiny sizes as a dict of keys and pass it here.
+
+    ``narrow_r50=W`` first sets a narrow ResNet-50 FPN that builds and runs in milliseconds:
+    16 stem channels, ``WIDTH_PER_GROUP`` W (res2's bottleneck width), ``RES2_OUT_CHANNELS``
+    4W (so res5 has 32W channels) and ``FPN.OUT_CHANNELS`` 4W; ``keys`` may override them.
     """
 
-    def make(keys=None, *, validate=False):
+    def make(keys=None, *, narrow_r50=None, validate=False):
         cfg = get_cfg()
         add_sephnet_config(cfg)
         cfg.MODEL.DEVICE = "cpu"
+        if narrow_r50 is not None:
+            cfg.merge_from_list([
+                "MODEL.RESNETS.DEPTH", 50,
+                "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
+                "MODEL.RESNETS.WIDTH_PER_GROUP", narrow_r50,
+                "MODEL.RESNETS.RES2_OUT_CHANNELS", 4 * narrow_r50,
+                "MODEL.FPN.OUT_CHANNELS", 4 * narrow_r50,
+            ])
         for key, value in (keys or {}).items():
             cfg.merge_from_list([key, value])
         if validate:

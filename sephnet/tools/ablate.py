@@ -16,7 +16,7 @@ Examples::
 
 Rows are picked from the index (``configs/coco/ablations.yaml``) by id, label or glob. Each
 runs as ``python train_net.py --config-file <config> [--resume] OUTPUT_DIR <root>/<id>
-[smoke opts] [--opts ...]`` with its output in ``<root>/<id>/`` (log: ``ablate.log``).
+[smoke opts and the row's] [--opts ...]`` with its output in ``<root>/<id>/`` (log: ``ablate.log``).
 A row whose folder holds ``final_metrics.json`` is finished and skipped; one whose folder
 holds a ``last_checkpoint`` was interrupted and resumes from it. When a run ends, its final
 metrics are collected into ``final_metrics.json`` (see :func:`collect_metrics`); at the end
@@ -55,6 +55,7 @@ from sephnet.tools.proxy import (
     PRETRAIN_SEED,
     extract_backbone,
     pretrain_opts,
+    PROXY_NUM_CLASSES,
     proxy_opts,
     row_anchor_sizes,
     row_model_opts,
@@ -69,7 +70,9 @@ from sephnet.tools.proxy_results import (
 from sephnet.tools.results_table import FINAL_METRICS, load_measured, write_results
 
 __all__ = [
+    "SHAPES_NUM_CLASSES",
     "shapes_smoke_opts",
+    "shapes_smoke_row_opts",
     "run_state",
     "build_command",
     "collect_metrics",
@@ -89,6 +92,9 @@ PRETRAIN_ITERATIONS = 1000
 PRETRAIN_DIR = "_pretrain"
 # detectron2's COCOEvaluator keys (percent) for the log's first six columns.
 _D2_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: Classes of the shapes dataset: len(sephnet.data.shapes.SHAPES_CLASSES), kept import-free
+#: for the CLI.
+SHAPES_NUM_CLASSES = 3
 
 
 def shapes_smoke_opts(iterations: int) -> List[str]:
@@ -100,6 +106,8 @@ def shapes_smoke_opts(iterations: int) -> List[str]:
     them, evaluation on ``shapes_val`` at the end keeping the 50 best detections per image
     whatever their score. The row's own
     components (heads, matchers, samplers, losses, norms, pooled levels, anchors) are kept.
+    The overrides are the same for every row; :func:`shapes_smoke_row_opts` adds what a row's
+    meta-architecture needs.
 
     Raises:
         ValueError: ``iterations`` < 4.
@@ -117,7 +125,7 @@ def shapes_smoke_opts(iterations: int) -> List[str]:
         "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "500",
         "MODEL.RPN.POST_NMS_TOPK_TEST", "200",
-        "MODEL.ROI_HEADS.NUM_CLASSES", "3",
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(SHAPES_NUM_CLASSES),
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
         "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
@@ -142,6 +150,28 @@ def shapes_smoke_opts(iterations: int) -> List[str]:
         "TEST.DETECTIONS_PER_IMAGE", "50",
         "SEED", "42",
     ]
+
+
+def shapes_smoke_row_opts(rows: Sequence[AblationRow], iterations: int) -> Dict[str, List[str]]:
+    """Each row's overrides for a shapes smoke run: ``{row id: shapes_smoke_opts(iterations) +
+    the row's row_model_opts with the shapes' class count}`` (see
+    :func:`~sephnet.tools.proxy.row_model_opts`; e.g. a dense detector's
+    ``MODEL.RETINANET.NUM_CLASSES``).
+
+    Raises:
+        ValueError: ``iterations`` < 4, a row has no config, or a row cannot run at CPU scale
+            (naming it).
+    """
+    common = shapes_smoke_opts(iterations)
+    opts = {}
+    for row in rows:
+        if not row.runnable:
+            raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
+        try:
+            opts[row.id] = common + row_model_opts(row.config, SHAPES_NUM_CLASSES)
+        except ValueError as e:
+            raise ValueError(f"row {row.id!r} cannot run under --shapes-smoke: {e}") from None
+    return opts
 
 
 def run_state(run_dir: str) -> str:
@@ -273,19 +303,19 @@ def _final_metrics_ok(metrics: Dict[str, List[Optional[float]]]) -> bool:
 class _Runner:
     """Runs rows and remembers live child processes so an interrupt can stop them."""
 
-    def __init__(self, train_net: str, output_root: str, opts: Sequence[str], num_gpus: int):
-        self.train_net, self.output_root = train_net, output_root
-        self.opts, self.num_gpus = list(opts), num_gpus
+    def __init__(self, train_net: str, output_root: str, num_gpus: int):
+        self.train_net, self.output_root, self.num_gpus = train_net, output_root, num_gpus
         self._live: List[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._stopping = False  # set by stop_all: no new child starts after it
 
     def run(self, row: AblationRow, env: Optional[Dict[str, str]] = None, gpus: int = 0,
-            run_dir: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> str:
+            run_dir: Optional[str] = None, opts: Sequence[str] = ()) -> str:
         """Train/evaluate one row unless finished; returns "finished", "done" or "failed".
 
-        ``run_dir`` (default ``<output_root>/<row id>``) and ``opts`` (default the runner's)
-        name one run of the row; its wall and CPU time accumulate in ``timing.json``."""
+        ``run_dir`` (default ``<output_root>/<row id>``) and ``opts`` (its KEY VALUE config
+        overrides) name one run of the row; its wall and CPU time accumulate in
+        ``timing.json``."""
         run_dir = run_dir or os.path.join(self.output_root, row.id)
         name = os.path.relpath(run_dir, self.output_root)
         state = run_state(run_dir)
@@ -299,7 +329,7 @@ class _Runner:
             run_dir,
             num_gpus=gpus or self.num_gpus,
             resume=state == "interrupted",
-            opts=self.opts if opts is None else opts,
+            opts=opts,
         )
         verb = "resuming" if state == "interrupted" else "starting"
         print(f"[ablate] {name}: {verb} ({row.label})", flush=True)
@@ -392,6 +422,7 @@ def run_rows(
     num_gpus: int = 1,
     parallel_gpus: bool = False,
     opts: Sequence[str] = (),
+    row_opts: Optional[Dict[str, List[str]]] = None,
 ) -> Dict[str, str]:
     """Run rows and write the results table of those with final metrics.
 
@@ -403,6 +434,8 @@ def run_rows(
             run at once, each on one GPU (``CUDA_VISIBLE_DEVICES`` = its slot 0..N-1).
         parallel_gpus: one row per GPU instead of one row after the other.
         opts: KEY VALUE config overrides added to every run.
+        row_opts: ``{row id: KEY VALUE overrides}`` put before ``opts`` in that row's run
+            (e.g. :func:`shapes_smoke_row_opts`); a row not in it gets ``opts`` only.
 
     Returns:
         ``{row id: "finished" (skipped) | "done" | "failed"}``.
@@ -416,7 +449,12 @@ def run_rows(
     for row in rows:
         if not row.runnable:
             raise ValueError(f"row {row.id!r} is pending ({row.pending}); it has no config.")
-    runner = _Runner(train_net, output_root, opts, num_gpus)
+    runner = _Runner(train_net, output_root, num_gpus)
+    row_opts = row_opts or {}
+
+    def run(row: AblationRow, **kwargs) -> str:
+        return runner.run(row, opts=row_opts.get(row.id, []) + list(opts), **kwargs)
+
     status: Dict[str, str] = {}
     try:
         if parallel_gpus and num_gpus > 1:
@@ -428,7 +466,7 @@ def run_rows(
                 gpu = slots.get()
                 try:
                     env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
-                    return runner.run(row, env=env, gpus=1)
+                    return run(row, env=env, gpus=1)
                 finally:
                     slots.put(gpu)
 
@@ -437,7 +475,7 @@ def run_rows(
                     status[row.id] = result
         else:
             for row in rows:
-                status[row.id] = runner.run(row)
+                status[row.id] = run(row)
     except KeyboardInterrupt:
         runner.stop_all()
         raise
@@ -468,7 +506,7 @@ def proxy_runs(rows: Sequence[AblationRow], output_root: str, *, iterations: int
     model_opts = {}
     for row in rows:
         try:
-            model_opts[row.id] = row_model_opts(row.config)
+            model_opts[row.id] = row_model_opts(row.config, PROXY_NUM_CLASSES)
         except ValueError as e:
             raise ValueError(f"row {row.id!r} cannot run under --proxy: {e}") from None
     return [
@@ -548,7 +586,7 @@ def run_proxy_study(
                                 "folder": PRETRAIN_DIR}
     with open(os.path.join(output_root, PROXY_SETTINGS), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=1)
-    runner = _Runner(train_net, output_root, (), 1)
+    runner = _Runner(train_net, output_root, 1)
     status: Dict[str, str] = {}
     if pretrain:
         status[PRETRAIN_DIR] = _pretrain_backbone(runner, pretrain_config, pretrain_dir,
@@ -660,10 +698,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit("--proxy and --shapes-smoke exclude each other.")
     try:
         rows = select_rows(load_index(args.index), args.rows)
-        smoke = shapes_smoke_opts(args.smoke_iters) if args.shapes_smoke else []
+        smoke = shapes_smoke_row_opts(rows, args.smoke_iters) if args.shapes_smoke else None
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    opts = smoke + args.opts
     root = args.output_root or os.path.join(
         "output",
         "ablations-proxy" if args.proxy else "ablations-shapes" if args.shapes_smoke else "ablations",
@@ -681,7 +718,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      opts=args.opts, command=command)
         else:
             status = run_rows(rows, root, train_net=args.train_net, num_gpus=args.num_gpus,
-                              parallel_gpus=args.parallel_gpus, opts=opts)
+                              parallel_gpus=args.parallel_gpus, opts=args.opts, row_opts=smoke)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     except KeyboardInterrupt:

@@ -34,8 +34,8 @@ with AdamW (DETR) do not fit its SGD learning rate: they are refused.
 from typing import List, Optional, Sequence
 
 __all__ = ["ANCHOR_SCALE", "BACKBONE_WEIGHTS", "DENSE_META_ARCHITECTURES", "PRETRAIN_SEED",
-           "PROXY_DATASETS", "extract_backbone", "pretrain_opts", "proxy_opts",
-           "row_anchor_sizes", "row_model_opts", "scaled_anchor_sizes"]
+           "PROXY_DATASETS", "PROXY_NUM_CLASSES", "extract_backbone", "pretrain_opts",
+           "proxy_opts", "row_anchor_sizes", "row_model_opts", "scaled_anchor_sizes"]
 
 #: Proxy image size / the log's (160 / ~600 px): the factor applied to each row's anchors.
 ANCHOR_SCALE = 0.25
@@ -52,12 +52,14 @@ BACKBONE_WEIGHTS = "backbone.pth"
 
 _TRUNK_PREFIX = "backbone.bottom_up."
 
-_NUM_CLASSES = 8  # len(sephnet.data.clutter.CLUTTER_CLASSES); kept import-free for the CLI
+#: Classes of the proxy's data: len(sephnet.data.clutter.CLUTTER_CLASSES), kept import-free
+#: for the CLI.
+PROXY_NUM_CLASSES = 8
 
 #: Meta-architectures whose class count is ``MODEL.RETINANET.NUM_CLASSES`` (dense detectors).
 DENSE_META_ARCHITECTURES = ("RetinaNet", "SephFCOS", "SephATSS")
 
-#: Backbones built on their own ResNet-50-like trunk, which the proxy's ResNet-18 cannot replace.
+#: Backbones built on their own ResNet-50-like trunk, which a CPU-scale ResNet-18 cannot replace.
 _OWN_TRUNK_BACKBONES = ("build_seph_detnet_backbone", "build_seph_detnet_fpn_backbone")
 
 
@@ -93,7 +95,7 @@ def proxy_opts(iterations: int, seed: int, anchor_sizes: Optional[Sequence[Seque
         "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "500",
         "MODEL.RPN.POST_NMS_TOPK_TEST", "300",
-        "MODEL.ROI_HEADS.NUM_CLASSES", str(_NUM_CLASSES),
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(PROXY_NUM_CLASSES),
         "MODEL.ROI_BOX_HEAD.CONV_DIM", "64",
         "MODEL.ROI_BOX_HEAD.FC_DIM", "256",
         "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
@@ -177,15 +179,18 @@ def row_anchor_sizes(config_file: str) -> List[List[float]]:
     return [list(level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
 
 
-def row_model_opts(config_file: str) -> List[str]:
-    """The overrides a row's meta-architecture needs on top of :func:`proxy_opts`:
-    ``MODEL.RETINANET.NUM_CLASSES`` for a dense detector, nothing for an R-CNN row.
+def row_model_opts(config_file: str, num_classes: int) -> List[str]:
+    """The overrides a row's meta-architecture needs on top of a CPU-scale run's common ones
+    (:func:`proxy_opts`, or ``shapes_smoke_opts`` of :mod:`sephnet.tools.ablate`), which set
+    ``MODEL.ROI_HEADS.NUM_CLASSES``: ``MODEL.RETINANET.NUM_CLASSES`` = ``num_classes`` for a
+    dense detector, nothing for an R-CNN row.
 
     Raises:
         ValueError: the row is an SSD (its priors and input size are its own); it changes the
             ResNet trunk (a DetNet backbone, or deformable convs, which need bottleneck blocks),
-            so the proxy's ResNet-18 cannot stand in for it; or it trains with another optimizer than SGD (DETR's AdamW), for which the proxy's
-            SGD learning rate is wrong.
+            so a CPU-scale run's ResNet-18 cannot stand in for it; or it trains with another
+            optimizer than SGD (DETR's AdamW), for which a CPU-scale run's SGD learning rate
+            is wrong.
     """
     from sephnet.backend import get_cfg
     from sephnet.config import add_sephnet_config
@@ -195,19 +200,20 @@ def row_model_opts(config_file: str) -> List[str]:
     cfg.merge_from_file(config_file)
     if cfg.MODEL.META_ARCHITECTURE == "SephSSD":
         raise ValueError(f"{config_file}: MODEL.META_ARCHITECTURE=SephSSD sizes its priors "
-                         "(MODEL.SEPH.SSD) and square input for its own base network, which the "
-                         "proxy does not scale; run it at full scale.")
+                         "(MODEL.SEPH.SSD) and square input for its own base network, which a "
+                         "CPU-scale run does not scale; run it at full scale.")
     if cfg.MODEL.BACKBONE.NAME in _OWN_TRUNK_BACKBONES:
         raise ValueError(f"{config_file}: MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME} has its "
-                         "own trunk, which the proxy's ResNet-18 cannot replace; run it at "
-                         "full scale.")
+                         "own trunk, which a CPU-scale run's ResNet-18 cannot replace; run it "
+                         "at full scale.")
     if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
         raise ValueError(f"{config_file}: MODEL.RESNETS.DEFORM_ON_PER_STAGE needs bottleneck "
-                         "blocks, which the proxy's ResNet-18 has none of; run it at full scale.")
+                         "blocks, which a CPU-scale run's ResNet-18 has none of; run it at "
+                         "full scale.")
     if cfg.MODEL.SEPH.SOLVER.OPTIMIZER != "SGD":
         raise ValueError(f"{config_file}: MODEL.SEPH.SOLVER.OPTIMIZER="
-                         f"{cfg.MODEL.SEPH.SOLVER.OPTIMIZER}; the proxy's learning rate is an SGD "
-                         "rate; run it at full scale.")
+                         f"{cfg.MODEL.SEPH.SOLVER.OPTIMIZER}; a CPU-scale run's learning rate is "
+                         "an SGD rate; run it at full scale.")
     if cfg.MODEL.META_ARCHITECTURE in DENSE_META_ARCHITECTURES:
-        return ["MODEL.RETINANET.NUM_CLASSES", str(_NUM_CLASSES)]
+        return ["MODEL.RETINANET.NUM_CLASSES", str(num_classes)]
     return []

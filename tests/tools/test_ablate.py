@@ -15,9 +15,12 @@ from sephnet.tools.ablate import (
     main,
     run_rows,
     run_state,
+    SHAPES_NUM_CLASSES,
     shapes_smoke_opts,
+    shapes_smoke_row_opts,
 )
 from sephnet.tools.ablation_index import AblationRow, load_index
+from sephnet.tools.proxy import DENSE_META_ARCHITECTURES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INDEX = os.path.join(REPO, "configs", "coco", "ablations.yaml")
@@ -238,18 +241,25 @@ def test_shapes_smoke_overrides_merge_and_validate_on_every_runnable_row(sephnet
     import sephnet.modeling.backbone  # noqa: F401  (registration)
     import sephnet.modeling.proposal_generator  # noqa: F401
     import sephnet.modeling.roi_heads  # noqa: F401
+    from sephnet.data.shapes import SHAPES_CLASSES
 
-    opts = shapes_smoke_opts(8)
+    assert SHAPES_NUM_CLASSES == len(SHAPES_CLASSES) == 3
     rows = [r for r in load_index(INDEX) if r.runnable]
-    assert rows
+    row_opts = shapes_smoke_row_opts(rows, 8)
+    assert rows and set(row_opts) == {r.id for r in rows}
+    dense = 0
     for row in rows:
         cfg = sephnet_cfg()
         cfg.merge_from_file(row.config)
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(row_opts[row.id])
         validate_sephnet_config(cfg)
         assert cfg.DATASETS.TRAIN == ("shapes_train",) and cfg.MODEL.DEVICE == "cpu"
         assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.STEPS) == (8, 2, (6,))
         assert cfg.SOLVER.REFERENCE_WORLD_SIZE == 0 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+        if cfg.MODEL.META_ARCHITECTURE in DENSE_META_ARCHITECTURES:
+            dense += 1
+            assert cfg.MODEL.RETINANET.NUM_CLASSES == 3, row.id
+    assert dense >= 3  # RetinaNet, FCOS, ATSS rows
     with pytest.raises(ValueError, match="--smoke-iters=3"):
         shapes_smoke_opts(3)
 
@@ -275,17 +285,34 @@ def test_cli_runs_selected_rows_and_reports_user_mistakes(tmp_path, fake_train_n
         main(common + ["--rows", "a", "--shapes-smoke", "--smoke-iters", "2"])
 
 
-def test_cli_smoke_overrides_come_before_user_opts(tmp_path, fake_train_net):
+def test_cli_smoke_gives_each_row_its_overrides_before_user_opts(tmp_path, fake_train_net):
+    rcnn = os.path.join(REPO, "configs", "coco", "Mask-RCNN-FPN-3-baseline.yaml")
+    fcos = os.path.join(REPO, "configs", "detectors", "fcos_R_50_FPN_1x.yaml")
     index = tmp_path / "ablations.yaml"
-    index.write_text("rows:\n  - {id: a, label: 'row a', table: FPN-3, config: A.yaml}\n")
+    index.write_text("rows:\n"
+                     f"  - {{id: rcnn, label: R-CNN, table: FPN-3, config: {rcnn}}}\n"
+                     f"  - {{id: fcos, label: FCOS, table: extra, config: {fcos}}}\n")
     root = tmp_path / "runs"
     main(["--index", str(index), "--output-root", str(root), "--train-net", fake_train_net,
-          "--rows", "a", "--shapes-smoke", "--smoke-iters", "6", "--opts", "SOLVER.MAX_ITER", "7"])
-    argv = _calls(str(root / "a"))[0]["argv"]
-    overrides = argv[argv.index("OUTPUT_DIR") + 2:]
-    assert overrides[: len(shapes_smoke_opts(6))] == shapes_smoke_opts(6)
-    assert overrides[-2:] == ["SOLVER.MAX_ITER", "7"]
+          "--rows", "rcnn", "fcos", "--shapes-smoke", "--smoke-iters", "6",
+          "--opts", "SOLVER.MAX_ITER", "7"])
+    smoke = shapes_smoke_opts(6)
+    user = ["SOLVER.MAX_ITER", "7"]
+    for row_id, own in (("rcnn", []), ("fcos", ["MODEL.RETINANET.NUM_CLASSES", "3"])):
+        argv = _calls(str(root / row_id))[0]["argv"]
+        assert argv[argv.index("OUTPUT_DIR") + 2:] == smoke + own + user, row_id
     assert glob.glob(str(root / "*.md")) == [str(root / "results.md")]
+
+
+def test_cli_smoke_refuses_a_row_it_cannot_shrink_by_name(tmp_path, fake_train_net):
+    detr = os.path.join(REPO, "configs", "detectors", "detr_R_50_coco.yaml")
+    index = tmp_path / "ablations.yaml"
+    index.write_text(f"rows:\n  - {{id: detr, label: DETR, table: extra, config: {detr}}}\n")
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit, match="row 'detr' cannot run under --shapes-smoke: .*AdamW"):
+        main(["--index", str(index), "--output-root", str(root), "--train-net", fake_train_net,
+              "--rows", "detr", "--shapes-smoke"])
+    assert not root.exists()
 
 
 @pytest.mark.slow  # subprocesses: over 10 s on 2 cores
@@ -346,7 +373,7 @@ def test_stopping_a_run_keeps_its_cpu_time_in_timing_json(tmp_path):
         time.sleep(60)
         """
     ))
-    runner = _Runner(str(busy), str(tmp_path), (), 1)
+    runner = _Runner(str(busy), str(tmp_path), 1)
     results = []
     thread = threading.Thread(target=lambda: results.append(runner.run(_row("a"))))
     thread.start()

@@ -100,7 +100,7 @@ def test_extract_backbone_keeps_only_the_resnet_weights(tmp_path):
 def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
         tmp_path, fake_train_net, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
-    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     extracted = []
 
     def fake_extract(checkpoint, out):
@@ -139,7 +139,7 @@ def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
 
 def test_a_failed_pretraining_runs_no_row(tmp_path, fake_train_net, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
-    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     monkeypatch.setenv("FAKE_FAIL", "_pretrain")
     root = tmp_path / "study"
     status = run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
@@ -163,7 +163,7 @@ def _row(row_id, log_ap):
 
 def test_study_runs_each_seed_once_resumes_and_writes_results(tmp_path, fake_train_net, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
-    monkeypatch.setattr(ablate, "row_model_opts", lambda config: [])
+    monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     root = str(tmp_path / "study")
     rows = [_row("a", 0.3), _row("b", 0.2)]
     (tmp_path / "study" / "b" / "seed1").mkdir(parents=True)

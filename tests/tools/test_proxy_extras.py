@@ -1,6 +1,6 @@
 """The index's optional rows (training tricks, augmentations, detectors) under the proxy:
 each builds with the proxy's overrides and the proxy's 8 classes, the rows the proxy cannot
-shrink are refused by name, and a dense detector row trains."""
+shrink are refused by name (by the shapes smoke run too), and a dense detector row trains."""
 import glob
 import math
 import os
@@ -11,12 +11,13 @@ import torch
 from sephnet.backend import EventStorage, build_model
 from sephnet.data import build_train_loader
 from sephnet.solver import build_optimizer
-from sephnet.tools.ablate import proxy_runs
+from sephnet.tools.ablate import proxy_runs, shapes_smoke_row_opts
 from sephnet.tools.ablation_index import AblationRow, load_index, select_rows
 from sephnet.tools.config_loading import load_config
 from sephnet.tools.proxy import (
     ANCHOR_SCALE,
     DENSE_META_ARCHITECTURES,
+    PROXY_NUM_CLASSES,
     proxy_opts,
     row_anchor_sizes,
     row_model_opts,
@@ -38,7 +39,8 @@ REFUSED = {"faster_rcnn_DetNet59_FPN_1x.yaml": "MODEL.BACKBONE.NAME",
 
 def _proxy_config(row, more=()):
     anchors = scaled_anchor_sizes(row_anchor_sizes(row.config))
-    return load_config(row.config, proxy_opts(10, 0, anchors) + row_model_opts(row.config)
+    return load_config(row.config, proxy_opts(10, 0, anchors)
+                       + row_model_opts(row.config, PROXY_NUM_CLASSES)
                        + list(more))
 
 
@@ -79,13 +81,18 @@ def test_rows_the_proxy_cannot_shrink_are_refused_by_name(name, tmp_path):
     with pytest.raises(ValueError, match=f"row 'big' cannot run under --proxy: .*"
                        f"{REFUSED[name]}"):
         proxy_runs([row], str(tmp_path), iterations=10, seeds=1)
+    # the shapes smoke run shrinks rows to the same ResNet-18 and SGD: refused alike
+    with pytest.raises(ValueError, match=f"row 'big' cannot run under --shapes-smoke: .*"
+                       f"{REFUSED[name]}"):
+        shapes_smoke_row_opts([row], 4)
 
 
 def test_rcnn_rows_get_no_extra_overrides():
     (row,) = select_rows(EXTRAS, ["trick-focal"])
-    assert row_model_opts(row.config) == []
+    assert row_model_opts(row.config, 8) == []
     (row,) = select_rows(EXTRAS, ["det-fcos"])
-    assert row_model_opts(row.config) == ["MODEL.RETINANET.NUM_CLASSES", "8"]
+    assert row_model_opts(row.config, 8) == ["MODEL.RETINANET.NUM_CLASSES", "8"]
+    assert row_model_opts(row.config, 3) == ["MODEL.RETINANET.NUM_CLASSES", "3"]
 
 
 def test_a_dense_detector_row_trains_two_steps_under_the_proxy(tiny_coco):

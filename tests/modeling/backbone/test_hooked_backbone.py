@@ -140,12 +140,8 @@ def test_mismatched_or_misplaced_hooks_raise():
 
 
 def _narrow_cfg(sephnet_cfg, backbone_name):
-    cfg = sephnet_cfg()
+    cfg = sephnet_cfg(narrow_r50=8)  # res5: 256 channels; 16 FPN channels below
     cfg.MODEL.BACKBONE.NAME = backbone_name
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.OUT_CHANNELS = 16

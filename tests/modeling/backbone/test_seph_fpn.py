@@ -34,15 +34,10 @@ IMAGE = 64  # divisible by the FPN's size_divisibility (32)
 
 def _cfg(sephnet_cfg, **seph):
     """A narrow R-50 FPN config (res5: 256 channels; 32 FPN channels) for the seph builder."""
-    cfg = sephnet_cfg()
+    cfg = sephnet_cfg(narrow_r50=8)
     cfg.MODEL.BACKBONE.NAME = "build_seph_resnet_fpn_backbone"
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
     cfg.MODEL.SEPH.EVONORM.GROUPS = 8
     for key, value in seph.items():
         cfg.merge_from_list([key, value])

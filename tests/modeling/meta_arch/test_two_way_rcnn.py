@@ -14,16 +14,11 @@ IMAGE = 64
 
 def _cfg(sephnet_cfg, backbone="build_seph_tf_fpn_backbone", **keys):
     """Narrow R-50 (res5: 128 ch), 16-wide necks, tiny ROI heads, CPU."""
-    cfg = sephnet_cfg()
+    cfg = sephnet_cfg(narrow_r50=4)
     cfg.MODEL.META_ARCHITECTURE = "SephGeneralizedRCNN"
     cfg.MODEL.BACKBONE.NAME = backbone
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
     cfg.MODEL.FPN.NORM = "EvoNormS0"
     cfg.MODEL.SEPH.EVONORM.GROUPS = 4
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32], [64], [128]]

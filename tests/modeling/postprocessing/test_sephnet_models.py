@@ -33,16 +33,11 @@ VARIANTS = {
 
 def tiny_cfg(sephnet_cfg, variant):
     """Narrow R-50 FPN Mask R-CNN with sephnet's ROI heads, 64 px inputs, CPU."""
-    cfg = sephnet_cfg()
+    cfg = sephnet_cfg(narrow_r50=4)  # res5: 128 channels, 16 FPN channels
     cfg.MODEL.MASK_ON = True
     cfg.MODEL.BACKBONE.NAME = "build_seph_tf_fpn_backbone"
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32], [64], [128]]
     cfg.MODEL.RPN.IN_FEATURES = ["p3", "p4", "p5", "p6"]
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 30

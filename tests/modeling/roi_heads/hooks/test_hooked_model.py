@@ -24,15 +24,10 @@ def _one_thread():
 
 
 def _cfg(sephnet_cfg, **keys):
-    cfg = sephnet_cfg()
+    cfg = sephnet_cfg(narrow_r50=4)
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
     cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 40

@@ -650,7 +650,8 @@ def argument_parser() -> argparse.ArgumentParser:
         "skip finished ones, and tabulate the results beside the log's.",
     )
     parser.add_argument("--rows", nargs="+", required=True, metavar="ROW",
-                        help="row ids, labels or globs of them (see the index)")
+                        help="row ids, labels or globs of them (see the index); @log: every "
+                        "row of the log, @extras: every extra")
     parser.add_argument("--index", default=os.path.join("configs", "coco", "ablations.yaml"),
                         help="the ablation index (default: %(default)s)")
     parser.add_argument("--output-root", default=None,

@@ -154,10 +154,15 @@ def load_index(path: str) -> List[AblationRow]:
     return rows
 
 
+#: ``--rows`` names of row groups: the log's rows, the extras.
+_GROUPS = ("@log", "@extras")
+
+
 def select_rows(rows: Sequence[AblationRow], patterns: Sequence[str]) -> List[AblationRow]:
     """The rows matching any pattern, in index order, each once.
 
-    A pattern equal to a row's id picks that row; else one equal to labels picks those rows
+    ``@log`` picks every row of the log and ``@extras`` every extra (``"*"`` picks both). Else
+    a pattern equal to a row's id picks that row; else one equal to labels picks those rows
     (the log's label "sephv2" is not the row with id "sephv2"); else it is an ``fnmatch``
     glob over ids and labels. Pending rows are never selected.
 
@@ -167,6 +172,10 @@ def select_rows(rows: Sequence[AblationRow], patterns: Sequence[str]) -> List[Ab
     """
     chosen = set()
     for pattern in patterns:
+        if pattern in _GROUPS:
+            extras = pattern == "@extras"
+            chosen.update(r.id for r in rows if r.runnable and (r.table == "extra") == extras)
+            continue
         hits = [r for r in rows if r.id == pattern] or [r for r in rows if r.label == pattern]
         hits = hits or [r for r in rows if fnmatch.fnmatchcase(r.id, pattern)
                         or fnmatch.fnmatchcase(r.label, pattern)]

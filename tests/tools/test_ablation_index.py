@@ -79,6 +79,15 @@ def test_select_rows_by_id_label_and_glob_in_index_order_once(tmp_path):
     assert "cascade" not in [r.id for r in select_rows(rows, ["*"])]
 
 
+def test_row_groups_split_the_log_from_the_extras(tmp_path):
+    rows = load_index(_index(tmp_path))
+    log = [r.id for r in select_rows(rows, ["@log"])]
+    extras = [r.id for r in select_rows(rows, ["@extras"])]
+    assert log == [r.id for r in rows if r.table != "extra" and r.runnable] and "cascade" not in log
+    assert extras == [r.id for r in rows if r.table == "extra"] and extras
+    assert sorted(select_rows(rows, ["@log", "@extras"]), key=rows.index) == select_rows(rows, ["*"])
+
+
 def test_an_exact_id_wins_over_another_rows_equal_label(tmp_path):
     path = _write(tmp_path, """
 rows:

@@ -83,8 +83,8 @@ __all__ = [
 ]
 
 _TASKS = ("bbox", "segm")
-#: Default --proxy-iters: 11 rows x 2 seeds cost about 2.5 CPU-hours (0.6-1.3 CPU-s per
-#: iteration and row), i.e. a little over an hour on 2 quiet cores.
+#: Default --proxy-iters: 11 rows x 2 seeds took 2.8 CPU-hours (0.6-2.1 CPU-s per iteration
+#: and row) plus the pretraining's 0.25, about 1.5 hours on 2 quiet cores.
 PROXY_ITERATIONS = 400
 #: Default --pretrain-iters: the backbone pretraining run (about 6 minutes on 2 quiet cores).
 PRETRAIN_ITERATIONS = 1000

@@ -556,7 +556,8 @@ def run_proxy_study(
         status when there is a pretraining (the rows do not run when it failed).
 
     Raises:
-        ValueError: as :func:`proxy_runs`, ``parallel`` < 1 or ``pretrain_iterations`` < 0.
+        ValueError: as :func:`proxy_runs`, ``parallel`` < 1, ``pretrain_iterations`` < 0, or
+            a pretraining config that does not exist.
         KeyboardInterrupt: after stopping the running children (their folders resume).
     """
     if parallel < 1:
@@ -564,6 +565,8 @@ def run_proxy_study(
     if pretrain_iterations < 0:
         raise ValueError(f"--pretrain-iters={pretrain_iterations}; expected >= 0.")
     pretrain = bool(pretrain_config) and pretrain_iterations > 0
+    if pretrain and not os.path.isfile(pretrain_config):
+        raise ValueError(f"--pretrain-config {pretrain_config!r} does not exist.")
     pretrain_dir = os.path.join(output_root, PRETRAIN_DIR)
     weights = os.path.abspath(os.path.join(pretrain_dir, BACKBONE_WEIGHTS)) if pretrain else ""
     runs = proxy_runs(rows, output_root, iterations=iterations, seeds=seeds, opts=opts,

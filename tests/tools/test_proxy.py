@@ -102,6 +102,8 @@ def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
     monkeypatch.setattr(ablate, "row_anchor_sizes", lambda config: [[64.0], [128.0]])
     monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     extracted = []
+    qs = str(tmp_path / "qs.yaml")
+    open(qs, "w").write("# the pretraining config (the fake train_net does not read it)\n")
 
     def fake_extract(checkpoint, out):
         extracted.append(checkpoint)
@@ -111,13 +113,13 @@ def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
     monkeypatch.setattr(ablate, "extract_backbone", fake_extract)
     root = str(tmp_path / "study")
     rows = [_row("a", 0.3), _row("b", 0.2)]
-    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config="/cfg/qs.yaml",
+    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config=qs,
                              pretrain_iterations=50, train_net=fake_train_net)
     assert status == {"_pretrain": "done", "a/seed0": "done", "b/seed0": "done"}
     pre_dir = os.path.join(root, "_pretrain")
     assert extracted == [os.path.join(pre_dir, "model_final.pth")]
     (pre_call,) = _calls(pre_dir)
-    assert pre_call["argv"][:2] == ["--config-file", "/cfg/qs.yaml"]
+    assert pre_call["argv"][:2] == ["--config-file", qs]
     assert pre_call["argv"][pre_call["argv"].index("OUTPUT_DIR") + 2:] == pretrain_opts(50)
     weights = os.path.abspath(os.path.join(pre_dir, "backbone.pth"))
     for row_id in ("a", "b"):
@@ -126,13 +128,13 @@ def test_study_pretrains_once_and_every_row_starts_from_its_backbone(
         assert argv[argv.index("MODEL.WEIGHTS") + 1] == weights
         assert "MODEL.BACKBONE.FREEZE_AT" not in argv
     settings = json.load(open(os.path.join(root, "proxy.json")))
-    assert settings["pretrain"] == {"config": os.path.relpath("/cfg/qs.yaml"), "iterations": 50,
+    assert settings["pretrain"] == {"config": os.path.relpath(qs), "iterations": 50,
                                     "seed": PRETRAIN_SEED, "folder": "_pretrain"}
     text = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert "Backbone: pretrained once for every row and seed" in text
     assert "Its own bbox mAP on the test set: 0.100." in text
     # again: everything finished, the weights exist, nothing runs or is extracted
-    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config="/cfg/qs.yaml",
+    status = run_proxy_study(rows, root, iterations=20, seeds=1, pretrain_config=qs,
                              pretrain_iterations=50, train_net=fake_train_net)
     assert set(status.values()) == {"finished"} and len(extracted) == 1
 
@@ -142,13 +144,18 @@ def test_a_failed_pretraining_runs_no_row(tmp_path, fake_train_net, monkeypatch)
     monkeypatch.setattr(ablate, "row_model_opts", lambda config, num_classes: [])
     monkeypatch.setenv("FAKE_FAIL", "_pretrain")
     root = tmp_path / "study"
+    qs = tmp_path / "qs.yaml"
+    qs.write_text("# the pretraining config\n")
     status = run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
-                             pretrain_config="/cfg/qs.yaml", pretrain_iterations=50,
+                             pretrain_config=str(qs), pretrain_iterations=50,
                              train_net=fake_train_net)
     assert status == {"_pretrain": "failed"} and not (root / "a").exists()
     with pytest.raises(ValueError, match="--pretrain-iters=-1"):
         run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
-                        pretrain_config="/cfg/qs.yaml", pretrain_iterations=-1)
+                        pretrain_config=str(qs), pretrain_iterations=-1)
+    with pytest.raises(ValueError, match="--pretrain-config '/cfg/absent.yaml' does not exist"):
+        run_proxy_study([_row("a", 0.3)], str(root), iterations=20, seeds=1,
+                        pretrain_config="/cfg/absent.yaml", pretrain_iterations=50)
 
 
 def test_proxy_opts_reject_too_short_schedules():

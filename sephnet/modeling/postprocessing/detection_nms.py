@@ -18,10 +18,11 @@ from typing import List, Tuple
 
 import torch
 
-from sephnet.backend import Boxes, Instances, batched_nms
+from sephnet.backend import Boxes, Instances
 
 from .box_voting import box_voting
 from .soft_nms import batched_soft_nms
+from .topk_nms import batched_nms_topk
 from .weighted_boxes_fusion import weighted_boxes_fusion
 
 __all__ = ["NMS_METHODS", "FUSIONS", "DetectionNMS", "fast_rcnn_inference_with"]
@@ -87,6 +88,7 @@ class DetectionNMS:
         classes: torch.Tensor,
         nms_thresh: float,
         num_sources: int = 1,
+        topk: int = -1,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Suppress or fuse candidates.
 
@@ -94,6 +96,9 @@ class DetectionNMS:
             boxes ``[N, 4]``, scores ``[N]``, classes int ``[N]``: the candidates.
             nms_thresh: IoU threshold of NMS and of linear soft-NMS.
             num_sources: predictors the candidates were pooled from (WBF's down-weighting).
+            topk: keep only the ``topk`` best detections (negative: all). Plain NMS then
+                suppresses only the candidates that can reach them (:func:`batched_nms_topk`:
+                the same result as suppressing all and truncating).
 
         Returns:
             boxes ``[D, 4]``, scores ``[D]``, classes ``[D]`` sorted by decreasing score, and
@@ -101,13 +106,14 @@ class DetectionNMS:
             cluster's highest-scoring box).
         """
         if self.fusion == "wbf":
-            return weighted_boxes_fusion(
+            fused = weighted_boxes_fusion(
                 boxes, scores, classes, iou_threshold=self.fusion_iou_thresh,
                 num_sources=num_sources,
             )
+            return fused if topk < 0 else tuple(t[:topk] for t in fused)
         if self.method == "nms":
             # float32 for both: detectron2's batched_nms casts the boxes only
-            keep = batched_nms(boxes.float(), scores.float(), classes, nms_thresh)
+            keep = batched_nms_topk(boxes.float(), scores.float(), classes, nms_thresh, topk)
             kept_scores = scores[keep]
         else:
             keep, kept_scores = batched_soft_nms(
@@ -117,6 +123,8 @@ class DetectionNMS:
                 sigma=self.soft_sigma,
                 score_threshold=self.soft_score_thresh,
             )
+            if topk >= 0:
+                keep, kept_scores = keep[:topk], kept_scores[:topk]
         kept_boxes, kept_classes = boxes[keep], classes[keep]
         if self.fusion == "voting":
             kept_boxes = box_voting(
@@ -166,12 +174,8 @@ def _single_image(detection_nms, boxes, scores, image_shape, score_thresh, nms_t
     region, cls = (fg > score_thresh).nonzero(as_tuple=True)
     cand_boxes = boxes[region, cls if num_reg > 1 else torch.zeros_like(cls)]
     out_boxes, out_scores, out_classes, src = detection_nms.select(
-        cand_boxes, fg[region, cls], cls, nms_thresh
+        cand_boxes, fg[region, cls], cls, nms_thresh, topk=topk
     )
-    if topk >= 0:
-        out_boxes, out_scores, out_classes, src = (
-            out_boxes[:topk], out_scores[:topk], out_classes[:topk], src[:topk]
-        )
     result = Instances(image_shape)
     result.pred_boxes = Boxes(out_boxes)
     result.scores = out_scores

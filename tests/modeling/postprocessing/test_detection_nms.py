@@ -118,3 +118,19 @@ def test_non_default_keys_need_a_sephnet_roi_head(sephnet_cfg):
     cfg.MODEL.SEPH.IOU_BRANCH.TEST_SCORE = "rank"
     with pytest.raises(ValueError, match="rank"):
         validate_sephnet_config(cfg)
+
+
+@pytest.mark.parametrize("detection_nms", [
+    DetectionNMS(), DetectionNMS(method="soft_gaussian"), DetectionNMS(fusion="voting"),
+    DetectionNMS(fusion="wbf")], ids=["nms", "soft", "voting", "wbf"])
+def test_select_topk_is_the_first_k_of_all(detection_nms):
+    g = torch.Generator().manual_seed(4)
+    xy = torch.rand(1500, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + 5 + torch.rand(1500, 2, generator=g) * 30], dim=1)
+    scores = torch.rand(1500, generator=g)
+    classes = torch.randint(3, (1500,), generator=g)
+    every = detection_nms.select(boxes, scores, classes, 0.5)
+    first = detection_nms.select(boxes, scores, classes, 0.5, topk=40)
+    assert len(every[0]) > 40
+    for got, expected in zip(first, every):  # voting's weighted means: equal to rounding
+        torch.testing.assert_close(got, expected[:40], rtol=1e-6, atol=1e-5)

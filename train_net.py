@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from sephnet import add_sephnet_config, validate_sephnet_config
+from sephnet.backend import describe as describe_backend
 from sephnet.backend import (
     CfgNode,
     COCOEvaluator,
@@ -48,6 +49,7 @@ from sephnet.backend import (
     hooks,
     import_module,
     launch,
+    setup_logger,
     verify_results,
 )
 from sephnet.data import build_train_loader
@@ -152,7 +154,8 @@ class Trainer(DefaultTrainer):
 def setup(args) -> CfgNode:
     """The frozen config of this run: defaults (detectron2's + sephnet's) ← ``--config-file``
     ← command-line overrides, checked by :func:`validate_sephnet_config`, then
-    :func:`default_setup` (output folder, logging, ``config.yaml``, seeding)."""
+    :func:`default_setup` (output folder, logging, ``config.yaml``, seeding) and sephnet's
+    logger (which logs the backend in use)."""
     cfg = get_cfg()
     add_sephnet_config(cfg)
     if args.config_file:
@@ -166,6 +169,10 @@ def setup(args) -> CfgNode:
     for name in cfg.DATASETS.TEST:
         guard_dataset_json(name, training=False)
     default_setup(cfg, args)
+    # default_setup sets up detectron2's and fvcore's loggers; sephnet's messages (the backend
+    # in use, the fast path, its components' warnings) go to the same console and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sephnet")
+    logging.getLogger("sephnet").info(describe_backend())
     return cfg
 
 

@@ -112,6 +112,8 @@ def _train_then_evaluate(out, overrides):
     assert glob.glob(str(out / "events.out.tfevents.*"))
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     assert "SOLVER:" in (out / "config.yaml").read_text()
+    log = (out / "log.txt").read_text()
+    assert log.count("sephnet backend: ") == 1  # sephnet's logger writes there, once
     lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
     assert [x["iteration"] for x in lines if "total_loss" in x][-1] == 3
     final = lines[-1]

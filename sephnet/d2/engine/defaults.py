@@ -133,23 +133,13 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return parser
 
 
-def _log_backend_line(logger: logging.Logger) -> None:
-    """Log which backend sephnet uses, when sephnet's backend switch is importable."""
-    try:
-        from sephnet import backend
-    except ImportError:
-        return
-    logger.info(backend.describe())
-
-
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """Common start-up of a job.
 
     1. Create ``cfg.OUTPUT_DIR`` (main process) and set up the ``detectron2`` (with the
-       core's ``sephnet.d2``), ``fvcore`` and ``sephnet`` loggers, writing
-       ``OUTPUT_DIR/log.txt``.
-    2. Log rank and world size, the environment, the backend, the command line arguments
-       and the config file's contents.
+       core's ``sephnet.d2``) and ``fvcore`` loggers, writing ``OUTPUT_DIR/log.txt``.
+    2. Log rank and world size, the environment, the command line arguments and the config
+       file's contents.
     3. Write the full config to ``OUTPUT_DIR/config.yaml`` (main process).
     4. Seed all RNGs with ``cfg.SEED + rank`` (a random seed when ``SEED`` < 0).
     5. Unless ``args.eval_only``, set ``torch.backends.cudnn.benchmark`` from
@@ -161,12 +151,10 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
 
     rank = comm.get_rank()
     setup_logger(output_dir, distributed_rank=rank, name="fvcore")
-    setup_logger(output_dir, distributed_rank=rank, name="sephnet")
     logger = setup_logger(output_dir, distributed_rank=rank)
 
     logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
     logger.info("Environment info:\n%s", collect_env_info())
-    _log_backend_line(logger)
     logger.info("Command line arguments: %s", args)
     config_file = getattr(args, "config_file", "")
     if config_file:

@@ -5,7 +5,8 @@ For Mask R-CNN R50-FPN (detectron2's Base-RCNN-FPN with masks) and the sephv14_1
 
 * **plain**: the model as the backend builds it (real detectron2 v0.6 when it is installed and
   chosen, so the baseline is detectron2's own code; otherwise sephnet's portable core);
-* **fp32 fast path**: ``optimize_for_inference`` (frozen BN folded, channels-last);
+* **fp32 fast path**: ``optimize_for_inference`` (frozen BN folded, channels-last, EvoNormS0
+  for inference, ROIAlign's boxes over the threads, NMS that stops at the top 100);
 * **bf16 fast path**: the same under bfloat16 autocast;
 
 and checks that the fp32 fast path gives the same detections (boxes within 1e-2 px, scores
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1067), metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--nchw", action="store_true",
-                        help="also time the fp32 fast path without channels-last (folding only)")
+                        help="also time the fp32 fast path without channels-last")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N most expensive operators of one forward of "
                              "each variant (torch.profiler, self CPU time)")

@@ -1,12 +1,15 @@
 """The optional torchvision kernels: the switch, the 'unusable' fallback, the dispatch."""
 import builtins
 import importlib
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+
+from sephnet.backend import ENV_VAR
 
 probe = importlib.import_module("sephnet.d2.layers.torchvision_ops")
 nms_module = importlib.import_module("sephnet.d2.layers.nms")
@@ -88,7 +91,10 @@ def test_importing_the_layers_with_a_broken_torchvision_does_not_crash(tmp_path)
         print(L.nms(torch.tensor([[0.0, 0, 1, 1], [0, 0, 1, 1]]), torch.tensor([1.0, 0.5]), 0.5).tolist())
         """
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    # the core: with real detectron2 installed, choosing it would import the broken torchvision
+    env = {**os.environ, ENV_VAR: "core"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "not usable (RuntimeError: Couldn't load custom C++ ops)" in result.stdout
     assert "[0]" in result.stdout

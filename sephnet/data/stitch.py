@@ -28,7 +28,7 @@ import torch
 
 from sephnet.backend import Boxes, Instances
 
-__all__ = ["fit_into", "stitch_pair", "stitch_batches"]
+__all__ = ["fit_into", "stitch_pair", "stitch_batches", "StitchedBatches", "ResumableStitchedBatches"]
 
 
 def fit_into(width: int, height: int, target_w: int, target_h: int) -> Tuple[int, int]:
@@ -98,24 +98,70 @@ def stitch_pair(first: Dict, second: Dict, canvas: Tuple[int, int]) -> Dict:
     return result
 
 
+def _stitch_batch(batch: List[Dict], prob: float, rng: np.random.Generator) -> List[Dict]:
+    """``batch``, with probability ``prob`` one random pair of it stitched first."""
+    if len(batch) >= 2 and rng.random() < prob:
+        i, j = rng.choice(len(batch), size=2, replace=False)
+        canvas = (
+            max(item["image"].shape[-2] for item in batch),
+            max(item["image"].shape[-1] for item in batch),
+        )
+        batch = list(batch)
+        batch[i] = stitch_pair(batch[i], batch[j], canvas)
+    return batch
+
+
+class StitchedBatches:
+    """The batches of a loader, each stitched with probability ``prob`` (an iterable like the
+    loader it wraps; iteration starts the wrapped loader lazily, on the first ``next()``)."""
+
+    def __init__(self, batches: Iterable[List[Dict]], prob: float,
+                 generator: Optional[np.random.Generator] = None):
+        self.batches = batches
+        self.prob = prob
+        self.rng = generator if generator is not None else np.random.default_rng()
+
+    def __iter__(self) -> Iterator[List[Dict]]:
+        for batch in self.batches:
+            yield _stitch_batch(batch, self.prob, self.rng)
+
+
+class ResumableStitchedBatches(StitchedBatches):
+    """:class:`StitchedBatches` of a resumable loader (``state_dict``/``load_state_dict``, as the
+    core's train loader), resumable itself: its state is the loader's plus the random
+    generator's, so a resumed run continues the same stitched stream without reading the
+    consumed batches again."""
+
+    def state_dict(self) -> Dict:
+        return {"loader": self.batches.state_dict(), "stitch_rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Continue after the state's last batch (call before the first ``next()``).
+
+        Raises:
+            KeyError: ``state`` is not a stitched loader's state.
+        """
+        missing = [key for key in ("loader", "stitch_rng") if key not in state]
+        if missing:
+            raise KeyError(f"Stitched train loader state lacks {missing}; got keys {sorted(state)}.")
+        self.batches.load_state_dict(state["loader"])
+        self.rng.bit_generator.state = state["stitch_rng"]
+
+
 def stitch_batches(
     batches: Iterable[List[Dict]], prob: float, generator: Optional[np.random.Generator] = None
-) -> Iterator[List[Dict]]:
-    """Yield each batch; with probability ``prob`` one random pair of it is stitched first.
+) -> StitchedBatches:
+    """The batches of ``batches``, each stitched with probability ``prob`` (one random pair of
+    the batch; batches of one image pass unchanged).
 
     Args:
         batches: an iterable of lists of training dicts (detectron2's train loader).
         prob: per-batch probability in [0, 1].
         generator: the random source (a fresh unseeded one by default).
+
+    Returns:
+        A :class:`ResumableStitchedBatches` when ``batches`` is resumable, else a
+        :class:`StitchedBatches`.
     """
-    rng = generator if generator is not None else np.random.default_rng()
-    for batch in batches:
-        if len(batch) >= 2 and rng.random() < prob:
-            i, j = rng.choice(len(batch), size=2, replace=False)
-            canvas = (
-                max(item["image"].shape[-2] for item in batch),
-                max(item["image"].shape[-1] for item in batch),
-            )
-            batch = list(batch)
-            batch[i] = stitch_pair(batch[i], batch[j], canvas)
-        yield batch
+    resumable = hasattr(batches, "state_dict") and hasattr(batches, "load_state_dict")
+    return (ResumableStitchedBatches if resumable else StitchedBatches)(batches, prob, generator)

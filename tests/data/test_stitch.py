@@ -77,6 +77,55 @@ def test_batches_are_stitched_with_the_given_probability():
     assert 320 < counts < 480  # Binomial(2000, 0.2): mean 400, sd ~18
 
 
+class _CountingLoader:
+    """A resumable stand-in for the core's train loader: batch k holds three items of value
+    k, k+1, k+2 (mod 250); its state is the number of batches handed out."""
+
+    def __init__(self):
+        self.position = 0
+
+    def __iter__(self):
+        while True:
+            k = self.position
+            self.position += 1
+            yield [_item(50, 100, (k + v) % 250, [[0, 0, 10, 10]], [0]) for v in range(3)]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def _signature(batch):
+    """What stitching did to a batch: per item, its first pixel and its number of boxes."""
+    return [(int(x["image"][0, 0, 0]), len(x["instances"])) for x in batch]
+
+
+def test_a_resumable_loader_stitches_on_from_its_saved_state():
+    straight = iter(stitch_batches(_CountingLoader(), 0.5, np.random.default_rng(3)))
+    first = stitch_batches(_CountingLoader(), 0.5, np.random.default_rng(3))
+    stream = iter(first)
+    for _ in range(7):
+        assert _signature(next(stream)) == _signature(next(straight))
+    state = first.state_dict()
+    assert state["loader"] == {"position": 7}
+    # a new run: fresh loader and generator (another seed), then the saved state
+    resumed = stitch_batches(_CountingLoader(), 0.5, np.random.default_rng(99))
+    resumed.load_state_dict(state)
+    again = iter(resumed)
+    expected = [_signature(next(straight)) for _ in range(20)]
+    assert [_signature(next(again)) for _ in range(20)] == expected
+    assert any(count == 2 for sig in expected for _, count in sig)  # some were stitched
+    with pytest.raises(KeyError, match="lacks \\['stitch_rng'\\]"):
+        resumed.load_state_dict({"loader": {"position": 0}})
+
+
+def test_a_plain_iterable_is_wrapped_without_state():
+    wrapped = stitch_batches([[_item(50, 100, 1, [[0, 0, 10, 10]], [0])]], 0.5)
+    assert not hasattr(wrapped, "state_dict")
+
+
 def test_masks_are_refused():
     item = _item(10, 10, 1, [[0, 0, 5, 5]], [0])
     item["instances"].gt_masks = torch.zeros(1, 10, 10)

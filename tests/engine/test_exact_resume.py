@@ -4,6 +4,7 @@ run resumed from its iteration-1 checkpoint ends with the weights of the uninter
 - model tricks: GHM momentum counts (checkpointed buffers), OHEM, DropBlock (global RNG,
   restored from the checkpoint), Mish heads and the validation-loss hook;
 - SSD: its random expand / photometric augmentation;
+- batch stitching: its random generator, resumed from the checkpoint with the loader's state;
 - DETR: AdamW state, global-norm clipping and the transformer's dropout.
 """
 import os
@@ -38,6 +39,11 @@ CASES = {
          "MODEL.SEPH.VAL_LOSS.DATASETS", "('{val}',)",
          "MODEL.SEPH.VAL_LOSS.PERIOD", "20"],
         "roi_heads.box_predictor.cls_loss.ghm.acc_count",
+    ),
+    "stitch": (
+        "quickstart/mask_rcnn_R_18_FPN_shapes.yaml",
+        ["MODEL.MASK_ON", "False", "MODEL.SEPH.STITCH.PROB", "0.5"],
+        "roi_heads.box_predictor.cls_score.weight",
     ),
     "ssd": (
         "shapes/ssd_R_18_shapes.yaml",
@@ -110,3 +116,7 @@ def test_resumed_run_ends_with_identical_weights(case, tmp_path):
     assert straight.keys() == again.keys() and own_key in straight
     different = [key for key in straight if not torch.equal(straight[key], again[key])]
     assert different == []
+    if case == "stitch":  # resumed from the loader's own state, not by replaying batches
+        state = torch.load(resumed / "model_0000001.pth", weights_only=False)["trainer"]
+        assert state["data_loader"]["loader"]["batches"] == 2
+        assert "stitch_rng" in state["data_loader"]

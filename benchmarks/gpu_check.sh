@@ -46,7 +46,11 @@ amp=(SOLVER.AMP.ENABLED True MODEL.DEVICE "$DEVICE" SOLVER.MAX_ITER "$ITERS"
 step quickstart_amp python3 train_net.py --config-file configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml "${amp[@]}"
 shapes=(MODEL.DEVICE "$DEVICE" MODEL.WEIGHTS "" DATASETS.TRAIN "('shapes_train',)"
         DATASETS.TEST "('shapes_val',)" MODEL.ROI_HEADS.NUM_CLASSES 3 SOLVER.IMS_PER_BATCH 4)
-r50=(--config-file configs/Base-RCNN-FPN.yaml --opts MODEL.MASK_ON True MODEL.RESNETS.DEPTH 50 "${shapes[@]}")
+# R50-FPN from random weights has frozen identity BN (no normalisation at all): at the usual LR it
+# diverges (NaN proposals) within a few steps; a tiny LR keeps it finite, and a step's work does not
+# depend on the LR
+r50=(--config-file configs/Base-RCNN-FPN.yaml --opts MODEL.MASK_ON True MODEL.RESNETS.DEPTH 50
+     SOLVER.BASE_LR 0.00001 "${shapes[@]}")
 v14=(--config-file configs/coco/Mask-RCNN-FPN-sephv14_10.yaml --opts "${shapes[@]}")
 for task in train eval; do
   step "r50_fpn_$task" python3 -m sephnet.tools.benchmark --task $task --num-iter "$BENCH_ITERS" "${r50[@]}"

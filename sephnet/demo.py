@@ -33,6 +33,7 @@ from sephnet.backend import (
     import_module,
     setup_logger,
 )
+from sephnet.engine.fast_inference import fast_inference_model
 
 __all__ = ["get_parser", "setup_cfg", "expand_inputs", "output_paths", "main"]
 
@@ -169,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     visualizer = import_module("utils.visualizer")
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
     predictor = DefaultPredictor(cfg)
+    predictor.model = fast_inference_model(cfg, predictor.model)
     for path, out_path in zip(inputs, outputs):
         image = detection_utils.read_image(path, format="BGR")
         start = time.perf_counter()

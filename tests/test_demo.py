@@ -11,6 +11,7 @@ import torch
 
 import sephnet.demo as demo
 from sephnet.backend import Boxes, Instances
+from sephnet.layers.threaded_roi_align import ThreadedROIAlign
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 CONFIG = os.path.join(CONFIGS, "quickstart", "mask_rcnn_R_18_FPN_shapes.yaml")
@@ -76,18 +77,26 @@ def test_inputs_and_outputs(tmp_path):
         demo.output_paths([a, twin], folder)
 
 
-def test_real_predictor_with_threshold_one_leaves_images_unchanged(tmp_path):
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast path"])
+def test_real_predictor_with_threshold_one_leaves_images_unchanged(tmp_path, monkeypatch, fast):
     # No score exceeds 1.0, so the drawing must be the input, pixel for pixel; this runs
-    # the whole path (config, DefaultPredictor on a from-scratch model, Visualizer, save).
+    # the whole path (config, DefaultPredictor on a from-scratch model, Visualizer, save),
+    # through the fast path when its key is set.
+    models = []
+    real = demo.fast_inference_model
+    monkeypatch.setattr(demo, "fast_inference_model",
+                        lambda cfg, model: models.append(real(cfg, model)) or models[-1])
     paths = _images(tmp_path / "in")
     written = demo.main(
         ["--config-file", CONFIG, "--input", str(tmp_path / "in" / "*.png"),
          "--output", str(tmp_path / "out"), "--confidence-threshold", "1.0",
-         "--opts", "MODEL.WEIGHTS", ""]
+         "--opts", "MODEL.WEIGHTS", "", "MODEL.SEPH.FAST_INFERENCE.ENABLED", str(fast)]
     )
     assert written == [str(tmp_path / "out" / "img0.png"), str(tmp_path / "out" / "img1.png")]
     for src, dst in zip(paths, written):
         np.testing.assert_array_equal(cv2.imread(dst), cv2.imread(src))
+    threaded = [m for m in models[0].modules() if isinstance(m, ThreadedROIAlign)]
+    assert bool(threaded) == fast
 
 
 class _FakePredictor:
@@ -97,6 +106,7 @@ class _FakePredictor:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.model = None  # passed through fast_inference_model (unchanged: the key is off)
 
     def __call__(self, image_bgr):
         _FakePredictor.seen.append(image_bgr.copy())

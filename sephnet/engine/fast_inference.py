@@ -52,7 +52,7 @@ from sephnet.modeling.postprocessing import DetectionNMS, fast_rcnn_inference_wi
 from sephnet.modeling.roi_heads.predictor.box_predictor import SephOutputLayers
 
 __all__ = ["fold_frozen_batchnorm", "native_bf16_available", "optimize_for_inference",
-           "fast_inference_model"]
+           "fast_inference_model", "refuse_fast_inference"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +220,15 @@ def fast_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
         return model
     return optimize_for_inference(copy.deepcopy(model), channels_last=node.CHANNELS_LAST,
                                   bf16=node.BF16)
+
+
+def refuse_fast_inference(cfg: CfgNode, tool: str, why: str) -> None:
+    """For tools that do not evaluate through the fast path: a one-line ``ValueError`` when
+    ``MODEL.SEPH.FAST_INFERENCE.ENABLED`` is set, rather than silently ignoring it.
+
+    Args:
+        tool: the tool's name, for the message; why: what it does instead.
+    """
+    if cfg.MODEL.SEPH.FAST_INFERENCE.ENABLED:
+        raise ValueError(f"MODEL.SEPH.FAST_INFERENCE.ENABLED is True, but {tool} {why}; "
+                         "drop the key.")

@@ -36,6 +36,7 @@ from fvcore.nn import (
 )
 
 from sephnet.backend import CfgNode, build_model, setup_logger
+from sephnet.engine.fast_inference import refuse_fast_inference
 from sephnet.tools.config_loading import load_config
 from sephnet.tools.inference_adapter import InferenceAdapter
 
@@ -168,6 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logger(name="fvcore")
     try:
         cfg = load_config(args.config_file, args.opts, device="cpu")
+        refuse_fast_inference(cfg, "analyze_model", "counts the plain model")
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"analyze_model: {e}", file=sys.stderr)
         return 1

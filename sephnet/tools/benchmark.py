@@ -43,6 +43,7 @@ from sephnet.backend import (
     setup_logger,
 )
 from sephnet.data import build_train_loader
+from sephnet.engine.fast_inference import fast_inference_model
 from sephnet.solver import build_optimizer
 from sephnet.tools.config_loading import load_config
 
@@ -127,7 +128,9 @@ def _train_step(cfg: CfgNode) -> Callable[[], int]:
 
 
 def _eval_step(cfg: CfgNode) -> Callable[[], int]:
-    model = _model(cfg).eval()
+    """The model as ``train_net.py`` evaluates it (the fast path with
+    ``MODEL.SEPH.FAST_INFERENCE.ENABLED``)."""
+    model = fast_inference_model(cfg, _model(cfg).eval())
     inputs = _cycle(DefaultTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0]))
 
     def step() -> int:

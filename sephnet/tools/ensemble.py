@@ -60,6 +60,7 @@ from sephnet.backend import (
     import_module,
 )
 from sephnet.config import add_sephnet_config, validate_sephnet_config
+from sephnet.engine.fast_inference import fast_inference_model
 from sephnet.modeling.postprocessing import DetectionNMS
 
 __all__ = ["EnsembleMember", "member_views", "load_member", "ensemble_predict",
@@ -119,10 +120,13 @@ def load_member(config_file: str, weights: str, tta: bool = False, opts: Sequenc
     cfg.merge_from_list(list(opts))
     cfg.MODEL.WEIGHTS = weights
     validate_sephnet_config(cfg)
+    if cfg.MODEL.SEPH.FAST_INFERENCE.BF16:
+        raise ValueError(f"{config_file}: MODEL.SEPH.FAST_INFERENCE.BF16 is not supported by "
+                         "the ensemble (it calls the members' inference() directly); drop it.")
     cfg.freeze()
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
-    model.eval()
+    model = fast_inference_model(cfg, model.eval())
     member = EnsembleMember(model, member_views(cfg, tta), cfg.INPUT.FORMAT, cfg.MODEL.MASK_ON)
     return member, cfg
 

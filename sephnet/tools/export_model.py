@@ -44,6 +44,7 @@ from sephnet.backend import (
     detection_utils,
     transforms,
 )
+from sephnet.engine.fast_inference import refuse_fast_inference
 from sephnet.tools.config_loading import load_config
 from sephnet.tools.inference_adapter import InferenceAdapter
 
@@ -163,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         cfg = load_config(args.config_file, args.opts, device="cpu")
+        refuse_fast_inference(cfg, "export_model", "exports the plain model (the fast path's "
+                              "threads and in-place layers are for evaluation in PyTorch)")
         model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

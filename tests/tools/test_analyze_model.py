@@ -59,6 +59,10 @@ def test_cli_reports_totals_and_rejects_a_missing_config(capsys):
     assert "Parameters: 12.39 M" in out
     assert main(["--config-file", "nope.yaml"]) == 1
     assert "--config-file 'nope.yaml' does not exist." in capsys.readouterr().err
+    assert main(["--config-file", QUICKSTART, "--opts", "MODEL.SEPH.FAST_INFERENCE.ENABLED",
+                 "True"]) == 1
+    assert ("MODEL.SEPH.FAST_INFERENCE.ENABLED is True, but analyze_model counts the plain "
+            "model; drop the key.") in capsys.readouterr().err
 
 
 def test_cuda_config_on_a_machine_without_cuda_is_refused_with_the_fix():

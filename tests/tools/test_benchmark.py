@@ -15,6 +15,17 @@ def test_each_task_times_iterations_and_reports_memory(tiny_coco, task, images_p
     assert result["peak_rss_mib"] > 50  # torch alone takes more
 
 
+def test_eval_times_the_fast_path_when_its_key_is_set(tiny_coco, monkeypatch):
+    from sephnet.tools import benchmark as tool
+    enabled = []
+    real = tool.fast_inference_model
+    monkeypatch.setattr(tool, "fast_inference_model", lambda cfg, model: enabled.append(
+        cfg.MODEL.SEPH.FAST_INFERENCE.ENABLED) or real(cfg, model))
+    opts = [*tiny_coco, "MODEL.SEPH.FAST_INFERENCE.ENABLED", "True"]
+    assert benchmark(load_config(QUICKSTART, opts), "eval", num_iter=1, warmup=0)["median_s"] > 0
+    assert enabled == [True]
+
+
 def test_time_iterations_runs_warmup_untimed_and_rates_at_the_median():
     calls = []
 

@@ -15,6 +15,7 @@ from sephnet.backend import (
     register_coco_instances,
 )
 from sephnet.data import ShapesParams, generate_shapes
+from sephnet.layers.threaded_roi_align import ThreadedROIAlign
 from sephnet.modeling.postprocessing import DetectionNMS
 from sephnet.tools import ensemble
 
@@ -173,6 +174,19 @@ def test_command_line_errors_name_the_input(tiny_run, tmp_path):
         ensemble.main(["--model", "nope.yaml", weights, "--dataset", name])
     with pytest.raises(ValueError, match="not registered"):
         ensemble.main(["--model", config, weights, "--dataset", "no_such_dataset"])
+
+
+def test_members_use_the_fast_path_when_asked_and_refuse_bf16(tiny_run):
+    _, _, _, config, weights, _, _ = tiny_run
+    fast = ["MODEL.SEPH.FAST_INFERENCE.ENABLED", "True"]
+    member, _ = ensemble.load_member(config, weights, opts=fast)
+    assert any(isinstance(m, ThreadedROIAlign) for m in member.model.modules())
+    plain, _ = ensemble.load_member(config, weights)
+    assert not any(isinstance(m, ThreadedROIAlign) for m in plain.model.modules())
+    with pytest.raises(ValueError, match="MODEL.SEPH.FAST_INFERENCE.BF16 is not supported by "
+                                         "the ensemble"):
+        ensemble.load_member(config, weights,
+                             opts=[*fast, "MODEL.SEPH.FAST_INFERENCE.BF16", "True"])
 
 
 @pytest.mark.slow

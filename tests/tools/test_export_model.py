@@ -46,6 +46,13 @@ def test_a_missing_sample_image_is_named(tmp_path, capsys):
     assert "--sample-image 'nope.png' does not exist." in capsys.readouterr().err
 
 
+def test_the_fast_path_key_is_refused(tmp_path, capsys):
+    assert export_model.main(["--config-file", QUICKSTART, "--format", "onnx", "--output",
+                              str(tmp_path), "MODEL.SEPH.FAST_INFERENCE.ENABLED", "True"]) == 1
+    assert ("MODEL.SEPH.FAST_INFERENCE.ENABLED is True, but export_model exports the plain "
+            "model") in capsys.readouterr().err
+
+
 def test_check_failures_name_the_image_and_what_differs():
     report = [{"detections": 3, "exported_detections": 3, "pred_boxes": 0.5, "pred_classes": 0},
               {"detections": 3, "exported_detections": 2},

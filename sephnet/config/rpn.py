@@ -1,5 +1,6 @@
-"""Keys of ``SephRPN``: ``MODEL.SEPH.RPN.MATCHER.*`` (docs/components.md#anchors-and-rpn) and
-``MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED`` (docs/components.md#conventions).
+"""Keys of ``SephRPN``: ``MODEL.SEPH.RPN.MATCHER.*`` (docs/components.md#anchors-and-rpn),
+``MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED`` (docs/components.md#conventions) and
+``MODEL.SEPH.RPN.TEST_NMS.*`` (soft-NMS of the test-time proposals, docs/test_time.md).
 
 The matchers' (lo, hi) IoU thresholds reuse ``MODEL.RPN.IOU_THRESHOLDS``; the log's configs
 set it to [0.4, 0.5] (detectron2's default is [0.3, 0.7]).
@@ -48,6 +49,18 @@ def add_config(cfg: CfgNode) -> None:
     # detectron2's per-image sampling. Needs MODEL.PROPOSAL_GENERATOR.NAME "SephRPN".
     cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED = False
 
+    cfg.MODEL.SEPH.RPN.TEST_NMS = CfgNode()
+    # How test-time proposals are suppressed within each level (training always uses NMS):
+    # "nms" = detectron2's NMS at MODEL.RPN.NMS_THRESH; "soft_linear" / "soft_gaussian" =
+    # soft-NMS of the objectness probabilities (linear: decays scores of boxes with IoU above
+    # MODEL.RPN.NMS_THRESH by 1 - IoU; gaussian: by exp(-IoU^2 / SOFT_SIGMA)), then the
+    # MODEL.RPN.POST_NMS_TOPK_TEST best by decayed score. Needs PROPOSAL_GENERATOR "SephRPN".
+    cfg.MODEL.SEPH.RPN.TEST_NMS.METHOD = "nms"
+    # Gaussian soft-NMS width (> 0).
+    cfg.MODEL.SEPH.RPN.TEST_NMS.SOFT_SIGMA = 0.5
+    # Soft-NMS drops proposals whose decayed objectness probability falls below this ([0, 1)).
+    cfg.MODEL.SEPH.RPN.TEST_NMS.SOFT_SCORE_THRESH = 0.001
+
 
 def validate_config(cfg: CfgNode) -> None:
     """Check the ``MODEL.SEPH.RPN`` keys.
@@ -55,7 +68,8 @@ def validate_config(cfg: CfgNode) -> None:
     Validated: MATCHER.NAME is registered (the error lists the registered names); a
     non-empty MATCHER.NAME or BATCH_SAMPLING.ENABLED comes with
     ``MODEL.PROPOSAL_GENERATOR.NAME == "SephRPN"``; MIN_IOU is in [0, 1);
-    TOPK_PER_CELL_ANCHOR is a positive int; and the named matcher builds from the config
+    TOPK_PER_CELL_ANCHOR is a positive int; TEST_NMS.METHOD is known, SOFT_SIGMA > 0,
+    SOFT_SCORE_THRESH in [0, 1), and soft-NMS comes with SephRPN; and the named matcher builds from the config
     (e.g. ``MODEL.RPN.IOU_THRESHOLDS`` must be two sorted values in [0, 1] for the
     threshold-capped matchers). Not validated: whether k exceeds the anchors of the coarsest
     level, which depends on the input size (the matcher then takes the whole level).
@@ -70,6 +84,7 @@ def validate_config(cfg: CfgNode) -> None:
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ValueError(f"{_KEY}.TOPK_PER_CELL_ANCHOR={topk!r}; expected a positive int.")
     generator = cfg.MODEL.PROPOSAL_GENERATOR.NAME
+    _validate_test_nms(cfg.MODEL.SEPH.RPN.TEST_NMS, generator)
     if cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED and generator != "SephRPN":
         raise ValueError(
             "MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED=True needs MODEL.PROPOSAL_GENERATOR.NAME="
@@ -89,3 +104,21 @@ def validate_config(cfg: CfgNode) -> None:
     anchors = cfg.MODEL.ANCHOR_GENERATOR
     num_cell_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
     build_anchor_matcher(cfg, num_cell_anchors)
+
+
+_TEST_NMS_KEY = "MODEL.SEPH.RPN.TEST_NMS"
+TEST_NMS_METHODS = ("nms", "soft_linear", "soft_gaussian")
+
+
+def _validate_test_nms(node: CfgNode, generator: str) -> None:
+    if node.METHOD not in TEST_NMS_METHODS:
+        raise ValueError(f"{_TEST_NMS_KEY}.METHOD={node.METHOD!r}; expected one of "
+                         f"{TEST_NMS_METHODS}.")
+    if not node.SOFT_SIGMA > 0:
+        raise ValueError(f"{_TEST_NMS_KEY}.SOFT_SIGMA={node.SOFT_SIGMA!r}; expected a number > 0.")
+    if not 0.0 <= node.SOFT_SCORE_THRESH < 1.0:
+        raise ValueError(f"{_TEST_NMS_KEY}.SOFT_SCORE_THRESH={node.SOFT_SCORE_THRESH!r}; "
+                         "expected a number in [0, 1).")
+    if node.METHOD != "nms" and generator != "SephRPN":
+        raise ValueError(f"{_TEST_NMS_KEY}.METHOD={node.METHOD!r} needs "
+                         f"MODEL.PROPOSAL_GENERATOR.NAME='SephRPN', got {generator!r}.")

@@ -1,4 +1,7 @@
-"""MODEL.SEPH.RPN.MATCHER keys: defaults, merging from YAML text, and validation errors."""
+"""MODEL.SEPH.RPN keys (anchor matchers, test-time soft-NMS): defaults, merging from YAML text, and
+validation errors."""
+import re
+
 import pytest
 
 from sephnet.backend import ShapeSpec, build_proposal_generator
@@ -99,3 +102,25 @@ def test_batch_sampling_needs_seph_rpn(sephnet_cfg):
     assert "MODEL.PROPOSAL_GENERATOR.NAME" in str(err.value)
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SephRPN"
     validate_config(cfg)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("METHOD", "soft", "MODEL.SEPH.RPN.TEST_NMS.METHOD='soft'; expected one of"),
+    ("SOFT_SIGMA", 0.0, "MODEL.SEPH.RPN.TEST_NMS.SOFT_SIGMA=0.0; expected a number > 0."),
+    ("SOFT_SCORE_THRESH", 1.0,
+     "MODEL.SEPH.RPN.TEST_NMS.SOFT_SCORE_THRESH=1.0; expected a number in [0, 1)."),
+])
+def test_test_nms_values_are_checked(sephnet_cfg, key, value, message):
+    cfg = _cfg(sephnet_cfg)
+    assert cfg.MODEL.SEPH.RPN.TEST_NMS.METHOD == "nms"  # default: detectron2's NMS
+    cfg.MODEL.SEPH.RPN.TEST_NMS[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_soft_nms_needs_seph_rpn(sephnet_cfg):
+    cfg = _cfg(sephnet_cfg, generator="RPN")
+    cfg.MODEL.SEPH.RPN.TEST_NMS.METHOD = "soft_gaussian"
+    with pytest.raises(ValueError, match="METHOD='soft_gaussian' needs "
+                                         "MODEL.PROPOSAL_GENERATOR.NAME='SephRPN', got 'RPN'"):
+        validate_config(cfg)

@@ -1,8 +1,9 @@
 """``SephRPN``: detectron2's RPN whose anchors can be labelled by an ATSS-style matcher.
 
 The log's ATSS matchers label RPN anchors (docs/components.md#anchors-and-rpn). Optionally
-(docs/components.md#conventions) anchors are sampled over the whole batch as in the original.
-Everything else (head, anchors, losses, proposal selection) is the backend's ``RPN``.
+(docs/components.md#conventions) anchors are sampled over the whole batch as in the original,
+and test-time proposals are selected with soft-NMS (docs/test_time.md). Everything else (head,
+anchors, losses, training-time proposal selection) is the backend's ``RPN``.
 """
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -16,10 +17,12 @@ from sephnet.backend import (
     Instances,
     ShapeSpec,
     configurable,
+    find_top_rpn_proposals,
     pairwise_iou,
     subsample_labels,
 )
 from sephnet.modeling.matchers import build_anchor_matcher
+from sephnet.modeling.postprocessing.soft_nms import batched_soft_nms
 
 __all__ = ["SephRPN"]
 
@@ -53,6 +56,7 @@ class SephRPN(RPN):
         *,
         box_matcher: Optional[BoxMatcher] = None,
         sample_over_batch: bool = False,
+        test_soft_nms: Optional[Dict[str, float]] = None,
         **kwargs,
     ):
         """
@@ -65,11 +69,15 @@ class SephRPN(RPN):
                 losses keep detectron2's normaliser N * ``batch_size_per_image``, so they are
                 about 1/N of detectron2's, again as in the original
                 (docs/components.md#anchors-and-rpn).
+            test_soft_nms: at test time, select proposals with soft-NMS instead of NMS
+                (:meth:`predict_proposals`): ``{"method": "linear" | "gaussian", "sigma": s,
+                "score_threshold": t}``; None = the backend's NMS.
             kwargs: the keyword arguments of the backend's ``RPN``.
         """
         super().__init__(**kwargs)
         self.box_matcher = box_matcher
         self.sample_over_batch = bool(sample_over_batch)
+        self.test_soft_nms = test_soft_nms
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -84,7 +92,63 @@ class SephRPN(RPN):
                 )
             ret["box_matcher"] = build_anchor_matcher(cfg, per_level[0])
         ret["sample_over_batch"] = cfg.MODEL.SEPH.RPN.BATCH_SAMPLING.ENABLED
+        test_nms = cfg.MODEL.SEPH.RPN.TEST_NMS
+        if test_nms.METHOD != "nms":
+            ret["test_soft_nms"] = {"method": test_nms.METHOD[len("soft_"):],
+                                    "sigma": test_nms.SOFT_SIGMA,
+                                    "score_threshold": test_nms.SOFT_SCORE_THRESH}
         return ret
+
+    def predict_proposals(
+        self,
+        anchors: List[Boxes],
+        pred_objectness_logits: List[torch.Tensor],
+        pred_anchor_deltas: List[torch.Tensor],
+        image_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        """The backend's proposal selection; at test time with ``test_soft_nms``, soft-NMS
+        in its place::
+
+            each level alone: the backend's find_top_rpn_proposals with NMS off
+              (PRE_NMS_TOPK_TEST best, finite, clipped, larger than MIN_SIZE)
+            per image: soft-NMS of sigmoid(logits) within each level (IoU threshold
+              MODEL.RPN.NMS_THRESH for the linear decay) -> POST_NMS_TOPK_TEST best
+              -> objectness_logits = logit(decayed probability)
+
+        Returns:
+            N ``Instances`` with ``proposal_boxes`` and ``objectness_logits``, by decreasing
+            objectness.
+        """
+        if self.training or self.test_soft_nms is None:
+            return super().predict_proposals(
+                anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes)
+        with torch.no_grad():
+            boxes = self._decode_proposals(anchors, pred_anchor_deltas)
+            pre_nms_topk = self.pre_nms_topk[False]
+            # an IoU above 1.0 never occurs: the backend's selection without suppression
+            per_level = [
+                find_top_rpn_proposals([level_boxes], [level_logits], image_sizes, 1.0,
+                                       pre_nms_topk, pre_nms_topk, self.min_box_size, False)
+                for level_boxes, level_logits in zip(boxes, pred_objectness_logits)
+            ]
+            return [self._soft_nms_image([level[i] for level in per_level], image_size)
+                    for i, image_size in enumerate(image_sizes)]
+
+    def _soft_nms_image(self, levels: List[Instances], image_size: Tuple[int, int]) -> Instances:
+        """Soft-NMS within each level of one image's candidates, then the best
+        ``post_nms_topk``."""
+        boxes = torch.cat([c.proposal_boxes.tensor for c in levels])
+        logits = torch.cat([c.objectness_logits for c in levels])
+        level_ids = torch.cat([torch.full((len(c),), i, dtype=torch.int64, device=boxes.device)
+                               for i, c in enumerate(levels)])
+        keep, decayed = batched_soft_nms(boxes, logits.sigmoid(), level_ids,
+                                         iou_threshold=self.nms_thresh, **self.test_soft_nms)
+        keep, decayed = keep[: self.post_nms_topk[False]], decayed[: self.post_nms_topk[False]]
+        result = Instances(image_size)
+        result.proposal_boxes = Boxes(boxes[keep])
+        # float32 saturates sigmoid at 1 for logits above ~17: keep those finite
+        result.objectness_logits = torch.logit(decayed, eps=1e-7)
+        return result
 
     @torch.no_grad()
     def label_and_sample_anchors(

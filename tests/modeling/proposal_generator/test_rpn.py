@@ -1,4 +1,6 @@
 """SephRPN: detectron2's RPN with anchors labelled by the sephnet anchor matchers."""
+import math
+
 import pytest
 import torch
 
@@ -220,3 +222,43 @@ def test_batch_sampling_of_a_single_image_equals_the_upstream_rpn(sephnet_cfg):
             results.append(rpn(one_image, one_features, gt[:1])[1])
     for key in ("loss_rpn_cls", "loss_rpn_loc"):
         assert torch.equal(results[0][key], results[1][key]), key
+
+
+def _soft_nms_rpn(sephnet_cfg, method):
+    cfg = tiny_cfg(sephnet_cfg)
+    cfg.MODEL.RPN.NMS_THRESH = 0.3
+    cfg.MODEL.RPN.MIN_SIZE = 0
+    cfg.MODEL.SEPH.RPN.TEST_NMS.METHOD = method
+    return SephRPN(cfg, SHAPES)
+
+
+def _hand_made_candidates():
+    """Level 0: A [0,0,10,10] logit 2, B [0,0,10,5] logit 1 (IoU(A, B) = 0.5), C far away
+    logit 0; level 1: D = A's box, logit 1.5. Zero deltas: the proposals are the anchors."""
+    anchors = [Boxes(torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [50, 50, 60, 60]])),
+               Boxes(torch.tensor([[0.0, 0, 10, 10]]))]
+    logits = [torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[1.5]])]
+    deltas = [torch.zeros(1, 3, 4), torch.zeros(1, 1, 4)]
+    return anchors, logits, deltas, [(100, 100)]
+
+
+@pytest.mark.parametrize("method, b_weight", [("soft_linear", 1 - 0.5),
+                                              ("soft_gaussian", math.exp(-0.25 / 0.5))])
+def test_test_time_soft_nms_decays_overlaps_within_a_level(sephnet_cfg, method, b_weight):
+    rpn = _soft_nms_rpn(sephnet_cfg, method).eval()
+    (out,) = rpn.predict_proposals(*_hand_made_candidates())
+    # A and D do not interact (other levels); C does not overlap; B decays by its IoU with A
+    b = torch.sigmoid(torch.tensor(1.0)) * b_weight
+    assert out.proposal_boxes.tensor.tolist() == [[0, 0, 10, 10], [0, 0, 10, 10],
+                                                  [50, 50, 60, 60], [0, 0, 10, 5]]
+    torch.testing.assert_close(out.objectness_logits,
+                               torch.tensor([2.0, 1.5, 0.0, float(torch.logit(b))]))
+
+
+def test_training_and_nms_keep_the_backends_selection(sephnet_cfg):
+    # NMS at 0.3 removes B; training selects that way even with soft-NMS configured
+    for rpn in (_soft_nms_rpn(sephnet_cfg, "nms").eval(),
+                _soft_nms_rpn(sephnet_cfg, "soft_linear").train()):
+        (out,) = rpn.predict_proposals(*_hand_made_candidates())
+        assert out.proposal_boxes.tensor.tolist() == [[0, 0, 10, 10], [0, 0, 10, 10],
+                                                      [50, 50, 60, 60]]

@@ -140,5 +140,7 @@ def _distributed_worker(
     comm.synchronize()
     try:
         main_func(*args)
+        # No rank tears its connections down while another may still be using them.
+        comm.synchronize()
     finally:
         dist.destroy_process_group()

@@ -10,6 +10,8 @@ from sephnet.backend import CfgNode
 __all__ = ["add_config", "validate_config"]
 
 _KEY = "MODEL.SEPH.RPN.MATCHER"
+_TEST_NMS_KEY = "MODEL.SEPH.RPN.TEST_NMS"
+TEST_NMS_METHODS = ("nms", "soft_linear", "soft_gaussian")
 
 
 def add_config(cfg: CfgNode) -> None:
@@ -69,8 +71,8 @@ def validate_config(cfg: CfgNode) -> None:
     non-empty MATCHER.NAME or BATCH_SAMPLING.ENABLED comes with
     ``MODEL.PROPOSAL_GENERATOR.NAME == "SephRPN"``; MIN_IOU is in [0, 1);
     TOPK_PER_CELL_ANCHOR is a positive int; TEST_NMS.METHOD is known, SOFT_SIGMA > 0,
-    SOFT_SCORE_THRESH in [0, 1), and soft-NMS comes with SephRPN; and the named matcher builds from the config
-    (e.g. ``MODEL.RPN.IOU_THRESHOLDS`` must be two sorted values in [0, 1] for the
+    SOFT_SCORE_THRESH in [0, 1), and soft-NMS comes with SephRPN; and the named matcher
+    builds from the config (e.g. ``MODEL.RPN.IOU_THRESHOLDS`` must be two sorted values in [0, 1] for the
     threshold-capped matchers). Not validated: whether k exceeds the anchors of the coarsest
     level, which depends on the input size (the matcher then takes the whole level).
 
@@ -106,11 +108,8 @@ def validate_config(cfg: CfgNode) -> None:
     build_anchor_matcher(cfg, num_cell_anchors)
 
 
-_TEST_NMS_KEY = "MODEL.SEPH.RPN.TEST_NMS"
-TEST_NMS_METHODS = ("nms", "soft_linear", "soft_gaussian")
-
-
 def _validate_test_nms(node: CfgNode, generator: str) -> None:
+    """``MODEL.SEPH.RPN.TEST_NMS``: known method, sigma > 0, threshold in [0, 1), SephRPN."""
     if node.METHOD not in TEST_NMS_METHODS:
         raise ValueError(f"{_TEST_NMS_KEY}.METHOD={node.METHOD!r}; expected one of "
                          f"{TEST_NMS_METHODS}.")

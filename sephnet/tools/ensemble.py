@@ -215,12 +215,9 @@ def ensemble_predict(
     all_boxes = Boxes(torch.cat(boxes))
     all_boxes.clip((height, width))
     fused_boxes, fused_scores, fused_classes, _ = fusion.select(
-        all_boxes.tensor, torch.cat(scores), torch.cat(classes), nms_thresh, num_sources
+        all_boxes.tensor, torch.cat(scores), torch.cat(classes), nms_thresh, num_sources,
+        topk=max_detections,
     )
-    if max_detections >= 0:
-        fused_boxes = fused_boxes[:max_detections]
-        fused_scores = fused_scores[:max_detections]
-        fused_classes = fused_classes[:max_detections]
     fused = Instances((height, width))
     fused.pred_boxes = Boxes(fused_boxes)
     fused.scores = fused_scores
@@ -312,11 +309,8 @@ def fuse_results(
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
         scores = torch.tensor([d["score"] for d in dets], dtype=torch.float64)
         classes = torch.tensor([d["category_id"] for d in dets], dtype=torch.int64)
-        b, s, c, src = fusion.select(boxes, scores, classes, nms_thresh, len(results_per_file))
-        if max_detections >= 0:
-            b, s, c, src = b[:max_detections], s[:max_detections], c[:max_detections], src[
-                :max_detections
-            ]
+        b, s, c, src = fusion.select(boxes, scores, classes, nms_thresh, len(results_per_file),
+                                     topk=max_detections)
         for box, score, cls, i in zip(b.tolist(), s.tolist(), c.tolist(), src.tolist()):
             out = {
                 "image_id": image_id,
